@@ -1,0 +1,22 @@
+"""Content-addressed storage on a local (or shared) filesystem.
+
+Bytes and hashes only: no HTTP and no Redis. The service decides *when* to
+stage, place and delete; this package decides *how*, durably.
+"""
+
+from blobstore.digests import ContentHasher, Digests, hash_file
+from blobstore.durable import fsync_dir, write_atomic
+from blobstore.staging import StagingArea, StagingFile
+from blobstore.store import BlobStore, StorageFull
+
+__all__ = [
+    "BlobStore",
+    "ContentHasher",
+    "Digests",
+    "StagingArea",
+    "StagingFile",
+    "StorageFull",
+    "fsync_dir",
+    "hash_file",
+    "write_atomic",
+]

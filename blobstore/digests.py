@@ -1,0 +1,50 @@
+"""BLAKE3 (always) and SHA-256 (when a client asked to be checked against one)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from blake3 import blake3
+
+READ_SIZE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Digests:
+    blake3: str
+    sha256: str | None = None
+
+
+class ContentHasher:
+    """Hashes content as it streams in; SHA-256 only when asked for, since it costs."""
+
+    def __init__(self, sha256: bool = False) -> None:
+        self._blake3 = blake3(max_threads=blake3.AUTO)
+        self._sha256 = hashlib.sha256() if sha256 else None
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._blake3.update(data)
+        if self._sha256 is not None:
+            self._sha256.update(data)
+
+    def digests(self) -> Digests:
+        sha256 = self._sha256.hexdigest() if self._sha256 is not None else None
+        return Digests(blake3=self._blake3.hexdigest(), sha256=sha256)
+
+
+def hash_file(path: Path, sha256: bool = False) -> Digests:
+    """Hash a whole file in one pass; BLAKE3 alone reads it through mmap on all cores."""
+    if not sha256:
+        hasher = blake3(max_threads=blake3.AUTO)
+        if path.stat().st_size:
+            hasher.update_mmap(path)
+        return Digests(blake3=hasher.hexdigest())
+    content = ContentHasher(sha256=True)
+    with open(path, "rb", buffering=0) as file:
+        buffer = bytearray(READ_SIZE)
+        view = memoryview(buffer)
+        while count := file.readinto(buffer):
+            content.update(view[:count])
+    return content.digests()

@@ -1,0 +1,80 @@
+"""Staging files: the partial content of uploads in progress, one file per upload.
+
+A staging file lives on the same filesystem as the blobs, so that a finished
+upload becomes a blob by a rename, without a copy.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from blobstore.durable import make_dirs
+from blobstore.store import StorageFull
+
+
+class StagingFile:
+    """An open staging file, written at an explicit position (`pwrite`), never appended blindly."""
+
+    def __init__(self, path: Path, fd: int, position: int) -> None:
+        self.path = path
+        self.position = position
+        self._fd = fd
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self._fd, view, self.position)
+                self.position += written
+                view = view[written:]
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(str(error)) from error
+            raise
+
+    def truncate(self, length: int) -> None:
+        """Drop everything from `length` on: bytes the service never acknowledged."""
+        os.ftruncate(self._fd, length)
+        self.position = length
+
+    def flush(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class StagingArea:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        make_dirs(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def open(self, name: str, offset: int) -> StagingFile:
+        """Open for writing at `offset`, cutting off any bytes past it left by a broken write."""
+        path = self.path(name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size != offset:
+                os.ftruncate(fd, offset)
+        except OSError:
+            os.close(fd)
+            raise
+        return StagingFile(path, fd, offset)
+
+    def create_empty(self, name: str) -> Path:
+        path = self.path(name)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        return path
+
+    def remove(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+    def names(self) -> list[str]:
+        """The name of every staging file."""
+        with os.scandir(self.root) as listing:
+            return [item.name for item in listing if item.is_file(follow_symlinks=False)]

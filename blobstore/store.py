@@ -1,0 +1,103 @@
+"""The blob directory: every distinct content once, at a path named by its BLAKE3 digest.
+
+Layout: `<root>/<d[0:2]>/<d[2:4]>/<d>`. A blob is placed by linking a flushed
+staging file under a temporary name, renaming that, then flushing the directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from blobstore.durable import fsync_dir, make_dirs, remove_durably
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class StorageFull(Exception):
+    """The filesystem under the store has no room left."""
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        make_dirs(root)
+
+    def path(self, digest: str) -> Path:
+        if not DIGEST.fullmatch(digest):
+            raise ValueError(f"not a BLAKE3 hex digest: {digest!r}")
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def size(self, digest: str) -> int | None:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def place(self, source: Path, digest: str) -> bool:
+        """Make the content of `source` (already hashed to `digest`) a blob; False when it was one.
+
+        The blob is a hard link to the flushed `source`, made under a temporary name
+        and renamed into place, so a crash never leaves a partial blob; `source` is
+        left for the caller to remove once the upload is recorded as complete. When
+        an equal blob exists the new copy is not linked (that is the deduplication)
+        and the old one's mtime is refreshed, so that a sweep in its grace period
+        keeps it. An existing blob of the wrong size is damaged and is replaced.
+        """
+        target = self.path(digest)
+        if self.size(digest) == source.stat().st_size:
+            os.utime(target)
+            return False
+        temporary = target.with_name(f".{digest}.{secrets.token_hex(8)}.tmp")
+        try:
+            make_dirs(target.parent)
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(source, temporary)
+            os.replace(temporary, target)
+            fsync_dir(target.parent)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(str(error)) from error
+            raise
+        return True
+
+    def touch(self, digest: str) -> bool:
+        """Refresh the mtime of a blob; False when it is missing."""
+        try:
+            os.utime(self.path(digest))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def open(self, digest: str) -> int:
+        """A read-only file descriptor on the blob; raises FileNotFoundError."""
+        return os.open(self.path(digest), os.O_RDONLY)
+
+    def delete(self, digest: str) -> bool:
+        return remove_durably(self.path(digest))
+
+    def blobs(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every blob as (digest, stat); files that are not named like blobs are skipped."""
+        for first in _subdirectories(self.root):
+            for second in _subdirectories(first):
+                with os.scandir(second) as listing:
+                    for item in listing:
+                        if DIGEST.fullmatch(item.name):
+                            try:
+                                yield item.name, item.stat()
+                            except FileNotFoundError:
+                                continue
+
+
+def _subdirectories(path: Path) -> list[Path]:
+    with os.scandir(path) as listing:
+        return sorted(Path(item.path) for item in listing if item.is_dir(follow_symlinks=False))

@@ -1,0 +1,1 @@
+"""The files service: resumable uploads into a deduplicating content-addressed store."""

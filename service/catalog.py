@@ -1,0 +1,87 @@
+"""The stored files: entries on the volume, the index in Redis, and the blobs they point to.
+
+Exclusion (all by leases in Redis, so it holds across processes and machines):
+- `blob:<digest>` is held by a commit from placing (or reusing) the blob until its
+  entry is written and counted in the index, and by whoever frees that blob while
+  it checks that nothing refers to it and deletes it. So a commit of the same
+  content either sees the blob gone and places it anew, or is counted first.
+- `entry:<bucket>/<key>` is held while one entry is replaced or removed, so the
+  volume and the index change in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from blobstore import BlobStore
+from service.entries import Entry, EntryStore
+from service.errors import FileNotFound
+from service.index import EntryIndex
+from service.leases import Leases
+
+
+class Catalog:
+    def __init__(self, entries: EntryStore, index: EntryIndex, blobs: BlobStore, leases: Leases) -> None:
+        self.entries = entries
+        self.index = index
+        self.blobs = blobs
+        self.leases = leases
+
+    async def commit(self, entry: Entry, source: Path) -> None:
+        """Store the content in `source` (hashed to `entry.digest`) and write the entry for it."""
+        async with self.leases.hold(f"blob:{entry.digest}"):
+            await asyncio.to_thread(self.blobs.place, source, entry.digest)
+            async with self.leases.hold(f"entry:{entry.bucket}/{entry.key}"):
+                replaced = await asyncio.to_thread(self.entries.get, entry.bucket, entry.key)
+                await asyncio.to_thread(self.entries.put, entry)
+                await self.index.put(entry)
+        if replaced is not None and replaced.digest != entry.digest:
+            await self.release_blob(replaced.digest)
+
+    async def get(self, bucket: str, key: str) -> Entry:
+        entry = await asyncio.to_thread(self.entries.get, bucket, key)
+        if entry is None:
+            raise FileNotFound(f"no file {key!r} in bucket {bucket!r}")
+        return entry
+
+    async def delete(self, bucket: str, key: str) -> Entry:
+        async with self.leases.hold(f"entry:{bucket}/{key}"):
+            entry = await self.get(bucket, key)
+            await asyncio.to_thread(self.entries.delete, bucket, key)
+            await self.index.remove(bucket, key)
+        await self.release_blob(entry.digest)
+        return entry
+
+    async def buckets(self) -> list[str]:
+        return await self.index.buckets()
+
+    async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
+        return await self.index.page(bucket, prefix, after, limit)
+
+    async def release_blob(self, digest: str) -> bool:
+        """Delete the blob if no entry refers to it any more; True when it was deleted.
+
+        While the index is incomplete (Redis lost its data) nothing is freed here;
+        the sweeper frees it once the index is rebuilt.
+        """
+        async with self.leases.hold(f"blob:{digest}"):
+            if await self.index.unreferenced(digest):
+                return await asyncio.to_thread(self.blobs.delete, digest)
+        return False
+
+    async def sweep_blobs(self, grace_seconds: float) -> int:
+        """Delete blobs no entry refers to that are older than the grace period; returns how many."""
+        referenced = await self.index.referenced()
+        if referenced is None:
+            await self.index.rebuild()
+            return 0
+        cutoff = time.time() - grace_seconds
+        candidates = await asyncio.to_thread(
+            lambda: [digest for digest, stat in self.blobs.blobs() if digest not in referenced and stat.st_mtime < cutoff]
+        )
+        deleted = 0
+        for digest in candidates:
+            deleted += await self.release_blob(digest)
+        return deleted

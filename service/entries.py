@@ -1,0 +1,70 @@
+"""Bucket/key entries, durable on the data volume: the source of truth for what files exist.
+
+One small JSON file per entry at `<root>/<bucket>/<h[0:2]>/<h>.json`, where h is the
+SHA-256 of the key: keys may nest (`a` and `a/b` both exist) and may be longer than
+a file name may be, so the key itself is not a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from blobstore import write_atomic
+from blobstore.durable import make_dirs, remove_durably
+
+
+class Entry(BaseModel):
+    """A stored file: what a bucket/key names, and the blob that holds its content."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    mime_type: str
+    bytes: int
+    created_at: int
+    digest: str  # BLAKE3 hex of the content
+
+
+class EntryStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        make_dirs(root)
+
+    def path(self, bucket: str, key: str) -> Path:
+        hashed = hashlib.sha256(key.encode()).hexdigest()
+        return self.root / bucket / hashed[:2] / f"{hashed}.json"
+
+    def get(self, bucket: str, key: str) -> Entry | None:
+        try:
+            data = self.path(bucket, key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        entry = Entry.model_validate_json(data)
+        return entry if (entry.bucket, entry.key) == (bucket, key) else None
+
+    def put(self, entry: Entry) -> None:
+        write_atomic(self.path(entry.bucket, entry.key), entry.model_dump_json().encode())
+
+    def delete(self, bucket: str, key: str) -> bool:
+        return remove_durably(self.path(bucket, key))
+
+    def exists(self, entry: Entry) -> bool:
+        return self.get(entry.bucket, entry.key) == entry
+
+    def scan(self) -> Iterator[Entry]:
+        """Every entry on the volume, in no particular order; unreadable files are skipped."""
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                try:
+                    with open(os.path.join(directory, name), "rb") as file:
+                        yield Entry.model_validate_json(file.read())
+                except (FileNotFoundError, ValidationError):
+                    continue

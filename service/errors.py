@@ -1,0 +1,66 @@
+"""Domain errors raised by the upload core; `service.http.errors` maps each to a response."""
+
+from __future__ import annotations
+
+
+class FilesError(Exception):
+    """Base of every error a client can cause or be told about."""
+
+    code = "error"
+
+    def __init__(self, detail: str, **fields: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fields = fields
+
+
+class InvalidRequest(FilesError):
+    code = "invalid_request"
+
+
+class SessionNotFound(FilesError):
+    code = "session_not_found"
+
+
+class FileNotFound(FilesError):
+    code = "file_not_found"
+
+
+class OffsetMismatch(FilesError):
+    """Upload-Offset differs from the session's offset; carries the current one."""
+
+    code = "offset_mismatch"
+
+
+class SessionBusy(FilesError):
+    """Another request holds the session's lock."""
+
+    code = "session_busy"
+
+
+class SessionCompleted(FilesError):
+    code = "session_completed"
+
+
+class UploadTooLarge(FilesError):
+    """A declared size over the limit, or a chunk that runs past the session's size."""
+
+    code = "too_large"
+
+
+class DigestMismatch(FilesError):
+    code = "digest_mismatch"
+
+
+class RangeNotSatisfiable(FilesError):
+    code = "range_not_satisfiable"
+
+
+class InsufficientStorage(FilesError):
+    code = "insufficient_storage"
+
+
+class Unavailable(FilesError):
+    """A dependency (Redis, the index rebuild) did not answer in time."""
+
+    code = "unavailable"

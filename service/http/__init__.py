@@ -1,0 +1,1 @@
+"""The HTTP protocol in front of the upload core."""

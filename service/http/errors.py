@@ -1,0 +1,69 @@
+"""The one place where errors become HTTP responses: always JSON with a `detail`."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service import errors
+
+log = logging.getLogger("files.http")
+
+STATUS: dict[type[errors.FilesError], int] = {
+    errors.InvalidRequest: 400,
+    errors.SessionNotFound: 404,
+    errors.FileNotFound: 404,
+    errors.OffsetMismatch: 409,
+    errors.SessionBusy: 409,
+    errors.SessionCompleted: 409,
+    errors.UploadTooLarge: 413,
+    errors.RangeNotSatisfiable: 416,
+    errors.DigestMismatch: 422,
+    errors.Unavailable: 503,
+    errors.InsufficientStorage: 507,
+}
+
+
+def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None, **fields: object) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code, **fields}, status_code=status, headers=headers)
+
+
+async def files_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, errors.FilesError)
+    status = next(code for kind, code in STATUS.items() if isinstance(error, kind))
+    headers = {}
+    if "offset" in error.fields:
+        headers["Upload-Offset"] = str(error.fields["offset"])
+    if isinstance(error, errors.RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{error.fields['size']}"
+    return error_response(status, error.detail, error.code, headers, **error.fields)
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    detail = {404: "no such route", 405: "method not allowed on this route"}.get(error.status_code, error.detail)
+    return error_response(error.status_code, detail, f"http_{error.status_code}", error.headers)
+
+
+async def redis_unavailable(request: Request, error: Exception) -> Response:
+    log.error("Redis did not answer: %s", error)
+    return error_response(503, "the session store (Redis) is unavailable; try again shortly", "unavailable")
+
+
+async def server_error(request: Request, error: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, "internal server error; it has been logged", "internal")
+
+
+HANDLERS = {
+    errors.FilesError: files_error,
+    HTTPException: http_error,
+    RedisConnectionError: redis_unavailable,
+    RedisTimeoutError: redis_unavailable,
+    Exception: server_error,
+}

@@ -1,0 +1,199 @@
+"""/openapi.json, generated from the pydantic models the routes use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from service.models import (
+    BucketList,
+    CompletedUploadResponse,
+    CreateUploadRequest,
+    ErrorResponse,
+    FileList,
+    FileResponse,
+    FileUploadResponse,
+)
+
+REF = "#/components/schemas/{model}"
+MODELS: list[type[BaseModel]] = [
+    CreateUploadRequest,
+    FileUploadResponse,
+    FileResponse,
+    CompletedUploadResponse,
+    BucketList,
+    FileList,
+    ErrorResponse,
+]
+ERRORS = {
+    400: "A name, field, header or query value breaks the rules.",
+    404: "No such session or file.",
+    409: "Offset conflict, another writer holds the session, or the session has completed.",
+    413: "Over the size limit, or a chunk that runs past the session's size.",
+    416: "The range cannot be satisfied.",
+    422: "The content does not match the expected digest.",
+    503: "Redis or the data directory is unavailable.",
+    507: "The data volume is full.",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(
+    summary: str,
+    ok: dict[int, dict[str, Any]],
+    errors: list[int],
+    parameters: list[dict[str, Any]] = (),
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(status): response for status, response in ok.items()}
+    for status in errors:
+        responses[str(status)] = _json(_ref(ErrorResponse), ERRORS[status])
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if parameters:
+        operation["parameters"] = list(parameters)
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _path(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description, "schema": schema}
+
+
+def build_openapi() -> dict[str, Any]:
+    _, definitions = models_json_schema([(model, "serialization") for model in MODELS], ref_template=REF)
+    request_schema = CreateUploadRequest.model_json_schema(ref_template=REF)
+    schemas = definitions["$defs"] | {"CreateUploadRequest": request_schema}
+    session = _path("session_id", "The session id from POST /v1/files.", "^[0-9a-f]{32}$")
+    bucket = _path("bucket", "1 to 63 characters of a-zA-Z0-9_-.", "^[a-zA-Z0-9_-]{1,63}$")
+    key = _path("key", "The file's key; it may contain '/'.")
+    upload = _json(_ref(FileUploadResponse), "The session and its offset.")
+    file = _json(_ref(FileResponse), "The file.")
+    either = _json({"oneOf": [_ref(FileUploadResponse), _ref(FileResponse)]}, "The session, or the file once complete.")
+    created = _json(
+        {"oneOf": [_ref(FileUploadResponse), _ref(CompletedUploadResponse)]},
+        "The new session (a session of size 0 has completed already: the file).",
+    )
+    content_headers = {
+        name: {"schema": {"type": "string"}} for name in ("ETag", "Accept-Ranges", "Content-Length", "Content-Type")
+    }
+    ranged = {
+        "description": "The requested range.",
+        "headers": content_headers | {"Content-Range": {"schema": {"type": "string"}}},
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    whole = {
+        "description": "The content, streamed; Content-Type is the file's mime_type.",
+        "headers": content_headers,
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    plain = {"description": "Status.", "content": {"application/json": {"schema": {"type": "object"}}}}
+    download_parameters = [
+        bucket,
+        key,
+        _header("Range", {"type": "string"}, "One byte range: bytes=a-b, bytes=a- or bytes=-n."),
+        _header("If-None-Match", {"type": "string"}, "The ETag held: 304 when it is current."),
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "files-service",
+            "version": "1",
+            "description": "Resumable uploads into a deduplicating content-addressed store.",
+        },
+        "paths": {
+            "/healthz": {"get": _operation("The process is running.", {200: plain}, [])},
+            "/readyz": {
+                "get": _operation(
+                    "Redis answers and the data directory is writable.",
+                    {200: plain, 503: _json(_ref(ErrorResponse), "Not ready.")},
+                    [],
+                )
+            },
+            "/v1/files": {
+                "post": _operation(
+                    "Start an upload session.",
+                    {200: created},
+                    [400, 413, 503, 507],
+                    body={"required": True, "content": {"application/json": {"schema": _ref(CreateUploadRequest)}}},
+                ),
+                "get": _operation(
+                    "List the buckets that hold at least one file.", {200: _json(_ref(BucketList), "Buckets.")}, [503]
+                ),
+            },
+            "/v1/files/session:{session_id}": {
+                "post": _operation(
+                    "Upload the next chunk (or all) of the content.",
+                    {200: either},
+                    [400, 404, 409, 413, 422, 503, 507],
+                    parameters=[
+                        session,
+                        _header("Upload-Offset", {"type": "integer", "minimum": 0}, "Where this chunk starts."),
+                    ],
+                    body={
+                        "required": False,
+                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                ),
+                "get": _operation("The session and its offset.", {200: upload}, [404, 503], parameters=[session]),
+                "delete": _operation(
+                    "Cancel the session and remove its partial data.",
+                    {204: {"description": "Cancelled."}},
+                    [404, 409, 503],
+                    parameters=[session],
+                ),
+            },
+            "/v1/files/{bucket}": {
+                "get": _operation(
+                    "List files in key order, a page at a time.",
+                    {200: _json(_ref(FileList), "A page of files.")},
+                    [400, 503],
+                    parameters=[
+                        bucket,
+                        _query("prefix", {"type": "string"}, "Only keys that start with this."),
+                        _query("after", {"type": "string"}, "Only keys sorted after this one."),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}, "Page size."),
+                    ],
+                )
+            },
+            "/v1/files/{bucket}/{key}": {
+                "get": _operation("File info.", {200: file}, [400, 404], parameters=[bucket, key]),
+                "delete": _operation("Delete the file.", {200: file}, [400, 404, 503], parameters=[bucket, key]),
+            },
+            "/v1/files/{bucket}/{key}:content": {
+                "get": _operation(
+                    "Download the content.",
+                    {200: whole, 206: ranged, 304: {"description": "Not modified."}},
+                    [400, 404, 416],
+                    parameters=download_parameters,
+                ),
+                "head": _operation(
+                    "The download's headers, without the content.",
+                    {200: {"description": "Headers only.", "headers": content_headers}, 206: {"description": "Headers only."}, 304: {"description": "Not modified."}},
+                    [400, 404, 416],
+                    parameters=download_parameters,
+                ),
+            },
+        },
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,244 @@
+"""The routes of the contract: each turns a request into one call on the upload core or catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import names
+from service.catalog import Catalog
+from service.config import Settings
+from service.entries import Entry
+from service.errors import FileNotFound, InvalidRequest, SessionNotFound, UploadTooLarge
+from service.http.download import BlobResponse, etag_matches, parse_range
+from service.models import (
+    Bucket,
+    BucketList,
+    CompletedUploadResponse,
+    CreateUploadRequest,
+    FileList,
+    FileResponse,
+    FileUploadResponse,
+)
+from service.sessions import Session
+from service.uploads import UploadCore
+
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
+CONTENT_SUFFIX = ":content"
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10000
+
+
+def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json", headers=headers)
+
+
+class FilesAPI:
+    def __init__(self, core: UploadCore, catalog: Catalog, settings: Settings, ping) -> None:
+        self.core = core
+        self.catalog = catalog
+        self.settings = settings
+        self.ping = ping
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/v1/files", self.create_upload, methods=["POST"]),
+            Route("/v1/files", self.list_buckets, methods=["GET"]),
+            Route("/v1/files/session:{session_id}", self.upload_content, methods=["POST"]),
+            Route("/v1/files/session:{session_id}", self.session_info, methods=["GET"]),
+            Route("/v1/files/session:{session_id}", self.cancel_upload, methods=["DELETE"]),
+            Route("/v1/files/{bucket}", self.list_files, methods=["GET"]),
+            Route("/v1/files/{bucket}/{key:path}", self.file, methods=["GET", "HEAD", "DELETE"]),
+        ]
+
+    def base_url(self, request: Request) -> str:
+        return self.settings.public_url or str(request.base_url).rstrip("/")
+
+    def upload_response(self, request: Request, session: Session) -> Response:
+        body = FileUploadResponse(
+            id=session.id,
+            url=f"{self.base_url(request)}/v1/files/session:{session.id}",
+            offset=session.offset,
+            size=session.size,
+        )
+        return json_response(body, headers={"Upload-Offset": str(session.offset)})
+
+    def file_model(self, request: Request, entry: Entry) -> FileResponse:
+        return FileResponse(
+            bucket=entry.bucket,
+            key=entry.key,
+            mime_type=entry.mime_type,
+            url=f"{self.base_url(request)}/v1/files/{entry.bucket}/{entry.key}{CONTENT_SUFFIX}",
+            bytes=entry.bytes,
+            created_at=entry.created_at,
+            digest=f"blake3:{entry.digest}",
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        problems = []
+        try:
+            await asyncio.wait_for(self.ping(), timeout=2)
+        except Exception as error:
+            problems.append(f"Redis does not answer: {error}")
+        try:
+            await asyncio.to_thread(_probe_writable, self.settings.data_dir)
+        except OSError as error:
+            problems.append(f"data directory is not writable: {error}")
+        if problems:
+            return JSONResponse({"detail": "; ".join(problems), "code": "not_ready"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def create_upload(self, request: Request) -> Response:
+        body = await _read_limited(request, self.settings.max_json_bytes)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InvalidRequest(f"the body is not valid JSON: {error}") from None
+        try:
+            upload = CreateUploadRequest.model_validate(payload)
+        except ValidationError as error:
+            raise InvalidRequest(_describe(error)) from None
+        session, entry = await self.core.create(upload)
+        if entry is not None:
+            file = self.file_model(request, entry)
+            return json_response(CompletedUploadResponse(**file.model_dump(), id=session.id, offset=0, size=0))
+        return self.upload_response(request, session)
+
+    async def upload_content(self, request: Request) -> Response:
+        session_id = _session_id(request)
+        result = await self.core.write(
+            session_id,
+            request.stream(),
+            upload_offset=_header_int(request, "upload-offset"),
+            content_length=_header_int(request, "content-length"),
+        )
+        if isinstance(result, Entry):
+            return json_response(self.file_model(request, result))
+        return self.upload_response(request, result)
+
+    async def session_info(self, request: Request) -> Response:
+        return self.upload_response(request, await self.core.status(_session_id(request)))
+
+    async def cancel_upload(self, request: Request) -> Response:
+        await self.core.cancel(_session_id(request))
+        return Response(status_code=204)
+
+    async def list_buckets(self, request: Request) -> Response:
+        buckets = await self.catalog.buckets()
+        return json_response(BucketList(data=[Bucket(name=name) for name in buckets]))
+
+    async def list_files(self, request: Request) -> Response:
+        bucket = _bucket(request.path_params["bucket"])
+        query = request.query_params
+        prefix = query.get("prefix", "")
+        after = query.get("after")
+        limit = _query_int(query.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        entries, has_more = await self.catalog.page(bucket, prefix, after, limit)
+        return json_response(FileList(data=[self.file_model(request, entry) for entry in entries], has_more=has_more))
+
+    async def file(self, request: Request) -> Response:
+        bucket = _bucket(request.path_params["bucket"])
+        key = request.path_params["key"]
+        if key.endswith(CONTENT_SUFFIX):
+            if request.method == "DELETE":
+                raise HTTPException(405, headers={"Allow": "GET, HEAD"})
+            return await self.download(request, bucket, _key(key.removesuffix(CONTENT_SUFFIX)))
+        key = _key(key)
+        if request.method == "DELETE":
+            return json_response(self.file_model(request, await self.catalog.delete(bucket, key)))
+        return json_response(self.file_model(request, await self.catalog.get(bucket, key)))
+
+    async def download(self, request: Request, bucket: str, key: str) -> Response | BlobResponse:
+        entry = await self.catalog.get(bucket, key)
+        etag = f'"{entry.digest}"'
+        headers = {"ETag": etag, "Accept-Ranges": "bytes"}
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        span = parse_range(request.headers.get("range"), entry.bytes)
+        try:
+            fd = await asyncio.to_thread(self.catalog.blobs.open, entry.digest)
+        except FileNotFoundError:
+            raise FileNotFound(f"the content of {key!r} in bucket {bucket!r} is missing from the blob store") from None
+        headers["Content-Type"] = entry.mime_type
+        if span is None:
+            headers["Content-Length"] = str(entry.bytes)
+            return BlobResponse(fd, 0, entry.bytes, 200, headers, body=request.method != "HEAD")
+        first, last = span
+        headers["Content-Length"] = str(last - first + 1)
+        headers["Content-Range"] = f"bytes {first}-{last}/{entry.bytes}"
+        return BlobResponse(fd, first, last - first + 1, 206, headers, body=request.method != "HEAD")
+
+
+def _probe_writable(directory: Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".readyz-"):
+        pass
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = _header_int(request, "content-length")
+    if declared is not None and declared > limit:
+        raise UploadTooLarge(f"the JSON body is over {limit} bytes", limit=limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise UploadTooLarge(f"the JSON body is over {limit} bytes", limit=limit)
+    return bytes(body)
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def _session_id(request: Request) -> str:
+    session_id = request.path_params["session_id"]
+    if not SESSION_ID.fullmatch(session_id):
+        raise SessionNotFound("no such upload session (unknown, cancelled or expired)")
+    return session_id
+
+
+def _bucket(bucket: str) -> str:
+    if (problem := names.bucket_error(bucket)) is not None:
+        raise InvalidRequest(problem)
+    return bucket
+
+
+def _key(key: str) -> str:
+    if (problem := names.key_error(key)) is not None:
+        raise InvalidRequest(problem)
+    return key
+
+
+def _header_int(request: Request, name: str) -> int | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or not raw.strip().isascii():
+        raise InvalidRequest(f"header {name} must be a non-negative whole number, got {raw!r}")
+    return int(raw)
+
+
+def _query_int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+    return int(raw)

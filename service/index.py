@@ -1,0 +1,192 @@
+"""The listing index in Redis: a cache of the entries on the volume, rebuilt when it is lost.
+
+Per bucket a sorted set of keys (all at score 0, so ZRANGEBYLEX walks them in
+byte order) and a hash key -> entry JSON; a set of non-empty buckets; and a
+hash digest -> number of entries that refer to it, so that a blob can be
+freed the moment its last entry goes.
+
+`ready` holds a generation id while the index is complete. Losing Redis's data
+loses that key too, so readers notice and rebuild from the volume. Writers
+(commit, delete) change the volume first and then the index unconditionally;
+the rebuild only adds entries that are absent and re-checks the volume after,
+so a rebuild racing with writers ends up agreeing with the volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+import redis.asyncio as redis
+
+from service.entries import Entry, EntryStore
+from service.errors import Unavailable
+from service.keyspace import KeySpace
+from service.leases import Leases
+
+# KEYS: bucket keys, bucket entries, buckets, refs. ARGV: bucket, key, json, digest, only-if-absent.
+_PUT = """
+local old = redis.call('hget', KEYS[2], ARGV[2])
+if old then
+  if ARGV[5] == '1' then return 0 end
+  local digest = string.match(old, '"digest":"(%x+)"')
+  if redis.call('hincrby', KEYS[4], digest, -1) <= 0 then redis.call('hdel', KEYS[4], digest) end
+end
+redis.call('hset', KEYS[2], ARGV[2], ARGV[3])
+redis.call('zadd', KEYS[1], 0, ARGV[2])
+redis.call('zadd', KEYS[3], 0, ARGV[1])
+redis.call('hincrby', KEYS[4], ARGV[4], 1)
+return 1
+"""
+
+# KEYS: as _PUT. ARGV: bucket, key, json that must still be there ('' for any).
+_REMOVE = """
+local old = redis.call('hget', KEYS[2], ARGV[2])
+if not old then return 0 end
+if ARGV[3] ~= '' and old ~= ARGV[3] then return 0 end
+local digest = string.match(old, '"digest":"(%x+)"')
+if redis.call('hincrby', KEYS[4], digest, -1) <= 0 then redis.call('hdel', KEYS[4], digest) end
+redis.call('hdel', KEYS[2], ARGV[2])
+redis.call('zrem', KEYS[1], ARGV[2])
+if redis.call('zcard', KEYS[1]) == 0 then redis.call('zrem', KEYS[3], ARGV[1]) end
+return 1
+"""
+
+# KEYS: ready, bucket keys, bucket entries. ARGV: min, max, count.
+# Returns {0} when the index is not ready, else {1, json, ...}.
+_PAGE = """
+if redis.call('exists', KEYS[1]) == 0 then return {0} end
+local keys = redis.call('zrangebylex', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+local result = {1}
+for first = 1, #keys, 1000 do
+  local values = redis.call('hmget', KEYS[3], unpack(keys, first, math.min(first + 999, #keys)))
+  for _, value in ipairs(values) do table.insert(result, value) end
+end
+return result
+"""
+
+# KEYS: ready, buckets. Returns {0} when not ready, else {1, bucket, ...}.
+_BUCKETS = """
+if redis.call('exists', KEYS[1]) == 0 then return {0} end
+local result = redis.call('zrange', KEYS[2], 0, -1)
+table.insert(result, 1, 1)
+return result
+"""
+
+# KEYS: ready, refs. ARGV: digest. 1 when the index is ready and no entry refers to the digest.
+_UNREFERENCED = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+if redis.call('hexists', KEYS[2], ARGV[1]) == 1 then return 0 end
+return 1
+"""
+
+# KEYS: rebuild lock, ready. ARGV: lock token, generation.
+_FINISH = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[2])
+return 1
+"""
+
+REBUILD_BATCH = 1000
+
+
+class EntryIndex:
+    def __init__(self, client: redis.Redis, keys: KeySpace, leases: Leases, entries: EntryStore) -> None:
+        self.client = client
+        self.keys = keys
+        self.leases = leases
+        self.entries = entries
+        self._put = client.register_script(_PUT)
+        self._remove = client.register_script(_REMOVE)
+        self._page = client.register_script(_PAGE)
+        self._buckets = client.register_script(_BUCKETS)
+        self._unreferenced = client.register_script(_UNREFERENCED)
+        self._finish = client.register_script(_FINISH)
+
+    def _entry_keys(self, bucket: str) -> list[str]:
+        return [self.keys.bucket_keys(bucket), self.keys.bucket_entries(bucket), self.keys.buckets, self.keys.refs]
+
+    async def put(self, entry: Entry) -> None:
+        await self._put(
+            keys=self._entry_keys(entry.bucket),
+            args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 0],
+        )
+
+    async def remove(self, bucket: str, key: str) -> None:
+        await self._remove(keys=self._entry_keys(bucket), args=[bucket, key, ""])
+
+    async def buckets(self) -> list[str]:
+        result = await self._buckets(keys=[self.keys.ready, self.keys.buckets])
+        if int(result[0]) == 0:
+            await self.rebuild()
+            return await self.buckets()
+        return list(result[1:])
+
+    async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
+        """Up to `limit` entries of `bucket` in key order, and whether more follow."""
+        low = f"[{prefix}"
+        if after is not None and after >= prefix:
+            low = f"({after}"
+        high = f"({prefix}\U0010ffff" if prefix else "+"
+        result = await self._page(
+            keys=[self.keys.ready, self.keys.bucket_keys(bucket), self.keys.bucket_entries(bucket)],
+            args=[low, high, limit + 1],
+        )
+        if int(result[0]) == 0:
+            await self.rebuild()
+            return await self.page(bucket, prefix, after, limit)
+        found = [Entry.model_validate_json(value) for value in result[1:] if value is not None]
+        found = [entry for entry in found if entry.key.startswith(prefix)]
+        return found[:limit], len(found) > limit
+
+    async def unreferenced(self, digest: str) -> bool:
+        """True only when the index is complete and no entry refers to `digest`."""
+        return bool(await self._unreferenced(keys=[self.keys.ready, self.keys.refs], args=[digest]))
+
+    async def referenced(self) -> set[str] | None:
+        """Every digest some entry refers to, or None while the index is not complete."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.exists(self.keys.ready)
+            pipe.hkeys(self.keys.refs)
+            ready, digests = await pipe.execute()
+        return set(digests) if ready else None
+
+    async def is_ready(self) -> bool:
+        return bool(await self.client.exists(self.keys.ready))
+
+    async def rebuild(self, wait: float = 60.0) -> None:
+        """Load every entry from the volume, or wait while another process does it."""
+        deadline = time.monotonic() + wait
+        while not await self.is_ready():
+            lease = await self.leases.acquire("index-rebuild")
+            if lease is not None:
+                try:
+                    async with lease.kept_alive():
+                        await self._load(lease.key, lease.token)
+                finally:
+                    await lease.release()
+                continue
+            if time.monotonic() > deadline:
+                raise Unavailable("the file index is being rebuilt; try again shortly")
+            await asyncio.sleep(0.05)
+
+    async def _load(self, lock_key: str, token: str) -> None:
+        scan = self.entries.scan()
+        while batch := await asyncio.to_thread(lambda: list(itertools.islice(scan, REBUILD_BATCH))):
+            await self._load_batch(batch)
+        await self._finish(keys=[lock_key, self.keys.ready], args=[token, secrets.token_hex(8)])
+
+    async def _load_batch(self, batch: list[Entry]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry in batch:
+                self._put(
+                    keys=self._entry_keys(entry.bucket),
+                    args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 1],
+                    client=pipe,
+                )
+            await pipe.execute()
+        # A delete may have removed an entry between our read and our insert: undo those.
+        gone = await asyncio.to_thread(lambda: [entry for entry in batch if not self.entries.exists(entry)])
+        for entry in gone:
+            await self._remove(keys=self._entry_keys(entry.bucket), args=[entry.bucket, entry.key, entry.model_dump_json()])

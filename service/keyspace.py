@@ -1,0 +1,23 @@
+"""Every Redis key the service writes, all under one prefix (FILES_REDIS_PREFIX)."""
+
+from __future__ import annotations
+
+
+class KeySpace:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.buckets = f"{prefix}index:buckets"
+        self.refs = f"{prefix}index:refs"
+        self.ready = f"{prefix}index:ready"
+
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"
+
+    def bucket_keys(self, bucket: str) -> str:
+        return f"{self.prefix}index:keys:{bucket}"
+
+    def bucket_entries(self, bucket: str) -> str:
+        return f"{self.prefix}index:entries:{bucket}"

@@ -1,0 +1,97 @@
+"""The JSON shapes of the API, as pydantic models: the routes and /openapi.json both use these."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from service import names
+
+
+def _check(error: str | None, value: str) -> str:
+    if error is not None:
+        raise ValueError(error)
+    return value
+
+
+class CreateUploadRequest(BaseModel):
+    """Body of `POST /v1/files`."""
+
+    bucket: StrictStr
+    key: StrictStr
+    mime_type: StrictStr
+    size: StrictInt = Field(ge=0, description="Total number of bytes of the file.")
+    digest: StrictStr | None = Field(
+        default=None, description="Expected digest of the whole content: 'blake3:<hex>' or 'sha256:<hex>'."
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return _check(names.bucket_error(value), value)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return _check(names.key_error(value), value)
+
+    @field_validator("mime_type")
+    @classmethod
+    def _mime_type(cls, value: str) -> str:
+        return _check(names.mime_type_error(value), value)
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check(names.digest_error(value), value).lower()
+
+
+class FileUploadResponse(BaseModel):
+    """An upload session and how far it has got."""
+
+    id: str
+    url: str = Field(description="Where to POST the content: <base>/v1/files/session:<id>.")
+    offset: int = Field(description="Bytes received and kept so far; the next chunk starts here.")
+    size: int
+
+
+class FileResponse(BaseModel):
+    """A stored file."""
+
+    bucket: str
+    key: str
+    mime_type: str
+    url: str = Field(description="Where to GET the content: <base>/v1/files/<bucket>/<key>:content.")
+    bytes: int
+    created_at: int = Field(description="Unix seconds.")
+    digest: str = Field(description="'blake3:<hex>' of the content.")
+
+
+class CompletedUploadResponse(FileResponse):
+    """A session of size 0 completes at once: the file, plus the session it came from."""
+
+    id: str
+    offset: int
+    size: int
+
+
+class Bucket(BaseModel):
+    name: str
+
+
+class BucketList(BaseModel):
+    data: list[Bucket]
+
+
+class FileList(BaseModel):
+    data: list[FileResponse]
+    has_more: bool
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    detail: str
+    code: str | None = Field(default=None, description="Machine-readable error code.")
+    offset: int | None = Field(default=None, description="The session's current offset, on offset conflicts.")

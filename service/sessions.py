@@ -1,0 +1,183 @@
+"""Upload session state in Redis: one hash per session, its TTL renewed by every request.
+
+The offset only moves through a script that checks the writer still holds the
+session's lock and that the offset is where the writer found it, so two
+processes can never both advance it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, replace
+
+import redis.asyncio as redis
+
+from service.errors import SessionBusy, SessionCompleted, SessionNotFound
+from service.keyspace import KeySpace
+from service.leases import Lease, Leases
+
+OPEN = "open"
+COMPLETE = "complete"
+
+# KEYS: session, lock. ARGV: token, lease ms, ttl s.
+# Returns {0} unknown, {2} complete, {-1} busy, or {1, field, value, ...} with the lock taken.
+_BEGIN_WRITE = """
+if redis.call('exists', KEYS[1]) == 0 then return {0} end
+if redis.call('hget', KEYS[1], 'state') == 'complete' then
+  redis.call('expire', KEYS[1], ARGV[3])
+  return {2}
+end
+if not redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1} end
+redis.call('expire', KEYS[1], ARGV[3])
+local result = redis.call('hgetall', KEYS[1])
+table.insert(result, 1, 1)
+return result
+"""
+
+# KEYS: session, lock. ARGV: token, expected offset, new offset, lease ms, ttl s, new state.
+# Returns 1 moved, -1 lock lost, -2 session gone, -3 offset moved under us.
+_ADVANCE = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
+local current = redis.call('hget', KEYS[1], 'offset')
+if not current then return -2 end
+if tonumber(current) ~= tonumber(ARGV[2]) then return -3 end
+redis.call('hset', KEYS[1], 'offset', ARGV[3], 'state', ARGV[6])
+redis.call('pexpire', KEYS[2], ARGV[4])
+redis.call('expire', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    bucket: str
+    key: str
+    mime_type: str
+    size: int
+    offset: int
+    digest: str | None
+    owner: str | None
+    completed: bool
+    created_at: int
+
+    @classmethod
+    def from_redis(cls, session_id: str, fields: dict[str, str]) -> Session:
+        return cls(
+            id=session_id,
+            bucket=fields["bucket"],
+            key=fields["key"],
+            mime_type=fields["mime_type"],
+            size=int(fields["size"]),
+            offset=int(fields["offset"]),
+            digest=fields.get("digest") or None,
+            owner=fields.get("owner") or None,
+            completed=fields.get("state") == COMPLETE,
+            created_at=int(fields["created_at"]),
+        )
+
+
+class LostLease(Exception):
+    """The writer no longer holds the session (its lease ran out, or the session is gone)."""
+
+
+class SessionStore:
+    def __init__(self, client: redis.Redis, keys: KeySpace, leases: Leases, ttl_seconds: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.leases = leases
+        self.ttl_seconds = ttl_seconds
+        self._begin_write = client.register_script(_BEGIN_WRITE)
+        self._advance = client.register_script(_ADVANCE)
+
+    async def create(
+        self, bucket: str, key: str, mime_type: str, size: int, digest: str | None, owner: str | None
+    ) -> Session:
+        session = Session(
+            id=secrets.token_hex(16),
+            bucket=bucket,
+            key=key,
+            mime_type=mime_type,
+            size=size,
+            offset=0,
+            digest=digest,
+            owner=owner,
+            completed=False,
+            created_at=int(time.time()),
+        )
+        mapping = {
+            "bucket": bucket,
+            "key": key,
+            "mime_type": mime_type,
+            "size": size,
+            "offset": 0,
+            "digest": digest or "",
+            "owner": owner or "",
+            "state": OPEN,
+            "created_at": session.created_at,
+        }
+        name = self.keys.session(session.id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(name, mapping=mapping)
+            pipe.expire(name, self.ttl_seconds)
+            await pipe.execute()
+        return session
+
+    async def get(self, session_id: str) -> Session:
+        """The session, its TTL renewed; SessionNotFound when unknown or expired."""
+        name = self.keys.session(session_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(name)
+            pipe.expire(name, self.ttl_seconds)
+            fields, _ = await pipe.execute()
+        if not fields:
+            raise SessionNotFound("no such upload session (unknown, cancelled or expired)")
+        return Session.from_redis(session_id, fields)
+
+    async def begin_write(self, session_id: str) -> tuple[Session, Lease]:
+        """Lock the session for one writer, without waiting, and read its state in the same step."""
+        lease = self.leases.new(self.keys.lock(f"session:{session_id}"), secrets.token_hex(16))
+        result = await self._begin_write(
+            keys=[self.keys.session(session_id), lease.key],
+            args=[lease.token, lease.milliseconds, self.ttl_seconds],
+        )
+        status = int(result[0])
+        if status == 0:
+            raise SessionNotFound("no such upload session (unknown, cancelled or expired)")
+        if status == 2:
+            raise SessionCompleted("this upload session has already completed")
+        if status == -1:
+            raise SessionBusy("another request is writing to this upload session; retry when it is done")
+        fields = dict(zip(result[1::2], result[2::2]))
+        return Session.from_redis(session_id, fields), lease
+
+    async def advance(self, session: Session, lease: Lease, offset: int, complete: bool = False) -> Session:
+        """Move the offset from `session.offset` to `offset` (and renew the lease and TTL)."""
+        moved = await self._advance(
+            keys=[self.keys.session(session.id), lease.key],
+            args=[
+                lease.token,
+                session.offset,
+                offset,
+                lease.milliseconds,
+                self.ttl_seconds,
+                COMPLETE if complete else OPEN,
+            ],
+        )
+        if moved == -2:
+            raise SessionNotFound("the upload session expired or was cancelled while this request ran")
+        if moved != 1:
+            raise LostLease("its lock lease ran out" if moved == -1 else "its offset moved")
+        lease.renewed()
+        return replace(session, offset=offset, completed=complete)
+
+    async def delete(self, session_id: str) -> None:
+        await self.client.delete(self.keys.session(session_id))
+
+    async def exist(self, session_ids: list[str]) -> list[bool]:
+        """Which of these sessions Redis still knows."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                pipe.exists(self.keys.session(session_id))
+            return [bool(found) for found in await pipe.execute()]

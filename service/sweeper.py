@@ -1,0 +1,79 @@
+"""The background sweep: partial data of sessions Redis no longer knows, and blobs no entry needs.
+
+Every process runs the loop; a lease in Redis lets one sweep at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from blobstore import StagingArea
+from service.catalog import Catalog
+from service.leases import Leases
+from service.sessions import SessionStore
+
+log = logging.getLogger("files.sweeper")
+
+STAGING_BATCH = 500
+
+
+class Sweeper:
+    def __init__(
+        self,
+        leases: Leases,
+        sessions: SessionStore,
+        staging: StagingArea,
+        catalog: Catalog,
+        interval_seconds: float,
+        blob_grace_seconds: float,
+    ) -> None:
+        self.leases = leases
+        self.sessions = sessions
+        self.staging = staging
+        self.catalog = catalog
+        self.interval_seconds = interval_seconds
+        self.blob_grace_seconds = blob_grace_seconds
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("sweep failed; trying again in %.0f s", self.interval_seconds)
+            await asyncio.sleep(self.interval_seconds)
+
+    async def sweep_once(self) -> tuple[int, int] | None:
+        """One sweep, unless another process is sweeping: (partials removed, blobs removed)."""
+        lease = await self.leases.acquire("sweep")
+        if lease is None:
+            return None
+        started = time.monotonic()
+        try:
+            async with lease.kept_alive():
+                partials = await self.sweep_staging()
+                blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)
+        finally:
+            await lease.release()
+        log.info(
+            "sweep removed %d partial file(s) and %d blob(s) in %.3f s",
+            partials,
+            blobs,
+            time.monotonic() - started,
+            extra={"event": "sweep", "partials_removed": partials, "blobs_removed": blobs},
+        )
+        return partials, blobs
+
+    async def sweep_staging(self) -> int:
+        """Remove the staging files of sessions that expired, were lost, or never finished cleanly."""
+        names = await asyncio.to_thread(self.staging.names)
+        removed = 0
+        for start in range(0, len(names), STAGING_BATCH):
+            batch = names[start : start + STAGING_BATCH]
+            alive = await self.sessions.exist(batch)
+            stale = [name for name, known in zip(batch, alive) if not known]
+            for name in stale:
+                await asyncio.to_thread(self.staging.remove, name)
+            removed += len(stale)
+        return removed

@@ -1,0 +1,237 @@
+"""The upload core: sessions from creation to a committed file, independent of any protocol.
+
+A request body is copied into the session's staging file in large writes on a
+worker thread, while the event loop receives the next part; the offset in Redis
+moves only after the bytes it covers are written. When the offset reaches the
+size the content is hashed (already, when it all came in this one request),
+checked against the digest the client gave, and committed to the catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from starlette.requests import ClientDisconnect
+
+from blobstore import ContentHasher, StagingArea, StagingFile, StorageFull, hash_file
+from service.catalog import Catalog
+from service.entries import Entry
+from service.leases import Lease
+from service.errors import (
+    DigestMismatch,
+    InsufficientStorage,
+    OffsetMismatch,
+    SessionBusy,
+    SessionCompleted,
+    UploadTooLarge,
+)
+from service.models import CreateUploadRequest
+from service.sessions import LostLease, Session, SessionStore
+
+WRITE_SIZE = 1024 * 1024
+
+
+class ChunkWriter:
+    """Gathers body chunks into writes of WRITE_SIZE, one in flight on a worker thread at a time."""
+
+    def __init__(self, staging: StagingFile, hasher: ContentHasher | None) -> None:
+        self.staging = staging
+        self.hasher = hasher
+        self.received = staging.position
+        self._buffer = bytearray()
+        self._pending: asyncio.Future[None] | None = None
+
+    async def add(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        self.received += len(chunk)
+        if len(self._buffer) >= WRITE_SIZE:
+            await self._flush()
+
+    async def drain(self) -> None:
+        """Write everything received so far; afterwards `staging.position == received`."""
+        if self._buffer:
+            await self._flush()
+        await self._settle()
+
+    async def _flush(self) -> None:
+        await self._settle()
+        data, self._buffer = self._buffer, bytearray()
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, data))
+
+    async def _settle(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await asyncio.shield(pending)
+
+    def _write(self, data: bytearray) -> None:
+        self.staging.write(data)
+        if self.hasher is not None:
+            self.hasher.update(data)
+
+    async def abandon(self) -> None:
+        """Drop what is buffered and wait out a write still on its thread, whatever its outcome."""
+        self._buffer = bytearray()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await asyncio.wait([pending])
+
+
+class UploadCore:
+    def __init__(self, sessions: SessionStore, staging: StagingArea, catalog: Catalog, max_upload_bytes: int) -> None:
+        self.sessions = sessions
+        self.staging = staging
+        self.catalog = catalog
+        self.max_upload_bytes = max_upload_bytes
+
+    async def create(self, request: CreateUploadRequest, owner: str | None = None) -> tuple[Session, Entry | None]:
+        """Open a session; one of size 0 completes at once, and its file comes back too."""
+        if request.size > self.max_upload_bytes:
+            raise UploadTooLarge(
+                f"size {request.size} is over this service's limit of {self.max_upload_bytes} bytes",
+                limit=self.max_upload_bytes,
+            )
+        session = await self.sessions.create(
+            request.bucket, request.key, request.mime_type, request.size, request.digest, owner
+        )
+        if session.size == 0:
+            entry = await self.write(session.id, _empty(), upload_offset=None, content_length=0)
+            assert isinstance(entry, Entry)
+            return session, entry
+        return session, None
+
+    async def status(self, session_id: str) -> Session:
+        return await self.sessions.get(session_id)
+
+    async def write(
+        self, session_id: str, body: AsyncIterator[bytes], *, upload_offset: int | None, content_length: int | None
+    ) -> Session | Entry:
+        """Append one chunk; returns the session, or the file when this chunk completed it."""
+        session, lease = await self.sessions.begin_write(session_id)
+        try:
+            if upload_offset is not None and upload_offset != session.offset:
+                raise OffsetMismatch(
+                    f"Upload-Offset {upload_offset} is not the session's offset {session.offset}",
+                    offset=session.offset,
+                )
+            remaining = session.size - session.offset
+            if content_length is not None and content_length > remaining:
+                raise _too_large(session, content_length)
+            session, hasher = await self._receive(session, lease, body, checkpoints=content_length is not None)
+            if session.offset < session.size:
+                return session
+            async with lease.kept_alive():
+                return await self._complete(session, lease, hasher)
+        except LostLease as error:
+            raise SessionBusy(f"the upload lost its hold on the session ({error}); check the offset and resume")
+        finally:
+            await lease.release()
+
+    async def _receive(
+        self, session: Session, lease: Lease, body: AsyncIterator[bytes], checkpoints: bool
+    ) -> tuple[Session, ContentHasher | None]:
+        """Copy the body to the staging file and move the offset past it.
+
+        With a declared length (known to fit) the offset also moves while a long body
+        streams in, so a broken connection or a dead process loses little; without
+        one, the whole body must be seen before anything of it counts.
+        """
+        hasher = ContentHasher(sha256=_wants_sha256(session)) if session.offset == 0 else None
+        staging = await asyncio.to_thread(self.staging.open, session.id, session.offset)
+        writer = ChunkWriter(staging, hasher)
+        try:
+            try:
+                async for chunk in body:
+                    if writer.received + len(chunk) > session.size:
+                        raise _too_large(session, writer.received + len(chunk) - session.offset)
+                    await writer.add(chunk)
+                    if lease.due():
+                        await writer.drain()
+                        target = staging.position if checkpoints else session.offset
+                        session = await self.sessions.advance(session, lease, target)
+                await writer.drain()
+            except ClientDisconnect:
+                await writer.drain()
+                await self.sessions.advance(session, lease, staging.position)
+                raise
+            except (UploadTooLarge, StorageFull) as error:
+                await writer.abandon()
+                await asyncio.to_thread(staging.truncate, session.offset)
+                if isinstance(error, StorageFull):
+                    raise InsufficientStorage(
+                        "the data volume is full; the session is kept at its offset, resume once space is freed",
+                        offset=session.offset,
+                    ) from error
+                raise
+            return await self.sessions.advance(session, lease, staging.position), hasher
+        finally:
+            await writer.abandon()
+            staging.close()
+
+    async def _complete(self, session: Session, lease: Lease, hasher: ContentHasher | None) -> Entry:
+        path = self.staging.path(session.id)
+        if hasher is not None:
+            digests = hasher.digests()
+        else:
+            digests = await asyncio.to_thread(hash_file, path, _wants_sha256(session))
+        if session.digest is not None:
+            algorithm, expected = session.digest.split(":")
+            actual = digests.blake3 if algorithm == "blake3" else digests.sha256
+            if actual != expected:
+                await self.sessions.delete(session.id)
+                await asyncio.to_thread(self.staging.remove, session.id)
+                raise DigestMismatch(
+                    f"the content's {algorithm} digest is {actual}, not the expected {expected}; "
+                    "the upload is discarded",
+                    actual=f"{algorithm}:{actual}",
+                )
+        entry = Entry(
+            bucket=session.bucket,
+            key=session.key,
+            mime_type=session.mime_type,
+            bytes=session.size,
+            created_at=int(time.time()),
+            digest=digests.blake3,
+        )
+        try:
+            await self.catalog.commit(entry, path)
+        except StorageFull as error:
+            raise InsufficientStorage(
+                "the data volume is full; the upload is kept, retry the last request once space is freed",
+                offset=session.offset,
+            ) from error
+        await self.sessions.advance(session, lease, session.size, complete=True)
+        await asyncio.to_thread(self.staging.remove, session.id)
+        return entry
+
+    async def cancel(self, session_id: str) -> None:
+        """Forget the session and its partial data; a completed file is not touched."""
+        try:
+            session, lease = await self.sessions.begin_write(session_id)
+        except SessionCompleted:
+            await self.sessions.delete(session_id)
+            return
+        try:
+            await self.sessions.delete(session.id)
+            await asyncio.to_thread(self.staging.remove, session.id)
+        finally:
+            await lease.release()
+
+
+def _wants_sha256(session: Session) -> bool:
+    return session.digest is not None and session.digest.startswith("sha256:")
+
+
+def _too_large(session: Session, length: int) -> UploadTooLarge:
+    remaining = session.size - session.offset
+    return UploadTooLarge(
+        f"this chunk of {length} bytes would run past the upload's size of {session.size} "
+        f"(offset {session.offset}, {remaining} bytes remain); nothing of it was kept",
+        offset=session.offset,
+    )
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield
