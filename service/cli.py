@@ -25,10 +25,16 @@ def serve(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not os.environ.get("FILES_AUTH_TOKENS_FILE"):
-        logging.getLogger("files.service").warning(
-            "FILES_AUTH_TOKENS_FILE is unset: the service is open, every request may do everything"
+    if os.environ.get("FILES_AUTH_TOKENS_FILE"):
+        print(
+            "files-service: FILES_AUTH_TOKENS_FILE is set, but this version cannot check bearer tokens yet; "
+            "refusing to start rather than serve files openly",
+            file=sys.stderr,
         )
+        return 2
+    logging.getLogger("files.service").warning(
+        "FILES_AUTH_TOKENS_FILE is unset: the service is open, every request may do everything"
+    )
     uvicorn.run(
         "service.http.app:create_app",
         factory=True,

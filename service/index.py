@@ -180,7 +180,7 @@ class EntryIndex:
     async def _load_batch(self, batch: list[Entry]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for entry in batch:
-                self._put(
+                await self._put(
                     keys=self._entry_keys(entry.bucket),
                     args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 1],
                     client=pipe,
