@@ -7,7 +7,7 @@ import logging
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from service import errors
@@ -55,6 +55,11 @@ async def redis_unavailable(request: Request, error: Exception) -> Response:
     return error_response(503, "the session store (Redis) is unavailable; try again shortly", "unavailable")
 
 
+async def client_gone(request: Request, error: Exception) -> Response:
+    log.info("client went away during %s %s", request.method, request.url.path)
+    return error_response(400, "the request body broke off before it was complete", "client_disconnected")
+
+
 async def server_error(request: Request, error: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(500, "internal server error; it has been logged", "internal")
@@ -65,5 +70,6 @@ HANDLERS = {
     HTTPException: http_error,
     RedisConnectionError: redis_unavailable,
     RedisTimeoutError: redis_unavailable,
+    ClientDisconnect: client_gone,
     Exception: server_error,
 }
