@@ -1,40 +1,32 @@
-"""`files-service`: the command line."""
+"""`files-service`: run the service, check its data directory, make access tokens."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
-import os
 import sys
 
+from service.auth import Authenticator, new_token
 from service.config import ConfigError, Settings
+
+
+def load_settings() -> Settings:
+    settings = Settings.from_env()
+    Authenticator.from_file(settings.auth_tokens_file)
+    return settings
 
 
 def serve(arguments: argparse.Namespace) -> int:
     import uvicorn
 
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        print(f"files-service: {error}", file=sys.stderr)
-        return 2
+    settings = load_settings()
     if settings.redis_url is None and arguments.workers > 1:
-        print(
-            "files-service: --workers above 1 needs a shared Redis: set FILES_REDIS_URL "
-            "(the embedded stand-in lives inside one process and cannot be shared)",
-            file=sys.stderr,
+        raise ConfigError(
+            "--workers above 1 needs a shared Redis: set FILES_REDIS_URL "
+            "(the embedded stand-in lives inside one process and cannot be shared)"
         )
-        return 2
-    if os.environ.get("FILES_AUTH_TOKENS_FILE"):
-        print(
-            "files-service: FILES_AUTH_TOKENS_FILE is set, but this version cannot check bearer tokens yet; "
-            "refusing to start rather than serve files openly",
-            file=sys.stderr,
-        )
-        return 2
-    logging.getLogger("files.service").warning(
-        "FILES_AUTH_TOKENS_FILE is unset: the service is open, every request may do everything"
-    )
     uvicorn.run(
         "service.http.app:create_app",
         factory=True,
@@ -49,19 +41,57 @@ def serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def fsck(arguments: argparse.Namespace) -> int:
+    from service.fsck import fsck as check
+    from service.services import Services
+
+    async def run() -> int:
+        services = Services.build(load_settings())
+        try:
+            return await check(services, arguments.repair, print)
+        finally:
+            await services.client.aclose()
+
+    return asyncio.run(run())
+
+
+def token(arguments: argparse.Namespace) -> int:
+    secret, entry = new_token(arguments.name)
+    print(f"token: {secret}")
+    print("Give the token to its user; add this entry to the \"tokens\" list of FILES_AUTH_TOKENS_FILE")
+    print("(it grants read and write on every bucket: narrow \"buckets\" as needed):")
+    print(json.dumps(entry, indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="files-service", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
+
     run = commands.add_parser("serve", help="run the HTTP service")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8321)
     run.add_argument("--workers", type=int, default=1)
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.set_defaults(handler=serve)
+
+    check = commands.add_parser("fsck", help="check the data directory (re-hash blobs, find strays)")
+    check.add_argument("--repair", action="store_true", help="fix what is found")
+    check.set_defaults(handler=fsck)
+
+    tokens = commands.add_parser("token", help="access tokens")
+    token_commands = tokens.add_subparsers(dest="token_command", required=True)
+    make = token_commands.add_parser("new", help="print a new random token and its token-file entry")
+    make.add_argument("name", help="a name for the token's holder, e.g. ci-uploader")
+    make.set_defaults(handler=token)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     arguments = parser().parse_args(argv)
-    return arguments.handler(arguments)
+    try:
+        return arguments.handler(arguments)
+    except ConfigError as error:
+        print(f"files-service: {error}", file=sys.stderr)
+        return 2

@@ -26,6 +26,11 @@ class Settings:
     sweep_interval_seconds: float = 30.0
     blob_grace_seconds: float = 3600.0
     max_json_bytes: int = 64 * 1024
+    max_header_bytes: int = 16 * 1024
+    max_open_sessions: int = 1000
+    body_stall_seconds: float = 60.0
+    auth_tokens_file: Path | None = None
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -54,4 +59,11 @@ class Settings:
             sweep_interval_seconds=number("FILES_SWEEP_INTERVAL_SECONDS", 30.0, float, low=0.1, high=60),
             blob_grace_seconds=number("FILES_BLOB_GRACE_SECONDS", 3600.0, float),
             max_json_bytes=number("FILES_MAX_JSON_BYTES", 64 * 1024, low=1024),
+            max_header_bytes=number("FILES_MAX_HEADER_BYTES", 16 * 1024, low=1024),
+            max_open_sessions=number("FILES_MAX_OPEN_SESSIONS", 1000, low=1),
+            body_stall_seconds=number("FILES_BODY_STALL_SECONDS", 60.0, float, low=0.1),
+            auth_tokens_file=Path(tokens) if (tokens := environ.get("FILES_AUTH_TOKENS_FILE")) else None,
+            cors_origins=tuple(
+                origin.strip().rstrip("/") for origin in environ.get("FILES_CORS_ORIGINS", "").split(",") if origin.strip()
+            ),
         )

@@ -64,3 +64,33 @@ class Unavailable(FilesError):
     """A dependency (Redis, the index rebuild) did not answer in time."""
 
     code = "unavailable"
+
+
+class Unauthorized(FilesError):
+    """No valid bearer token."""
+
+    code = "unauthorized"
+
+
+class Forbidden(FilesError):
+    """The token lacks the action or the bucket."""
+
+    code = "forbidden"
+
+
+class TooManySessions(FilesError):
+    """The token (or client address) has as many open sessions as it may."""
+
+    code = "too_many_sessions"
+
+
+class BodyStalled(FilesError):
+    """The client sent nothing for longer than the stall limit."""
+
+    code = "body_stalled"
+
+
+class BodyBrokenOff(FilesError):
+    """The client went away before its request body was complete."""
+
+    code = "client_disconnected"

@@ -13,6 +13,9 @@ class KeySpace:
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
 
+    def open_sessions(self, requester: str) -> str:
+        return f"{self.prefix}open-sessions:{requester}"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}lock:{name}"
 

@@ -13,12 +13,31 @@ from dataclasses import dataclass, replace
 
 import redis.asyncio as redis
 
-from service.errors import SessionBusy, SessionCompleted, SessionNotFound
+from service.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
 from service.keyspace import KeySpace
 from service.leases import Lease, Leases
 
 OPEN = "open"
 COMPLETE = "complete"
+
+# KEYS: session, the requester's open sessions. ARGV: ttl s, max open, id, session key prefix, fields...
+# Counts the requester's sessions still open (forgetting completed and expired ones) before adding one.
+_CREATE = """
+local open = 0
+for _, id in ipairs(redis.call('smembers', KEYS[2])) do
+  if redis.call('hget', ARGV[4] .. id, 'state') == 'open' then
+    open = open + 1
+  else
+    redis.call('srem', KEYS[2], id)
+  end
+end
+if open >= tonumber(ARGV[2]) then return 0 end
+redis.call('hset', KEYS[1], unpack(ARGV, 5))
+redis.call('expire', KEYS[1], ARGV[1])
+redis.call('sadd', KEYS[2], ARGV[3])
+redis.call('expire', KEYS[2], ARGV[1])
+return 1
+"""
 
 # KEYS: session, lock. ARGV: token, lease ms, ttl s.
 # Returns {0} unknown, {2} complete, {-1} busy, or {1, field, value, ...} with the lock taken.
@@ -88,12 +107,22 @@ class SessionStore:
         self.keys = keys
         self.leases = leases
         self.ttl_seconds = ttl_seconds
+        self._create = client.register_script(_CREATE)
         self._begin_write = client.register_script(_BEGIN_WRITE)
         self._advance = client.register_script(_ADVANCE)
 
     async def create(
-        self, bucket: str, key: str, mime_type: str, size: int, digest: str | None, owner: str | None
+        self,
+        bucket: str,
+        key: str,
+        mime_type: str,
+        size: int,
+        digest: str | None,
+        owner: str | None,
+        requester: str,
+        max_open: int,
     ) -> Session:
+        """A new session, unless `requester` already has `max_open` sessions open (TooManySessions)."""
         session = Session(
             id=secrets.token_hex(16),
             bucket=bucket,
@@ -117,11 +146,16 @@ class SessionStore:
             "state": OPEN,
             "created_at": session.created_at,
         }
-        name = self.keys.session(session.id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(name, mapping=mapping)
-            pipe.expire(name, self.ttl_seconds)
-            await pipe.execute()
+        fields = [item for pair in mapping.items() for item in pair]
+        created = await self._create(
+            keys=[self.keys.session(session.id), self.keys.open_sessions(requester)],
+            args=[self.ttl_seconds, max_open, session.id, self.keys.session(""), *fields],
+        )
+        if not created:
+            raise TooManySessions(
+                f"{max_open} upload sessions are open already for this client; "
+                "complete or cancel some, or wait for them to expire"
+            )
         return session
 
     async def get(self, session_id: str) -> Session:

@@ -13,18 +13,20 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from starlette.requests import ClientDisconnect
-
 from blobstore import ContentHasher, StagingArea, StagingFile, StorageFull, hash_file
 from service.catalog import Catalog
 from service.entries import Entry
 from service.leases import Lease
+from service.auth import Action, Principal
 from service.errors import (
+    BodyBrokenOff,
+    BodyStalled,
     DigestMismatch,
     InsufficientStorage,
     OffsetMismatch,
     SessionBusy,
     SessionCompleted,
+    SessionNotFound,
     UploadTooLarge,
 )
 from service.models import CreateUploadRequest
@@ -79,37 +81,72 @@ class ChunkWriter:
 
 
 class UploadCore:
-    def __init__(self, sessions: SessionStore, staging: StagingArea, catalog: Catalog, max_upload_bytes: int) -> None:
+    """Sessions belong to the principal that created them: to anyone else they do not exist."""
+
+    def __init__(
+        self,
+        sessions: SessionStore,
+        staging: StagingArea,
+        catalog: Catalog,
+        max_upload_bytes: int,
+        max_open_sessions: int,
+        stall_seconds: float,
+    ) -> None:
         self.sessions = sessions
         self.staging = staging
         self.catalog = catalog
         self.max_upload_bytes = max_upload_bytes
+        self.max_open_sessions = max_open_sessions
+        self.stall_seconds = stall_seconds
 
-    async def create(self, request: CreateUploadRequest, owner: str | None = None) -> tuple[Session, Entry | None]:
-        """Open a session; one of size 0 completes at once, and its file comes back too."""
+    async def create(
+        self, request: CreateUploadRequest, principal: Principal, requester: str
+    ) -> tuple[Session, Entry | None]:
+        """Open a session; one of size 0 completes at once, and its file comes back too.
+
+        `requester` names whose open sessions count against the limit: the token, or the
+        client's address when the service is open.
+        """
+        principal.require("write", request.bucket)
         if request.size > self.max_upload_bytes:
             raise UploadTooLarge(
                 f"size {request.size} is over this service's limit of {self.max_upload_bytes} bytes",
                 limit=self.max_upload_bytes,
             )
         session = await self.sessions.create(
-            request.bucket, request.key, request.mime_type, request.size, request.digest, owner
+            request.bucket,
+            request.key,
+            request.mime_type,
+            request.size,
+            request.digest,
+            principal.name,
+            principal.name if principal.name is not None else f"address:{requester}",
+            self.max_open_sessions,
         )
         if session.size == 0:
-            entry = await self.write(session.id, _empty(), upload_offset=None, content_length=0)
+            entry = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
             assert isinstance(entry, Entry)
             return session, entry
         return session, None
 
-    async def status(self, session_id: str) -> Session:
-        return await self.sessions.get(session_id)
+    async def status(self, session_id: str, principal: Principal) -> Session:
+        session = await self.sessions.get(session_id)
+        _check_access(session, principal, "read")
+        return session
 
     async def write(
-        self, session_id: str, body: AsyncIterator[bytes], *, upload_offset: int | None, content_length: int | None
+        self,
+        session_id: str,
+        principal: Principal,
+        body: AsyncIterator[bytes],
+        *,
+        upload_offset: int | None,
+        content_length: int | None,
     ) -> Session | Entry:
         """Append one chunk; returns the session, or the file when this chunk completed it."""
         session, lease = await self.sessions.begin_write(session_id)
         try:
+            _check_access(session, principal, "write")
             if upload_offset is not None and upload_offset != session.offset:
                 raise OffsetMismatch(
                     f"Upload-Offset {upload_offset} is not the session's offset {session.offset}",
@@ -118,7 +155,8 @@ class UploadCore:
             remaining = session.size - session.offset
             if content_length is not None and content_length > remaining:
                 raise _too_large(session, content_length)
-            session, hasher = await self._receive(session, lease, body, checkpoints=content_length is not None)
+            chunks = _until_stalled(body, self.stall_seconds)
+            session, hasher = await self._receive(session, lease, chunks, checkpoints=content_length is not None)
             if session.offset < session.size:
                 return session
             async with lease.kept_alive():
@@ -151,7 +189,7 @@ class UploadCore:
                         target = staging.position if checkpoints else session.offset
                         session = await self.sessions.advance(session, lease, target)
                 await writer.drain()
-            except ClientDisconnect:
+            except (BodyBrokenOff, BodyStalled):
                 await writer.drain()
                 await self.sessions.advance(session, lease, staging.position)
                 raise
@@ -205,18 +243,40 @@ class UploadCore:
         await asyncio.to_thread(self.staging.remove, session.id)
         return entry
 
-    async def cancel(self, session_id: str) -> None:
+    async def cancel(self, session_id: str, principal: Principal) -> None:
         """Forget the session and its partial data; a completed file is not touched."""
         try:
             session, lease = await self.sessions.begin_write(session_id)
         except SessionCompleted:
+            _check_access(await self.sessions.get(session_id), principal, "write")
             await self.sessions.delete(session_id)
             return
         try:
+            _check_access(session, principal, "write")
             await self.sessions.delete(session.id)
             await asyncio.to_thread(self.staging.remove, session.id)
         finally:
             await lease.release()
+
+
+def _check_access(session: Session, principal: Principal, action: Action) -> None:
+    if not principal.open and session.owner != principal.name:
+        raise SessionNotFound("no such upload session (unknown, cancelled or expired)")
+    principal.require(action, session.bucket)
+
+
+async def _until_stalled(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The body's chunks, or BodyStalled when the client sends nothing for `seconds`."""
+    chunks = aiter(body)
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise BodyStalled(f"the client sent nothing for {seconds:g} s; what arrived before is kept") from None
+        yield chunk
 
 
 def _wants_sha256(session: Session) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.entries import Entry, EntryStore
-from service.errors import SessionBusy, SessionCompleted, SessionNotFound
+from service.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
 from service.index import EntryIndex
 from service.keyspace import KeySpace
 from service.leases import Leases
@@ -34,12 +34,16 @@ def index(redis, keys, leases, tmp_path) -> EntryIndex:
     return EntryIndex(redis, keys, leases, EntryStore(tmp_path / "entries"))
 
 
+async def open_session(sessions: SessionStore, requester: str = "tester", max_open: int = 100):
+    return await sessions.create("b", "k", "text/plain", 10, None, None, requester, max_open)
+
+
 def entry(key: str, digest: str = "a" * 64, bucket: str = "b") -> Entry:
     return Entry(bucket=bucket, key=key, mime_type="text/plain", bytes=1, created_at=1, digest=digest)
 
 
 async def test_a_session_moves_from_open_to_complete(sessions):
-    session = await sessions.create("b", "k", "text/plain", 10, None, None)
+    session = await open_session(sessions)
     found, lease = await sessions.begin_write(session.id)
     assert found == session
     half = await sessions.advance(found, lease, 5)
@@ -53,7 +57,7 @@ async def test_a_session_moves_from_open_to_complete(sessions):
 
 
 async def test_one_writer_at_a_time_and_the_lock_frees_on_release(sessions):
-    session = await sessions.create("b", "k", "text/plain", 10, None, None)
+    session = await open_session(sessions)
     _, lease = await sessions.begin_write(session.id)
     with pytest.raises(SessionBusy):
         await sessions.begin_write(session.id)
@@ -63,7 +67,7 @@ async def test_one_writer_at_a_time_and_the_lock_frees_on_release(sessions):
 
 
 async def test_a_writer_whose_lease_ran_out_cannot_move_the_offset(sessions, redis):
-    session = await sessions.create("b", "k", "text/plain", 10, None, None)
+    session = await open_session(sessions)
     found, lease = await sessions.begin_write(session.id)
     await redis.delete(lease.key)  # the lease expired
     _, usurper = await sessions.begin_write(session.id)
@@ -76,7 +80,7 @@ async def test_a_writer_whose_lease_ran_out_cannot_move_the_offset(sessions, red
 
 
 async def test_the_offset_moves_only_from_where_the_writer_found_it(sessions):
-    session = await sessions.create("b", "k", "text/plain", 10, None, None)
+    session = await open_session(sessions)
     found, lease = await sessions.begin_write(session.id)
     await sessions.advance(found, lease, 4)
     with pytest.raises(LostLease):
@@ -89,7 +93,7 @@ async def test_unknown_and_vanished_sessions(sessions, redis, keys):
         await sessions.get("0" * 32)
     with pytest.raises(SessionNotFound):
         await sessions.begin_write("0" * 32)
-    session = await sessions.create("b", "k", "text/plain", 10, None, None)
+    session = await open_session(sessions)
     found, lease = await sessions.begin_write(session.id)
     await redis.delete(keys.session(session.id))
     with pytest.raises(SessionNotFound):
@@ -97,8 +101,20 @@ async def test_unknown_and_vanished_sessions(sessions, redis, keys):
     assert not await redis.exists(keys.session(session.id))
 
 
+async def test_open_sessions_per_requester_are_limited_and_finished_ones_do_not_count(sessions):
+    first = await open_session(sessions, max_open=2)
+    await open_session(sessions, max_open=2)
+    with pytest.raises(TooManySessions):
+        await open_session(sessions, max_open=2)
+    await open_session(sessions, requester="someone-else", max_open=2)
+    found, lease = await sessions.begin_write(first.id)
+    await sessions.advance(found, lease, 10, complete=True)
+    await lease.release()
+    await open_session(sessions, max_open=2)
+
+
 async def test_every_request_renews_the_ttl(sessions, redis, keys):
-    session = await sessions.create("b", "k", "text/plain", 10, None, None)
+    session = await open_session(sessions)
     await redis.expire(keys.session(session.id), 3)
     await sessions.get(session.id)
     assert await redis.ttl(keys.session(session.id)) > 50

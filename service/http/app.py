@@ -1,4 +1,4 @@
-"""The ASGI application: wires the stores, the core, the sweeper and the routes together."""
+"""The ASGI application: the routes in front of the services, and the sweeper in the background."""
 
 from __future__ import annotations
 
@@ -9,43 +9,28 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from blobstore import BlobStore, StagingArea
-from service.catalog import Catalog
 from service.config import Settings
-from service.connection import connect
-from service.entries import EntryStore
 from service.http.errors import HANDLERS
+from service.http.limits import HeaderLimit
 from service.http.openapi import build_openapi
 from service.http.routes import FilesAPI
-from service.index import EntryIndex
-from service.keyspace import KeySpace
-from service.leases import Leases
-from service.sessions import SessionStore
-from service.sweeper import Sweeper
-from service.uploads import UploadCore
+from service.services import Services
 
 log = logging.getLogger("files.service")
 
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Upload-Offset", "Range", "If-None-Match", "X-Request-ID"]
+CORS_EXPOSED_HEADERS = ["Upload-Offset", "ETag", "Content-Range", "Content-Length", "Accept-Ranges", "X-Request-ID"]
+
 
 def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> Starlette:
-    settings = settings or Settings.from_env()
-    client = client if client is not None else connect(settings)
-    keys = KeySpace(settings.redis_prefix)
-    leases = Leases(client, keys, settings.lock_lease_seconds)
-    entries = EntryStore(settings.data_dir / "entries")
-    blobs = BlobStore(settings.data_dir / "blobs")
-    staging = StagingArea(settings.data_dir / "partial")
-    catalog = Catalog(entries, EntryIndex(client, keys, leases, entries), blobs, leases)
-    sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)
-    core = UploadCore(sessions, staging, catalog, settings.max_upload_bytes)
-    sweeper = Sweeper(
-        leases, sessions, staging, catalog, settings.sweep_interval_seconds, settings.blob_grace_seconds
-    )
-    api = FilesAPI(core, catalog, settings, client.ping)
+    services = Services.build(settings or Settings.from_env(), client)
+    api = FilesAPI(services)
     openapi = build_openapi()
 
     async def openapi_json(request: Request) -> Response:
@@ -53,20 +38,36 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log.info("serving files from %s", settings.data_dir.resolve())
-        task = asyncio.create_task(sweeper.run_forever())
+        log.info("serving files from %s", services.settings.data_dir.resolve())
+        if services.auth.open:
+            log.warning("FILES_AUTH_TOKENS_FILE is unset: the service is open, every request may do everything")
+        task = asyncio.create_task(services.sweeper.run_forever())
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await client.aclose()
+            await services.client.aclose()
 
+    settings = services.settings
+    middleware = [Middleware(HeaderLimit, max_bytes=settings.max_header_bytes)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+                allow_headers=CORS_REQUEST_HEADERS,
+                expose_headers=CORS_EXPOSED_HEADERS,
+                max_age=600,
+            )
+        )
     app = Starlette(
         routes=[Route("/openapi.json", openapi_json, methods=["GET"]), *api.routes()],
+        middleware=middleware,
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
-    app.state.sweeper = sweeper
+    app.state.services = services
     return app

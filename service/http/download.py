@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 
+from blake3 import blake3
 from starlette.types import Receive, Scope, Send
 
 from service.errors import RangeNotSatisfiable
+
+log = logging.getLogger("files.download")
 
 READ_SIZE = 1024 * 1024
 _RANGE = re.compile(r"bytes=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*", re.IGNORECASE)
@@ -47,28 +51,60 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or any(candidate.removeprefix("W/") == etag for candidate in candidates)
 
 
-class BlobResponse:
-    """Streams `length` bytes from `start` of an open file, closing it when done."""
+class CorruptBlob(Exception):
+    """A blob's content no longer hashes to its name."""
 
-    def __init__(self, fd: int, start: int, length: int, status: int, headers: dict[str, str], body: bool) -> None:
+
+class BlobResponse:
+    """Streams `length` bytes from `start` of an open blob file, closing it when done.
+
+    When the whole blob is sent (`verify` is its digest) the content is hashed on the
+    way out and the last read is held back until the hash is known: a blob found
+    corrupt is cut off before its end, so the client sees a broken download rather
+    than a whole-looking wrong one.
+    """
+
+    def __init__(
+        self, fd: int, start: int, length: int, status: int, headers: dict[str, str], body: bool, verify: str | None
+    ) -> None:
         self.fd = fd
         self.start = start
         self.length = length
         self.status = status
         self.headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
         self.body = body
+        self.verify = verify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-            position, end = self.start, self.start + self.length
-            while self.body and position < end:
-                data = await asyncio.to_thread(os.pread, self.fd, min(READ_SIZE, end - position), position)
-                if not data:
-                    raise OSError(f"blob ended at byte {position}, expected {end}")
-                position += len(data)
-                await send({"type": "http.response.body", "body": data, "more_body": position < end})
-            if not self.body or self.length == 0:
+            if self.body:
+                await self._send_body(send)
+            else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             os.close(self.fd)
+
+    async def _send_body(self, send: Send) -> None:
+        hasher = blake3(max_threads=blake3.AUTO) if self.verify else None
+
+        def read(position: int, size: int) -> bytes:
+            data = os.pread(self.fd, size, position)
+            if hasher is not None:
+                hasher.update(data)
+            return data
+
+        position, end = self.start, self.start + self.length
+        held = b""
+        while position < end:
+            data = await asyncio.to_thread(read, position, min(READ_SIZE, end - position))
+            if not data:
+                raise CorruptBlob(f"blob ended at byte {position} of {end}")
+            position += len(data)
+            if held:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
+            held = data
+        if hasher is not None and hasher.hexdigest() != self.verify:
+            log.error("blob %s is corrupt: its content hashes to %s; download cut off", self.verify, hasher.hexdigest())
+            raise CorruptBlob(f"blob {self.verify} is corrupt")
+        await send({"type": "http.response.body", "body": held, "more_body": False})

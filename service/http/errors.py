@@ -7,7 +7,7 @@ import logging
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service import errors
@@ -16,6 +16,10 @@ log = logging.getLogger("files.http")
 
 STATUS: dict[type[errors.FilesError], int] = {
     errors.InvalidRequest: 400,
+    errors.BodyBrokenOff: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.BodyStalled: 408,
     errors.SessionNotFound: 404,
     errors.FileNotFound: 404,
     errors.OffsetMismatch: 409,
@@ -24,6 +28,7 @@ STATUS: dict[type[errors.FilesError], int] = {
     errors.UploadTooLarge: 413,
     errors.RangeNotSatisfiable: 416,
     errors.DigestMismatch: 422,
+    errors.TooManySessions: 429,
     errors.Unavailable: 503,
     errors.InsufficientStorage: 507,
 }
@@ -39,6 +44,10 @@ async def files_error(request: Request, error: Exception) -> Response:
     headers = {}
     if "offset" in error.fields:
         headers["Upload-Offset"] = str(error.fields["offset"])
+    if isinstance(error, errors.Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, errors.BodyBrokenOff | errors.BodyStalled):
+        headers["Connection"] = "close"
     if isinstance(error, errors.RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{error.fields['size']}"
     return error_response(status, error.detail, error.code, headers, **error.fields)
@@ -55,11 +64,6 @@ async def redis_unavailable(request: Request, error: Exception) -> Response:
     return error_response(503, "the session store (Redis) is unavailable; try again shortly", "unavailable")
 
 
-async def client_gone(request: Request, error: Exception) -> Response:
-    log.info("client went away during %s %s", request.method, request.url.path)
-    return error_response(400, "the request body broke off before it was complete", "client_disconnected")
-
-
 async def server_error(request: Request, error: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(500, "internal server error; it has been logged", "internal")
@@ -70,6 +74,5 @@ HANDLERS = {
     HTTPException: http_error,
     RedisConnectionError: redis_unavailable,
     RedisTimeoutError: redis_unavailable,
-    ClientDisconnect: client_gone,
     Exception: server_error,
 }

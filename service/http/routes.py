@@ -6,19 +6,19 @@ import asyncio
 import json
 import re
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import names
-from service.catalog import Catalog
-from service.config import Settings
+from service.auth import Principal
 from service.entries import Entry
-from service.errors import FileNotFound, InvalidRequest, SessionNotFound, UploadTooLarge
+from service.errors import BodyBrokenOff, FileNotFound, InvalidRequest, SessionNotFound, UploadTooLarge
 from service.http.download import BlobResponse, etag_matches, parse_range
 from service.models import (
     Bucket,
@@ -30,7 +30,7 @@ from service.models import (
     FileUploadResponse,
 )
 from service.sessions import Session
-from service.uploads import UploadCore
+from service.services import Services
 
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 CONTENT_SUFFIX = ":content"
@@ -43,11 +43,15 @@ def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> Re
 
 
 class FilesAPI:
-    def __init__(self, core: UploadCore, catalog: Catalog, settings: Settings, ping) -> None:
-        self.core = core
-        self.catalog = catalog
-        self.settings = settings
-        self.ping = ping
+    def __init__(self, services: Services) -> None:
+        self.core = services.core
+        self.catalog = services.catalog
+        self.settings = services.settings
+        self.ping = services.client.ping
+        self.auth = services.auth
+
+    def principal(self, request: Request) -> Principal:
+        return self.auth.authenticate(request.headers.get("authorization"))
 
     def routes(self) -> list[Route]:
         return [
@@ -112,17 +116,19 @@ class FilesAPI:
             upload = CreateUploadRequest.model_validate(payload)
         except ValidationError as error:
             raise InvalidRequest(_describe(error)) from None
-        session, entry = await self.core.create(upload)
+        requester = request.client.host if request.client else "unknown"
+        session, entry = await self.core.create(upload, self.principal(request), requester)
         if entry is not None:
             file = self.file_model(request, entry)
             return json_response(CompletedUploadResponse(**file.model_dump(), id=session.id, offset=0, size=0))
         return self.upload_response(request, session)
 
     async def upload_content(self, request: Request) -> Response:
-        session_id = _session_id(request)
+        principal = self.principal(request)
         result = await self.core.write(
-            session_id,
-            request.stream(),
+            _session_id(request),
+            principal,
+            _body(request),
             upload_offset=_header_int(request, "upload-offset"),
             content_length=_header_int(request, "content-length"),
         )
@@ -131,18 +137,23 @@ class FilesAPI:
         return self.upload_response(request, result)
 
     async def session_info(self, request: Request) -> Response:
-        return self.upload_response(request, await self.core.status(_session_id(request)))
+        principal = self.principal(request)
+        return self.upload_response(request, await self.core.status(_session_id(request), principal))
 
     async def cancel_upload(self, request: Request) -> Response:
-        await self.core.cancel(_session_id(request))
+        principal = self.principal(request)
+        await self.core.cancel(_session_id(request), principal)
         return Response(status_code=204)
 
     async def list_buckets(self, request: Request) -> Response:
-        buckets = await self.catalog.buckets()
+        principal = self.principal(request)
+        buckets = [name for name in await self.catalog.buckets() if principal.may("read", name)]
         return json_response(BucketList(data=[Bucket(name=name) for name in buckets]))
 
     async def list_files(self, request: Request) -> Response:
+        principal = self.principal(request)
         bucket = _bucket(request.path_params["bucket"])
+        principal.require("read", bucket)
         query = request.query_params
         prefix = query.get("prefix", "")
         after = query.get("after")
@@ -151,13 +162,16 @@ class FilesAPI:
         return json_response(FileList(data=[self.file_model(request, entry) for entry in entries], has_more=has_more))
 
     async def file(self, request: Request) -> Response:
+        principal = self.principal(request)
         bucket = _bucket(request.path_params["bucket"])
         key = request.path_params["key"]
         if key.endswith(CONTENT_SUFFIX):
             if request.method == "DELETE":
                 raise HTTPException(405, headers={"Allow": "GET, HEAD"})
+            principal.require("read", bucket)
             return await self.download(request, bucket, _key(key.removesuffix(CONTENT_SUFFIX)))
         key = _key(key)
+        principal.require("delete" if request.method == "DELETE" else "read", bucket)
         if request.method == "DELETE":
             return json_response(self.file_model(request, await self.catalog.delete(bucket, key)))
         return json_response(self.file_model(request, await self.catalog.get(bucket, key)))
@@ -176,11 +190,20 @@ class FilesAPI:
         headers["Content-Type"] = entry.mime_type
         if span is None:
             headers["Content-Length"] = str(entry.bytes)
-            return BlobResponse(fd, 0, entry.bytes, 200, headers, body=request.method != "HEAD")
+            return BlobResponse(fd, 0, entry.bytes, 200, headers, request.method != "HEAD", verify=entry.digest)
         first, last = span
         headers["Content-Length"] = str(last - first + 1)
         headers["Content-Range"] = f"bytes {first}-{last}/{entry.bytes}"
-        return BlobResponse(fd, first, last - first + 1, 206, headers, body=request.method != "HEAD")
+        return BlobResponse(fd, first, last - first + 1, 206, headers, request.method != "HEAD", verify=None)
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    """The request body, with a client that went away told apart as a domain error."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise BodyBrokenOff("the request body broke off before it was complete") from None
 
 
 def _probe_writable(directory: Path) -> None:

@@ -1,0 +1,111 @@
+"""Bearer tokens: who may do what to which bucket.
+
+Tokens are kept only as SHA-256 hashes in FILES_AUTH_TOKENS_FILE, read at
+start. A presented token is hashed and compared against every known hash in
+constant time, so neither the comparison nor the lookup tells how close a guess was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from service import names
+from service.config import ConfigError
+from service.errors import Forbidden, Unauthorized
+
+Action = Literal["read", "write", "delete"]
+ALL_BUCKETS = "*"
+
+
+class TokenEntry(BaseModel):
+    name: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    buckets: dict[str, list[Action]]
+
+    @field_validator("buckets")
+    @classmethod
+    def _bucket_names(cls, value: dict[str, list[Action]]) -> dict[str, list[Action]]:
+        for bucket in value:
+            if bucket != ALL_BUCKETS and names.bucket_error(bucket) is not None:
+                raise ValueError(f"{bucket!r} is neither a bucket name nor '*'")
+        return value
+
+
+class TokenFile(BaseModel):
+    tokens: list[TokenEntry]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a token's name and grants, or everyone when the service is open."""
+
+    name: str | None
+    grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    open: bool = False
+
+    def may(self, action: Action, bucket: str) -> bool:
+        if self.open:
+            return True
+        return action in self.grants.get(bucket, frozenset()) or action in self.grants.get(ALL_BUCKETS, frozenset())
+
+    def require(self, action: Action, bucket: str) -> None:
+        if not self.may(action, bucket):
+            raise Forbidden(f"this token may not {action} in bucket {bucket!r}")
+
+
+EVERYONE = Principal(name=None, open=True)
+
+
+class Authenticator:
+    """Turns an Authorization header into a Principal; open when no token file is configured."""
+
+    def __init__(self, tokens: list[TokenEntry] | None) -> None:
+        self.open = tokens is None
+        self._tokens = [
+            (bytes.fromhex(token.sha256), Principal(token.name, {b: frozenset(a) for b, a in token.buckets.items()}))
+            for token in tokens or []
+        ]
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> Authenticator:
+        if path is None:
+            return cls(None)
+        try:
+            return cls(TokenFile.model_validate_json(path.read_bytes()).tokens)
+        except OSError as error:
+            raise ConfigError(f"FILES_AUTH_TOKENS_FILE cannot be read: {error}") from None
+        except ValidationError as error:
+            raise ConfigError(f"FILES_AUTH_TOKENS_FILE is not a valid token file: {error}") from None
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if self.open:
+            return EVERYONE
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("this service needs 'Authorization: Bearer <token>'")
+        presented = hashlib.sha256(token.strip().encode()).digest()
+        found = None
+        for known, principal in self._tokens:
+            if hmac.compare_digest(presented, known):
+                found = principal
+        if found is None:
+            raise Unauthorized("the bearer token is not valid")
+        return found
+
+
+def new_token(name: str) -> tuple[str, dict]:
+    """A fresh random token and the entry to paste into the token file (read and write everywhere)."""
+    token = secrets.token_urlsafe(32)
+    entry = {
+        "name": name,
+        "sha256": hashlib.sha256(token.encode()).hexdigest(),
+        "buckets": {ALL_BUCKETS: ["read", "write"]},
+    }
+    return token, entry

@@ -1,0 +1,169 @@
+"""`files-service fsck`: check the data directory against itself, and repair what it can.
+
+What it finds:
+- corrupt blob: content that no longer hashes to its name (repair: moved to quarantine/);
+- missing blob: an entry whose blob is gone or was corrupt (repair: the entry is removed,
+  since its content cannot be served);
+- unreferenced blob: a blob no entry needs, older than FILES_BLOB_GRACE_SECONDS (repair: deleted);
+- stray partial: a staging file whose session Redis does not know (repair: deleted);
+- stray temporary: a leftover `.<name>.tmp` from an interrupted write, over an hour old (repair: deleted);
+- unreadable entry: an entry file that is not a valid entry (reported only: a person should look).
+
+Safe beside running workers with a shared Redis: deletions go through the same
+leases as the service's own. With the embedded Redis stand-in, run it only while
+the service is stopped (it cannot see that process's sessions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from blobstore import hash_file
+from blobstore.durable import make_dirs
+from service.entries import Entry
+from service.services import Services
+
+TEMPORARY_AGE_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    path: Path
+    detail: str
+    repaired: bool = False
+
+    def line(self) -> str:
+        state = "repaired" if self.repaired else "found"
+        return f"{state:8} {self.kind:18} {self.path}  {self.detail}"
+
+
+class Checker:
+    def __init__(self, services: Services, repair: bool) -> None:
+        self.services = services
+        self.repair = repair
+        self.findings: list[Finding] = []
+
+    def report(self, kind: str, path: Path, detail: str, repaired: bool = False) -> None:
+        self.findings.append(Finding(kind, path, detail, repaired))
+
+    async def run(self) -> list[Finding]:
+        entries = await asyncio.to_thread(self.read_entries)
+        bad = await self.check_blobs()
+        await self.check_entries(entries, bad)
+        await self.check_unreferenced({entry.digest for entry in entries} | bad)
+        await self.check_partials()
+        await asyncio.to_thread(self.check_temporaries)
+        return self.findings
+
+    def read_entries(self) -> list[Entry]:
+        store = self.services.catalog.entries
+        found = []
+        for directory, _, files in os.walk(store.root):
+            for name in files:
+                path = Path(directory, name)
+                if name.startswith(".") or not name.endswith(".json"):
+                    continue
+                try:
+                    entry = Entry.model_validate_json(path.read_bytes())
+                except (OSError, ValidationError) as error:
+                    self.report("unreadable entry", path, str(error).splitlines()[0])
+                    continue
+                if store.path(entry.bucket, entry.key) != path:
+                    self.report("unreadable entry", path, f"holds {entry.bucket}/{entry.key}, which belongs elsewhere")
+                    continue
+                found.append(entry)
+        return found
+
+    async def check_blobs(self) -> set[str]:
+        """Re-hash every blob; returns the digests whose blob is corrupt."""
+        blobs = self.services.catalog.blobs
+        corrupt = set()
+        for digest, _ in await asyncio.to_thread(lambda: list(blobs.blobs())):
+            path = blobs.path(digest)
+            actual = (await asyncio.to_thread(hash_file, path)).blake3
+            if actual == digest:
+                continue
+            corrupt.add(digest)
+            repaired = False
+            if self.repair:
+                quarantine = self.services.settings.data_dir / "quarantine"
+                await asyncio.to_thread(make_dirs, quarantine)
+                await asyncio.to_thread(os.replace, path, quarantine / f"{digest}.{int(time.time())}")
+                repaired = True
+            self.report("corrupt blob", path, f"content hashes to {actual}", repaired)
+        return corrupt
+
+    async def check_entries(self, entries: list[Entry], corrupt: set[str]) -> None:
+        catalog = self.services.catalog
+        for entry in entries:
+            if entry.digest not in corrupt and catalog.blobs.size(entry.digest) is not None:
+                continue
+            repaired = False
+            if self.repair:
+                await catalog.delete(entry.bucket, entry.key)
+                repaired = True
+            self.report(
+                "missing blob",
+                catalog.entries.path(entry.bucket, entry.key),
+                f"{entry.bucket}/{entry.key} points at blob {entry.digest}, which is "
+                + ("corrupt" if entry.digest in corrupt else "missing"),
+                repaired,
+            )
+
+    async def check_unreferenced(self, needed: set[str]) -> None:
+        catalog = self.services.catalog
+        cutoff = time.time() - self.services.settings.blob_grace_seconds
+        await catalog.index.rebuild()
+        for digest, stat in await asyncio.to_thread(lambda: list(catalog.blobs.blobs())):
+            if digest in needed or stat.st_mtime >= cutoff:
+                continue
+            path = catalog.blobs.path(digest)
+            repaired = self.repair and await catalog.release_blob(digest)
+            self.report("unreferenced blob", path, f"{stat.st_size} bytes no entry refers to", repaired)
+
+    async def check_partials(self) -> None:
+        staging = self.services.staging
+        names = await asyncio.to_thread(staging.names)
+        known = await self.services.sessions.exist(names) if names else []
+        for name, alive in zip(names, known):
+            if alive:
+                continue
+            if self.repair:
+                await asyncio.to_thread(staging.remove, name)
+            self.report("stray partial", staging.path(name), "no upload session owns it", self.repair)
+
+    def check_temporaries(self) -> None:
+        cutoff = time.time() - TEMPORARY_AGE_SECONDS
+        data_dir = self.services.settings.data_dir
+        for area in ("blobs", "entries"):
+            for directory, _, files in os.walk(data_dir / area):
+                for name in files:
+                    path = Path(directory, name)
+                    if not (name.startswith(".") and name.endswith(".tmp")):
+                        continue
+                    try:
+                        if path.stat().st_mtime >= cutoff:
+                            continue
+                        if self.repair:
+                            path.unlink()
+                    except FileNotFoundError:
+                        continue
+                    self.report("stray temporary", path, "left by an interrupted write", self.repair)
+
+
+async def fsck(services: Services, repair: bool, emit: Callable[[str], None]) -> int:
+    """Run the check, print a line per finding; exit status 0 when nothing is left unrepaired."""
+    findings = await Checker(services, repair).run()
+    for finding in findings:
+        emit(finding.line())
+    left = [finding for finding in findings if not finding.repaired]
+    emit(f"fsck: {len(findings)} problem(s) found, {len(findings) - len(left)} repaired")
+    return 1 if left else 0
