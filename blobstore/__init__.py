@@ -5,9 +5,9 @@ stage, place and delete; this package decides *how*, durably.
 """
 
 from blobstore.digests import ContentHasher, Digests, hash_file
-from blobstore.durable import fsync_dir, write_atomic
+from blobstore.durable import StorageFull, fsync_dir, write_atomic
 from blobstore.staging import StagingArea, StagingFile
-from blobstore.store import BlobStore, StorageFull
+from blobstore.store import BlobStore
 
 __all__ = [
     "BlobStore",

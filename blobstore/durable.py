@@ -2,9 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+
+
+class StorageFull(Exception):
+    """The filesystem under the store has no room left."""
+
+
+@contextlib.contextmanager
+def space_checked() -> Iterator[None]:
+    """Turn "no space left" (or over quota) into StorageFull; other errors pass through."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(str(error)) from error
+        raise
+
+
+class OutsideRoot(Exception):
+    """A path would lead out of its store's directory (a planted symlink)."""
+
+
+def contained(root: Path, path: Path) -> Path:
+    """`path` (under `root`), after checking that no symlink in its directories leads elsewhere.
+
+    `root` must be resolved already. The last component is not followed by the
+    callers (they open with O_NOFOLLOW or replace it), so only its parent is checked.
+    """
+    parent = path.parent
+    if Path(os.path.realpath(parent)) != parent:
+        raise OutsideRoot(f"{parent} is, or passes through, a symbolic link; refusing to use it")
+    if not path.is_relative_to(root):
+        raise OutsideRoot(f"{path} is outside {root}")
+    return path
 
 
 def fsync_dir(path: Path) -> None:
@@ -33,25 +69,19 @@ def make_dirs(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a crash leaves either the old or the new file whole."""
-    make_dirs(path.parent)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temporary.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        os.replace(temporary, path)
+        with space_checked():
+            make_dirs(path.parent)
+            with open(temporary, "xb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+            fsync_dir(path.parent)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
 
 
 def remove_durably(path: Path) -> bool:

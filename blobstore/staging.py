@@ -6,12 +6,10 @@ upload becomes a blob by a rename, without a copy.
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
-from blobstore.durable import make_dirs
-from blobstore.store import StorageFull
+from blobstore.durable import contained, make_dirs, space_checked
 
 
 class StagingFile:
@@ -24,15 +22,11 @@ class StagingFile:
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
-        try:
+        with space_checked():
             while view:
                 written = os.pwrite(self._fd, view, self.position)
                 self.position += written
                 view = view[written:]
-        except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(str(error)) from error
-            raise
 
     def truncate(self, length: int) -> None:
         """Drop everything from `length` on: bytes the service never acknowledged."""
@@ -48,16 +42,16 @@ class StagingFile:
 
 class StagingArea:
     def __init__(self, root: Path) -> None:
-        self.root = root
         make_dirs(root)
+        self.root = root.resolve()
 
     def path(self, name: str) -> Path:
-        return self.root / name
+        return contained(self.root, self.root / name)
 
     def open(self, name: str, offset: int) -> StagingFile:
         """Open for writing at `offset`, cutting off any bytes past it left by a broken write."""
         path = self.path(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             if os.fstat(fd).st_size != offset:
                 os.ftruncate(fd, offset)

@@ -6,31 +6,26 @@ staging file under a temporary name, renaming that, then flushing the directory.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from blobstore.durable import fsync_dir, make_dirs, remove_durably
+from blobstore.durable import contained, fsync_dir, make_dirs, remove_durably, space_checked
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-class StorageFull(Exception):
-    """The filesystem under the store has no room left."""
-
-
 class BlobStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
         make_dirs(root)
+        self.root = root.resolve()
 
     def path(self, digest: str) -> Path:
         if not DIGEST.fullmatch(digest):
             raise ValueError(f"not a BLAKE3 hex digest: {digest!r}")
-        return self.root / digest[:2] / digest[2:4] / digest
+        return contained(self.root, self.root / digest[:2] / digest[2:4] / digest)
 
     def size(self, digest: str) -> int | None:
         try:
@@ -54,19 +49,18 @@ class BlobStore:
             return False
         temporary = target.with_name(f".{digest}.{secrets.token_hex(8)}.tmp")
         try:
-            make_dirs(target.parent)
-            fd = os.open(source, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.link(source, temporary)
-            os.replace(temporary, target)
-            fsync_dir(target.parent)
-        except OSError as error:
+            with space_checked():
+                make_dirs(target.parent)
+                fd = os.open(source, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.link(source, temporary)
+                os.replace(temporary, target)
+                fsync_dir(target.parent)
+        except BaseException:
             temporary.unlink(missing_ok=True)
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(str(error)) from error
             raise
         return True
 
@@ -80,7 +74,7 @@ class BlobStore:
 
     def open(self, digest: str) -> int:
         """A read-only file descriptor on the blob; raises FileNotFoundError."""
-        return os.open(self.path(digest), os.O_RDONLY)
+        return os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
 
     def delete(self, digest: str) -> bool:
         return remove_durably(self.path(digest))

@@ -32,10 +32,16 @@ class Catalog:
     async def commit(self, entry: Entry, source: Path) -> None:
         """Store the content in `source` (hashed to `entry.digest`) and write the entry for it."""
         async with self.leases.hold(f"blob:{entry.digest}"):
-            await asyncio.to_thread(self.blobs.place, source, entry.digest)
+            placed = await asyncio.to_thread(self.blobs.place, source, entry.digest)
             async with self.leases.hold(f"entry:{entry.bucket}/{entry.key}"):
                 replaced = await asyncio.to_thread(self.entries.get, entry.bucket, entry.key)
-                await asyncio.to_thread(self.entries.put, entry)
+                try:
+                    await asyncio.to_thread(self.entries.put, entry)
+                except BaseException:
+                    # No entry can refer to a blob that appeared under our lease: leave none behind.
+                    if placed:
+                        await asyncio.to_thread(self.blobs.delete, entry.digest)
+                    raise
                 await self.index.put(entry)
         if replaced is not None and replaced.digest != entry.digest:
             await self.release_blob(replaced.digest)
@@ -63,9 +69,9 @@ class Catalog:
     async def release_blob(self, digest: str) -> bool:
         """Delete the blob if no entry refers to it any more; True when it was deleted.
 
-        While the index is incomplete (Redis lost its data) nothing is freed here;
-        the sweeper frees it once the index is rebuilt.
+        The counts are only trusted from a complete index, so a lost one is rebuilt first.
         """
+        await self.index.rebuild()
         async with self.leases.hold(f"blob:{digest}"):
             if await self.index.unreferenced(digest):
                 return await asyncio.to_thread(self.blobs.delete, digest)

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from blobstore import write_atomic
-from blobstore.durable import make_dirs, remove_durably
+from blobstore.durable import contained, make_dirs, remove_durably
 
 
 class Entry(BaseModel):
@@ -33,18 +33,20 @@ class Entry(BaseModel):
 
 class EntryStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
         make_dirs(root)
+        self.root = root.resolve()
 
     def path(self, bucket: str, key: str) -> Path:
         hashed = hashlib.sha256(key.encode()).hexdigest()
-        return self.root / bucket / hashed[:2] / f"{hashed}.json"
+        return contained(self.root, self.root / bucket / hashed[:2] / f"{hashed}.json")
 
     def get(self, bucket: str, key: str) -> Entry | None:
         try:
-            data = self.path(bucket, key).read_bytes()
+            fd = os.open(self.path(bucket, key), os.O_RDONLY | os.O_NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        with open(fd, "rb") as file:
+            data = file.read()
         entry = Entry.model_validate_json(data)
         return entry if (entry.bucket, entry.key) == (bucket, key) else None
 
