@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from blobstore import BlobStore
+from service import metrics
 from service.entries import Entry, EntryStore
 from service.errors import FileNotFound
 from service.index import EntryIndex
@@ -33,6 +35,9 @@ class Catalog:
         """Store the content in `source` (hashed to `entry.digest`) and write the entry for it."""
         async with self.leases.hold(f"blob:{entry.digest}"):
             placed = await asyncio.to_thread(self.blobs.place, source, entry.digest)
+            if not placed:
+                metrics.DEDUPLICATED.inc()
+                metrics.BYTES_SAVED.inc(entry.bytes)
             async with self.leases.hold(f"entry:{entry.bucket}/{entry.key}"):
                 replaced = await asyncio.to_thread(self.entries.get, entry.bucket, entry.key)
                 try:
@@ -77,17 +82,25 @@ class Catalog:
                 return await asyncio.to_thread(self.blobs.delete, digest)
         return False
 
-    async def sweep_blobs(self, grace_seconds: float) -> int:
-        """Delete blobs no entry refers to that are older than the grace period; returns how many."""
+    async def sweep_blobs(self, grace_seconds: float) -> BlobSweep:
+        """Delete blobs no entry refers to that are older than the grace period, and count the rest."""
+        await self.index.rebuild()
         referenced = await self.index.referenced()
-        if referenced is None:
-            await self.index.rebuild()
-            return 0
         cutoff = time.time() - grace_seconds
-        candidates = await asyncio.to_thread(
-            lambda: [digest for digest, stat in self.blobs.blobs() if digest not in referenced and stat.st_mtime < cutoff]
-        )
-        deleted = 0
-        for digest in candidates:
-            deleted += await self.release_blob(digest)
-        return deleted
+        listing = await asyncio.to_thread(lambda: list(self.blobs.blobs()))
+        sweep = BlobSweep(deleted=0, blobs=len(listing), bytes=sum(stat.st_size for _, stat in listing))
+        if referenced is None:  # Redis lost its data again mid-sweep: free nothing this time
+            return sweep
+        for digest, stat in listing:
+            if digest not in referenced and stat.st_mtime < cutoff and await self.release_blob(digest):
+                sweep.deleted += 1
+                sweep.blobs -= 1
+                sweep.bytes -= stat.st_size
+        return sweep
+
+
+@dataclass
+class BlobSweep:
+    deleted: int
+    blobs: int
+    bytes: int

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
+import tempfile
 
 from service.auth import Authenticator, new_token
 from service.config import ConfigError, Settings
+from service.logs import logging_config
 
 
 def load_settings() -> Settings:
@@ -27,17 +31,23 @@ def serve(arguments: argparse.Namespace) -> int:
             "--workers above 1 needs a shared Redis: set FILES_REDIS_URL "
             "(the embedded stand-in lives inside one process and cannot be shared)"
         )
-    uvicorn.run(
-        "service.http.app:create_app",
-        factory=True,
-        host=arguments.host,
-        port=arguments.port,
-        workers=arguments.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=arguments.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    with contextlib.ExitStack() as cleanup:
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            # Before any worker imports prometheus_client: all of them then share one set of samples.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="files-service-metrics-")
+            )
+        uvicorn.run(
+            "service.http.app:create_app",
+            factory=True,
+            host=arguments.host,
+            port=arguments.port,
+            workers=arguments.workers,
+            loop="uvloop",
+            http="httptools",
+            log_config=logging_config(arguments.log_level or settings.log_level, settings.log_format),
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        )
     return 0
 
 
@@ -72,7 +82,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8321)
     run.add_argument("--workers", type=int, default=1)
-    run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    run.add_argument(
+        "--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default: FILES_LOG_LEVEL or info"
+    )
     run.set_defaults(handler=serve)
 
     check = commands.add_parser("fsck", help="check the data directory (re-hash blobs, find strays)")

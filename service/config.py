@@ -31,6 +31,9 @@ class Settings:
     body_stall_seconds: float = 60.0
     auth_tokens_file: Path | None = None
     cors_origins: tuple[str, ...] = ()
+    log_level: str = "info"
+    log_format: str = "json"
+    shutdown_grace_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -45,6 +48,12 @@ class Settings:
             if value < low or (high is not None and value > high):
                 bound = f"between {low} and {high}" if high is not None else f"at least {low}"
                 raise ConfigError(f"{name} must be {bound}, got {raw!r}")
+            return value
+
+        def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+            value = (environ.get(name) or default).lower()
+            if value not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {environ.get(name)!r}")
             return value
 
         public_url = environ.get("FILES_PUBLIC_URL") or None
@@ -63,6 +72,9 @@ class Settings:
             max_open_sessions=number("FILES_MAX_OPEN_SESSIONS", 1000, low=1),
             body_stall_seconds=number("FILES_BODY_STALL_SECONDS", 60.0, float, low=0.1),
             auth_tokens_file=Path(tokens) if (tokens := environ.get("FILES_AUTH_TOKENS_FILE")) else None,
+            log_level=choice("FILES_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")),
+            log_format=choice("FILES_LOG_FORMAT", "json", ("json", "text")),
+            shutdown_grace_seconds=number("FILES_SHUTDOWN_GRACE_SECONDS", 30.0, float),
             cors_origins=tuple(
                 origin.strip().rstrip("/") for origin in environ.get("FILES_CORS_ORIGINS", "").split(",") if origin.strip()
             ),

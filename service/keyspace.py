@@ -9,6 +9,7 @@ class KeySpace:
         self.buckets = f"{prefix}index:buckets"
         self.refs = f"{prefix}index:refs"
         self.ready = f"{prefix}index:ready"
+        self.blob_stats = f"{prefix}stats:blobs"
 
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"

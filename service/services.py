@@ -24,6 +24,7 @@ from service.uploads import UploadCore
 class Services:
     settings: Settings
     client: redis.Redis
+    keys: KeySpace
     leases: Leases
     sessions: SessionStore
     staging: StagingArea
@@ -46,6 +47,7 @@ class Services:
         return cls(
             settings=settings,
             client=client,
+            keys=keys,
             leases=leases,
             sessions=sessions,
             staging=staging,
@@ -59,7 +61,14 @@ class Services:
                 settings.body_stall_seconds,
             ),
             sweeper=Sweeper(
-                leases, sessions, staging, catalog, settings.sweep_interval_seconds, settings.blob_grace_seconds
+                client,
+                keys,
+                leases,
+                sessions,
+                staging,
+                catalog,
+                settings.sweep_interval_seconds,
+                settings.blob_grace_seconds,
             ),
             auth=Authenticator.from_file(settings.auth_tokens_file),
         )

@@ -9,8 +9,12 @@ import asyncio
 import logging
 import time
 
+import redis.asyncio as redis
+
 from blobstore import StagingArea
+from service import metrics
 from service.catalog import Catalog
+from service.keyspace import KeySpace
 from service.leases import Leases
 from service.sessions import SessionStore
 
@@ -22,6 +26,8 @@ STAGING_BATCH = 500
 class Sweeper:
     def __init__(
         self,
+        client: redis.Redis,
+        keys: KeySpace,
         leases: Leases,
         sessions: SessionStore,
         staging: StagingArea,
@@ -29,6 +35,8 @@ class Sweeper:
         interval_seconds: float,
         blob_grace_seconds: float,
     ) -> None:
+        self.client = client
+        self.keys = keys
         self.leases = leases
         self.sessions = sessions
         self.staging = staging
@@ -54,16 +62,25 @@ class Sweeper:
             async with lease.kept_alive():
                 partials = await self.sweep_staging()
                 blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)
+                await self.client.hset(self.keys.blob_stats, mapping={"blobs": blobs.blobs, "bytes": blobs.bytes})
         finally:
             await lease.release()
+        metrics.SWEEPS.inc()
+        metrics.SESSIONS.labels("expired").inc(partials)
         log.info(
             "sweep removed %d partial file(s) and %d blob(s) in %.3f s",
             partials,
-            blobs,
+            blobs.deleted,
             time.monotonic() - started,
-            extra={"event": "sweep", "partials_removed": partials, "blobs_removed": blobs},
+            extra={
+                "event": "sweep",
+                "partials_removed": partials,
+                "blobs_removed": blobs.deleted,
+                "blobs": blobs.blobs,
+                "blob_bytes": blobs.bytes,
+            },
         )
-        return partials, blobs
+        return partials, blobs.deleted
 
     async def sweep_staging(self) -> int:
         """Remove the staging files of sessions that expired, were lost, or never finished cleanly."""

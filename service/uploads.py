@@ -17,6 +17,7 @@ from blobstore import ContentHasher, StagingArea, StagingFile, StorageFull, hash
 from service.catalog import Catalog
 from service.entries import Entry
 from service.leases import Lease
+from service import metrics
 from service.auth import Action, Principal
 from service.errors import (
     BodyBrokenOff,
@@ -123,6 +124,7 @@ class UploadCore:
             principal.name if principal.name is not None else f"address:{requester}",
             self.max_open_sessions,
         )
+        metrics.SESSIONS.labels("created").inc()
         if session.size == 0:
             entry = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
             assert isinstance(entry, Entry)
@@ -241,6 +243,7 @@ class UploadCore:
             ) from error
         await self.sessions.advance(session, lease, session.size, complete=True)
         await asyncio.to_thread(self.staging.remove, session.id)
+        metrics.SESSIONS.labels("completed").inc()
         return entry
 
     async def cancel(self, session_id: str, principal: Principal) -> None:
@@ -255,6 +258,7 @@ class UploadCore:
             _check_access(session, principal, "write")
             await self.sessions.delete(session.id)
             await asyncio.to_thread(self.staging.remove, session.id)
+            metrics.SESSIONS.labels("cancelled").inc()
         finally:
             await lease.release()
 

@@ -11,14 +11,11 @@ import redis.asyncio as redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from service.config import Settings
 from service.http.errors import HANDLERS
 from service.http.limits import HeaderLimit
-from service.http.openapi import build_openapi
+from service.http.observe import RequestObserver
 from service.http.routes import FilesAPI
 from service.services import Services
 
@@ -31,10 +28,8 @@ CORS_EXPOSED_HEADERS = ["Upload-Offset", "ETag", "Content-Range", "Content-Lengt
 def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> Starlette:
     services = Services.build(settings or Settings.from_env(), client)
     api = FilesAPI(services)
-    openapi = build_openapi()
-
-    async def openapi_json(request: Request) -> Response:
-        return JSONResponse(openapi)
+    routes = api.routes()
+    templates = {route.endpoint: route.path for route in routes}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -51,7 +46,15 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             await services.client.aclose()
 
     settings = services.settings
-    middleware = [Middleware(HeaderLimit, max_bytes=settings.max_header_bytes)]
+    middleware = [
+        Middleware(
+            RequestObserver,
+            route_of=lambda scope: templates.get(scope.get("endpoint")),
+            upload_route=templates[api.upload_content],
+            download_route=templates[api.download],
+        ),
+        Middleware(HeaderLimit, max_bytes=settings.max_header_bytes),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -64,7 +67,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             )
         )
     app = Starlette(
-        routes=[Route("/openapi.json", openapi_json, methods=["GET"]), *api.routes()],
+        routes=routes,
         middleware=middleware,
         exception_handlers=HANDLERS,
         lifespan=lifespan,

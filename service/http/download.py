@@ -31,12 +31,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     if match[1]:
         first = int(match[1])
-        last = int(match[2]) if match[2] else size - 1
-        if last < first:
+        last = int(match[2]) if match[2] else None
+        if last is not None and last < first:
             return None
         if first >= size:
             raise RangeNotSatisfiable(f"range starts at {first}, past the end of a {size}-byte file", size=size)
-        return first, min(last, size - 1)
+        return first, size - 1 if last is None else min(last, size - 1)
     suffix = int(match[2])
     if suffix == 0 or size == 0:
         raise RangeNotSatisfiable(f"a {suffix}-byte suffix of a {size}-byte file is empty", size=size)

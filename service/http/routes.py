@@ -15,10 +15,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import names
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service import metrics, names
 from service.auth import Principal
 from service.entries import Entry
 from service.errors import BodyBrokenOff, FileNotFound, InvalidRequest, SessionNotFound, UploadTooLarge
+from service.http.openapi import build_openapi
 from service.http.download import BlobResponse, etag_matches, parse_range
 from service.models import (
     Bucket,
@@ -49,6 +52,9 @@ class FilesAPI:
         self.settings = services.settings
         self.ping = services.client.ping
         self.auth = services.auth
+        self.client = services.client
+        self.keys = services.keys
+        self.openapi = build_openapi()
 
     def principal(self, request: Request) -> Principal:
         return self.auth.authenticate(request.headers.get("authorization"))
@@ -57,13 +63,16 @@ class FilesAPI:
         return [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/openapi.json", self.openapi_json, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/v1/files", self.create_upload, methods=["POST"]),
             Route("/v1/files", self.list_buckets, methods=["GET"]),
             Route("/v1/files/session:{session_id}", self.upload_content, methods=["POST"]),
             Route("/v1/files/session:{session_id}", self.session_info, methods=["GET"]),
             Route("/v1/files/session:{session_id}", self.cancel_upload, methods=["DELETE"]),
             Route("/v1/files/{bucket}", self.list_files, methods=["GET"]),
-            Route("/v1/files/{bucket}/{key:path}", self.file, methods=["GET", "HEAD", "DELETE"]),
+            Route("/v1/files/{bucket}/{key:path}" + CONTENT_SUFFIX, self.download, methods=["GET", "HEAD"]),
+            Route("/v1/files/{bucket}/{key:path}", self.file, methods=["GET", "DELETE"]),
         ]
 
     def base_url(self, request: Request) -> str:
@@ -91,6 +100,16 @@ class FilesAPI:
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def openapi_json(self, request: Request) -> Response:
+        return JSONResponse(self.openapi)
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text format; with tokens on, any valid token may scrape."""
+        self.principal(request)
+        stats = await self.client.hgetall(self.keys.blob_stats)
+        body = metrics.exposition(metrics.BlobStoreStats(int(stats.get("blobs", 0)), int(stats.get("bytes", 0))))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(self, request: Request) -> Response:
         problems = []
@@ -164,19 +183,20 @@ class FilesAPI:
     async def file(self, request: Request) -> Response:
         principal = self.principal(request)
         bucket = _bucket(request.path_params["bucket"])
-        key = request.path_params["key"]
-        if key.endswith(CONTENT_SUFFIX):
-            if request.method == "DELETE":
-                raise HTTPException(405, headers={"Allow": "GET, HEAD"})
-            principal.require("read", bucket)
-            return await self.download(request, bucket, _key(key.removesuffix(CONTENT_SUFFIX)))
-        key = _key(key)
+        if request.path_params["key"].endswith(CONTENT_SUFFIX):
+            # Only DELETE gets here: GET and HEAD of a `:content` path match the download route.
+            raise HTTPException(405, headers={"Allow": "GET, HEAD"})
+        key = _key(request.path_params["key"])
         principal.require("delete" if request.method == "DELETE" else "read", bucket)
         if request.method == "DELETE":
             return json_response(self.file_model(request, await self.catalog.delete(bucket, key)))
         return json_response(self.file_model(request, await self.catalog.get(bucket, key)))
 
-    async def download(self, request: Request, bucket: str, key: str) -> Response | BlobResponse:
+    async def download(self, request: Request) -> Response | BlobResponse:
+        principal = self.principal(request)
+        bucket = _bucket(request.path_params["bucket"])
+        key = _key(request.path_params["key"])
+        principal.require("read", bucket)
         entry = await self.catalog.get(bucket, key)
         etag = f'"{entry.digest}"'
         headers = {"ETag": etag, "Accept-Ranges": "bytes"}
