@@ -174,8 +174,9 @@ class UploadCore:
         """Copy the body to the staging file and move the offset past it.
 
         With a declared length (known to fit) the offset also moves while a long body
-        streams in, so a broken connection or a dead process loses little; without
-        one, the whole body must be seen before anything of it counts.
+        streams in, so a dead process loses little. Without one, nothing counts until
+        the body ends, so that a body running past the size is refused whole (413).
+        Either way a client that goes away or stalls keeps what arrived.
         """
         hasher = ContentHasher(sha256=_wants_sha256(session)) if session.offset == 0 else None
         staging = await asyncio.to_thread(self.staging.open, session.id, session.offset)
@@ -191,7 +192,8 @@ class UploadCore:
                         target = staging.position if checkpoints else session.offset
                         session = await self.sessions.advance(session, lease, target)
                 await writer.drain()
-            except (BodyBrokenOff, BodyStalled):
+            except (BodyBrokenOff, BodyStalled, asyncio.CancelledError):
+                # Keep what arrived (also when shutdown cuts the request off), so the client resumes there.
                 await writer.drain()
                 await self.sessions.advance(session, lease, staging.position)
                 raise
