@@ -11,6 +11,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_ISREG
 
 from blobstore.durable import contained, fsync_dir, make_dirs, remove_durably, space_checked
 
@@ -28,10 +29,12 @@ class BlobStore:
         return contained(self.root, self.root / digest[:2] / digest[2:4] / digest)
 
     def size(self, digest: str) -> int | None:
+        """The blob's size; None when it is missing or not a regular file (a planted link is no blob)."""
         try:
-            return self.path(digest).stat().st_size
+            stat = self.path(digest).lstat()
         except FileNotFoundError:
             return None
+        return stat.st_size if S_ISREG(stat.st_mode) else None
 
     def place(self, source: Path, digest: str) -> bool:
         """Make the content of `source` (already hashed to `digest`) a blob; False when it was one.
@@ -45,7 +48,7 @@ class BlobStore:
         """
         target = self.path(digest)
         if self.size(digest) == source.stat().st_size:
-            os.utime(target)
+            os.utime(target, follow_symlinks=False)
             return False
         temporary = target.with_name(f".{digest}.{secrets.token_hex(8)}.tmp")
         try:
@@ -67,7 +70,7 @@ class BlobStore:
     def touch(self, digest: str) -> bool:
         """Refresh the mtime of a blob; False when it is missing."""
         try:
-            os.utime(self.path(digest))
+            os.utime(self.path(digest), follow_symlinks=False)
         except FileNotFoundError:
             return False
         return True

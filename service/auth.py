@@ -41,6 +41,17 @@ class TokenEntry(BaseModel):
 class TokenFile(BaseModel):
     tokens: list[TokenEntry]
 
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, value: list[TokenEntry]) -> list[TokenEntry]:
+        # Sessions and their limit belong to a token's name: two tokens must not share one.
+        seen: set[str] = set()
+        for token in value:
+            if token.name in seen:
+                raise ValueError(f"the token name {token.name!r} appears twice; names must be unique")
+            seen.add(token.name)
+        return value
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -82,7 +93,11 @@ class Authenticator:
         except OSError as error:
             raise ConfigError(f"FILES_AUTH_TOKENS_FILE cannot be read: {error}") from None
         except ValidationError as error:
-            raise ConfigError(f"FILES_AUTH_TOKENS_FILE is not a valid token file: {error}") from None
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'the file'}: {item['msg']}, got {_short(item['input'])}"
+                for item in error.errors()
+            )
+            raise ConfigError(f"FILES_AUTH_TOKENS_FILE is not a valid token file: {problems}") from None
 
     def authenticate(self, authorization: str | None) -> Principal:
         if self.open:
@@ -109,3 +124,8 @@ def new_token(name: str) -> tuple[str, dict]:
         "buckets": {ALL_BUCKETS: ["read", "write"]},
     }
     return token, entry
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -39,8 +39,10 @@ class Catalog:
                 metrics.DEDUPLICATED.inc()
                 metrics.BYTES_SAVED.inc(entry.bytes)
             async with self.leases.hold(f"entry:{entry.bucket}/{entry.key}"):
-                replaced = await asyncio.to_thread(self.entries.get, entry.bucket, entry.key)
                 try:
+                    # Inside the try: a lookup that fails (a planted link, an unreadable entry) must not
+                    # leave the blob just placed without an entry either.
+                    replaced = await asyncio.to_thread(self.entries.get, entry.bucket, entry.key)
                     await asyncio.to_thread(self.entries.put, entry)
                 except BaseException:
                     # No entry can refer to a blob that appeared under our lease: leave none behind.

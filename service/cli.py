@@ -1,4 +1,4 @@
-"""`files-service`: run the service, check its data directory, make access tokens."""
+"""`files-service`: run the service, check its data directory, make access tokens; and its client."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 
 from service.auth import Authenticator, new_token
+from service.client import commands as client_commands
 from service.config import ConfigError, Settings
 from service.logs import logging_config
 
@@ -37,6 +39,9 @@ def serve(arguments: argparse.Namespace) -> int:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = cleanup.enter_context(
                 tempfile.TemporaryDirectory(prefix="files-service-metrics-")
             )
+        # Once it has shut down gracefully, uvicorn raises the SIGTERM it caught again: exit with
+        # status 0 then, through this cleanup, instead of dying of it and leaving the directory behind.
+        cleanup.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _stopped))
         uvicorn.run(
             "service.http.app:create_app",
             factory=True,
@@ -49,6 +54,10 @@ def serve(arguments: argparse.Namespace) -> int:
             timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
     return 0
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def fsck(arguments: argparse.Namespace) -> int:
@@ -96,6 +105,8 @@ def parser() -> argparse.ArgumentParser:
     make = token_commands.add_parser("new", help="print a new random token and its token-file entry")
     make.add_argument("name", help="a name for the token's holder, e.g. ci-uploader")
     make.set_defaults(handler=token)
+
+    client_commands.register(commands)
     return top
 
 

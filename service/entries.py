@@ -7,6 +7,7 @@ a file name may be, so the key itself is not a path.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterator
@@ -60,13 +61,28 @@ class EntryStore:
         return self.get(entry.bucket, entry.key) == entry
 
     def scan(self) -> Iterator[Entry]:
-        """Every entry on the volume, in no particular order; unreadable files are skipped."""
+        """Every entry on the volume, in no particular order; unreadable files are skipped.
+
+        Symbolic links are not followed: a root that became one raises OutsideRoot, a linked
+        entry file is skipped (os.walk already leaves linked directories alone).
+        """
+        contained(self.root, self.root / "entry")
         for directory, _, files in os.walk(self.root):
             for name in files:
                 if not name.endswith(".json") or name.startswith("."):
                     continue
                 try:
-                    with open(os.path.join(directory, name), "rb") as file:
-                        yield Entry.model_validate_json(file.read())
-                except (FileNotFoundError, ValidationError):
+                    fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW)
+                except FileNotFoundError:
                     continue
+                except OSError as error:
+                    if error.errno == errno.ELOOP:
+                        continue
+                    raise
+                with open(fd, "rb") as file:
+                    data = file.read()
+                try:
+                    entry = Entry.model_validate_json(data)
+                except ValidationError:
+                    continue
+                yield entry

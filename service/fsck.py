@@ -4,7 +4,8 @@ What it finds:
 - corrupt blob: content that no longer hashes to its name (repair: moved to quarantine/);
 - missing blob: an entry whose blob is gone or was corrupt (repair: the entry is removed,
   since its content cannot be served);
-- unreferenced blob: a blob no entry needs, older than FILES_BLOB_GRACE_SECONDS (repair: deleted);
+- unreferenced blob: a blob no entry needs, older than FILES_BLOB_GRACE_SECONDS (repair: deleted,
+  unless an entry is unreadable: it may be the one that needs the blob);
 - stray partial: a staging file whose session Redis does not know (repair: deleted);
 - stray temporary: a leftover `.<name>.tmp` from an interrupted write, over an hour old (repair: deleted);
 - unreadable entry: an entry file that is not a valid entry (reported only: a person should look).
@@ -121,13 +122,16 @@ class Checker:
     async def check_unreferenced(self, needed: set[str]) -> None:
         catalog = self.services.catalog
         cutoff = time.time() - self.services.settings.blob_grace_seconds
+        # An unreadable entry may be the one that needs a blob: free none until a person has looked.
+        keep = any(finding.kind == "unreadable entry" for finding in self.findings)
         await catalog.index.rebuild()
         for digest, stat in await asyncio.to_thread(lambda: list(catalog.blobs.blobs())):
             if digest in needed or stat.st_mtime >= cutoff:
                 continue
             path = catalog.blobs.path(digest)
-            repaired = self.repair and await catalog.release_blob(digest)
-            self.report("unreferenced blob", path, f"{stat.st_size} bytes no entry refers to", repaired)
+            repaired = self.repair and not keep and await catalog.release_blob(digest)
+            kept = "; kept while an entry is unreadable" if self.repair and keep else ""
+            self.report("unreferenced blob", path, f"{stat.st_size} bytes no entry refers to{kept}", repaired)
 
     async def check_partials(self) -> None:
         staging = self.services.staging

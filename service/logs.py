@@ -8,7 +8,13 @@ import logging
 import time
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# uvicorn's `color_message` (the message again, with terminal colours) is left out too.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)

@@ -10,8 +10,9 @@ checked against the digest the client gave, and committed to the catalog.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from blobstore import ContentHasher, StagingArea, StagingFile, StorageFull, hash_file
 from service.catalog import Catalog
@@ -99,6 +100,7 @@ class UploadCore:
         self.max_upload_bytes = max_upload_bytes
         self.max_open_sessions = max_open_sessions
         self.stall_seconds = stall_seconds
+        self._writing: set[asyncio.Future[None]] = set()
 
     async def create(
         self, request: CreateUploadRequest, principal: Principal, requester: str
@@ -146,6 +148,36 @@ class UploadCore:
         content_length: int | None,
     ) -> Session | Entry:
         """Append one chunk; returns the session, or the file when this chunk completed it."""
+        with self._in_flight():
+            return await self._write(
+                session_id, principal, body, upload_offset=upload_offset, content_length=content_length
+            )
+
+    async def settle(self, timeout: float) -> None:
+        """Wait up to `timeout` for the writes under way, such as those shutdown has just cut off,
+        to record what they received and let go of their sessions (Redis must still be there)."""
+        if self._writing:
+            await asyncio.wait(set(self._writing), timeout=timeout)
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        done = asyncio.get_running_loop().create_future()
+        self._writing.add(done)
+        try:
+            yield
+        finally:
+            self._writing.discard(done)
+            done.set_result(None)
+
+    async def _write(
+        self,
+        session_id: str,
+        principal: Principal,
+        body: AsyncIterator[bytes],
+        *,
+        upload_offset: int | None,
+        content_length: int | None,
+    ) -> Session | Entry:
         session, lease = await self.sessions.begin_write(session_id)
         try:
             _check_access(session, principal, "write")
@@ -184,21 +216,25 @@ class UploadCore:
         try:
             try:
                 async for chunk in body:
-                    if writer.received + len(chunk) > session.size:
-                        raise _too_large(session, writer.received + len(chunk) - session.offset)
-                    await writer.add(chunk)
                     if lease.due():
+                        await _still_held(lease)
                         await writer.drain()
                         target = staging.position if checkpoints else session.offset
                         session = await self.sessions.advance(session, lease, target)
+                    if writer.received + len(chunk) > session.size:
+                        raise _too_large(session, writer.received + len(chunk) - session.offset)
+                    await writer.add(chunk)
+                await _still_held(lease)
                 await writer.drain()
             except (BodyBrokenOff, BodyStalled, asyncio.CancelledError):
                 # Keep what arrived (also when shutdown cuts the request off), so the client resumes there.
+                await _still_held(lease)
                 await writer.drain()
                 await self.sessions.advance(session, lease, staging.position)
                 raise
             except (UploadTooLarge, StorageFull) as error:
                 await writer.abandon()
+                await _still_held(lease)
                 await asyncio.to_thread(staging.truncate, session.offset)
                 if isinstance(error, StorageFull):
                     raise InsufficientStorage(
@@ -283,6 +319,16 @@ async def _until_stalled(body: AsyncIterator[bytes], seconds: float) -> AsyncIte
         except TimeoutError:
             raise BodyStalled(f"the client sent nothing for {seconds:g} s; what arrived before is kept") from None
         yield chunk
+
+
+async def _still_held(lease: Lease) -> None:
+    """Renew the session's lease if it is due, before touching the staging file again.
+
+    A body may pause for longer than the lease (up to the stall limit); by then another
+    request may have taken the session over, and writing or truncating would spoil its data.
+    """
+    if lease.due() and not await lease.renew():
+        raise LostLease("its lock lease ran out while the body paused")
 
 
 def _wants_sha256(session: Session) -> bool:

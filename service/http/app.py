@@ -21,6 +21,7 @@ from service.services import Services
 
 log = logging.getLogger("files.service")
 
+SETTLE_SECONDS = 5.0
 CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Upload-Offset", "Range", "If-None-Match", "X-Request-ID"]
 CORS_EXPOSED_HEADERS = ["Upload-Offset", "ETag", "Content-Range", "Content-Length", "Accept-Ranges", "X-Request-ID"]
 
@@ -40,6 +41,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         try:
             yield
         finally:
+            # Uploads that shutdown cut off record what arrived and release their locks; Redis must stay open till then.
+            await services.core.settle(SETTLE_SECONDS)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -53,9 +56,9 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             upload_route=templates[api.upload_content],
             download_route=templates[api.download],
         ),
-        Middleware(HeaderLimit, max_bytes=settings.max_header_bytes),
     ]
     if settings.cors_origins:
+        # Outside the header limit, so that a browser sees its 431 too.
         middleware.append(
             Middleware(
                 CORSMiddleware,
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
                 max_age=600,
             )
         )
+    middleware.append(Middleware(HeaderLimit, max_bytes=settings.max_header_bytes))
     app = Starlette(
         routes=routes,
         middleware=middleware,

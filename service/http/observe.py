@@ -11,9 +11,11 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.http.errors import error_response
 from service.logs import request_id
 
 log = logging.getLogger("files.access")
+error_log = logging.getLogger("files.http")
 
 REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 UNMATCHED = "unmatched"
@@ -38,6 +40,7 @@ class RequestObserver:
         token = request_id.set(rid)
         status = 500
         received = sent = 0
+        responding = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -46,9 +49,9 @@ class RequestObserver:
             return message
 
         async def tagging_send(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, responding
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responding = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
@@ -56,6 +59,14 @@ class RequestObserver:
 
         try:
             await self.app(scope, counting_receive, tagging_send)
+        except Exception:
+            # Here rather than in Starlette's outermost handler: the error line carries the request id,
+            # and so does the 500, which is logged once.
+            error_log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if responding:
+                raise  # too late for a 500: the connection is cut
+            response = error_response(500, "internal server error; it has been logged", "internal")
+            await response(scope, counting_receive, tagging_send)
         finally:
             duration = time.perf_counter() - started
             route = self.route_of(scope) or UNMATCHED
@@ -63,7 +74,7 @@ class RequestObserver:
             metrics.LATENCY.labels(route).observe(duration)
             if route == self.upload_route:
                 metrics.BYTES_RECEIVED.inc(received)
-            elif route == self.download_route:
+            elif route == self.download_route and status in (200, 206):  # content, not an error body
                 metrics.BYTES_SERVED.inc(sent)
             log.info(
                 "%s %s %d",

@@ -90,8 +90,9 @@ def build_openapi() -> dict[str, Any]:
     upload = _json(_ref(FileUploadResponse), "The session and its offset.")
     file = _json(_ref(FileResponse), "The file.")
     either = _json({"oneOf": [_ref(FileUploadResponse), _ref(FileResponse)]}, "The session, or the file once complete.")
+    # anyOf, not oneOf: a CompletedUploadResponse carries every field of a FileUploadResponse too.
     created = _json(
-        {"oneOf": [_ref(FileUploadResponse), _ref(CompletedUploadResponse)]},
+        {"anyOf": [_ref(FileUploadResponse), _ref(CompletedUploadResponse)]},
         "The new session (a session of size 0 has completed already: the file).",
     )
     content_headers = {

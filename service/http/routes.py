@@ -126,6 +126,7 @@ class FilesAPI:
         return JSONResponse({"status": "ready"})
 
     async def create_upload(self, request: Request) -> Response:
+        principal = self.principal(request)  # before the body: without a valid token, 401 whatever it holds
         body = await _read_limited(request, self.settings.max_json_bytes)
         try:
             payload = json.loads(body)
@@ -136,7 +137,7 @@ class FilesAPI:
         except ValidationError as error:
             raise InvalidRequest(_describe(error)) from None
         requester = request.client.host if request.client else "unknown"
-        session, entry = await self.core.create(upload, self.principal(request), requester)
+        session, entry = await self.core.create(upload, principal, requester)
         if entry is not None:
             file = self.file_model(request, entry)
             return json_response(CompletedUploadResponse(**file.model_dump(), id=session.id, offset=0, size=0))
