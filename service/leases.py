@@ -71,8 +71,11 @@ class Lease:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Not `await task` under suppress(CancelledError): that would also swallow a cancellation
+            # of this task arriving meanwhile (the sweeper would then never stop at shutdown).
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
 
 
 class Leases:
