@@ -1,0 +1,98 @@
+"""Which systems run, and how: the service, the ceiling and the peers, each as it is and some tuned.
+
+Every one runs as a single process under the same HTTP stack where it is Python (uvicorn with
+uvloop and httptools, one worker, as `files-service serve` runs), storing under one work
+folder on one disk. "Tuned" runs the same process with glibc's allocator told to keep large
+buffers mapped, which the issue measured to nearly double a bare app's upload speed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+from peers import BENCH, NODE_PEER, TUSPYSERVER
+from protocols import Ceiling, FilesAPI, Tus
+from systems import HOST, Spec, slug
+
+GLIBC_TUNED = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
+REPOSITORY = BENCH.parent
+
+
+def _variant(name: str, env: dict[str, str], tuned: bool) -> tuple[str, dict[str, str], str]:
+    """(name, environment, a note on the variant) of the plain or the tuned variant."""
+    if not tuned:
+        return name, env, ""
+    return f"{name} tuned", {**env, "GLIBC_TUNABLES": GLIBC_TUNED}, "; with GLIBC_TUNABLES set"
+
+
+def service(workdir: Path, redis_url: str | None, tuned: bool = False, name: str = "service", **extra: str) -> Spec:
+    """`files-service serve` with a fresh data folder and a Redis prefix of its own."""
+    env = {
+        "PYTHONPATH": str(REPOSITORY),
+        "FILES_LOG_LEVEL": "warning",
+        "FILES_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}:",
+        **extra,
+    }
+    if redis_url is not None:
+        env["FILES_REDIS_URL"] = redis_url
+    name, env, variant = _variant(name, env, tuned)
+    store = workdir / slug(name)
+    env["FILES_DATA_DIR"] = str(store)
+    return Spec(
+        name=name,
+        command=[sys.executable, "-m", "service", "serve", "--host", HOST, "--port", "{port}", "--workers", "1"],
+        env=env,
+        protocol=FilesAPI(),
+        store=store,
+        flushes=True,
+        notes=f"this repository, `files-service serve --workers 1`{variant}",
+    )
+
+
+def ceiling(workdir: Path, tuned: bool = False) -> Spec:
+    name, env, variant = _variant("ceiling", {}, tuned)
+    store = workdir / slug(name)
+    return Spec(
+        name=name,
+        command=[sys.executable, str(BENCH / "ceiling.py"), "--host", HOST, "--port", "{port}", "--dir", str(store)],
+        env=env,
+        protocol=Ceiling(),
+        store=store,
+        flushes=True,
+        notes=f"bench/ceiling.py: a bare Starlette app that streams the body into a file and fsyncs it{variant}",
+    )
+
+
+def tuspyserver(workdir: Path, python: Path, tuned: bool = False) -> Spec:
+    name, env, variant = _variant("tuspyserver", {}, tuned)
+    store = workdir / slug(name)
+    return Spec(
+        name=name,
+        command=[str(python), str(BENCH / "tuspy_app.py"), "--host", HOST, "--port", "{port}", "--dir", str(store)],
+        env=env,
+        protocol=Tus(),
+        store=store,
+        flushes=False,
+        suffixes=("", ".info"),
+        probe="/files",
+        notes=f"{TUSPYSERVER.replace('==', ' ')} on FastAPI (bench/tuspy_app.py){variant}",
+    )
+
+
+def tus_node(workdir: Path, node_dir: Path) -> Spec:
+    name = "@tus/server"
+    store = workdir / slug(name)
+    return Spec(
+        name=name,
+        command=["node", str(BENCH / "tus_node_server.mjs")],
+        env={"PORT": "{port}", "DIR": str(store), "TUS_NODE_DIR": str(node_dir)},
+        protocol=Tus(),
+        store=store,
+        flushes=False,
+        suffixes=("", ".json"),
+        probe="/files",
+        notes=" with ".join(f"{package} {version}" for package, version in NODE_PEER.items())
+        + " on Node.js (bench/tus_node_server.mjs)",
+    )

@@ -1,0 +1,149 @@
+"""benchmarks.md: the table of the issue (each workload, each system, the service's ratio to each other).
+
+Pure standard library, so that the table is written even where matplotlib cannot be had.
+"""
+
+from __future__ import annotations
+
+from results import Row
+
+SERVICE = "service"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _cell(row: Row, system: str) -> str:
+    summary = row.summary(system)
+    if summary is None:
+        return "–"
+    figure, low, high = summary
+    if len(row.samples[system]) == 1:
+        return _number(figure)
+    return f"{_number(figure)} ({_number(low)}–{_number(high)})"
+
+
+def _label(row: Row) -> str:
+    statistic = "" if row.statistic == "median" else f", {row.statistic}"
+    arrow = "↑" if row.higher_is_better else "↓"
+    return f"{row.title}{statistic}", f"{row.unit} {arrow}"
+
+
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(line) + " |" for line in lines),
+    ]
+
+
+def markdown(outcome: dict, chart: str | None) -> str:
+    rows = sorted((Row.from_json(row) for row in outcome["rows"]), key=lambda row: row.workload)
+    systems = [system["name"] for system in outcome["systems"]]
+    others = [name for name in systems if name != SERVICE]
+    facts = outcome["machine"]
+    quick = outcome["mode"] == "quick"
+    text = [
+        "# Benchmarks",
+        "",
+        f"Written by `python bench/run.py{' --quick' if quick else ''}` on {outcome['finished']}, "
+        f"in {outcome['seconds']:.0f} s."
+        + (" **A quick smoke run: sizes are shrunk and the figures mean nothing.**" if quick else ""),
+        "",
+        (
+            f"Machine: {facts['cores']} cores ({facts['processor'] or 'unknown processor'}), {facts['memory']} of memory, "
+            f"Linux {facts['kernel']}, Python {facts['python']}, Node.js {facts['node']}, {facts['glibc']}; "
+            f"every system stored on {facts['disk']}. "
+            f"Load average when it finished: {', '.join(str(load) for load in outcome['load_average'])}."
+        ),
+        "",
+    ]
+    if chart:
+        text += [f"![The same figures as a chart]({chart})", ""]
+    flushed_by = (
+        "the benchmark runs os.sync() after each upload, inside the timing"
+        if outcome.get("peer_flush") == "sync"
+        else "the benchmark fsyncs the upload's files and folder after each upload, inside the timing"
+    )
+    text += ["## Systems", ""]
+    text += _table(
+        ["system", "flushes a completed upload before replying", "what runs"],
+        [
+            [
+                system["name"],
+                "yes" if system["flushes"] else f"no: {flushed_by}",
+                system["notes"],
+            ]
+            for system in outcome["systems"]
+        ],
+    )
+    for name, reason in outcome["skipped"].items():
+        text += ["", f"Skipped: **{name}**: {reason}"]
+    text += [
+        "",
+        "## Results",
+        "",
+        (
+            "Each cell: the median over the runs, with the smallest and largest run in brackets "
+            "(p99 rows: the 99th percentile of the requests, with their smallest and largest). "
+            "↑ higher is better, ↓ lower is better."
+        ),
+        "",
+    ]
+    text += _table(
+        ["#", "workload", "unit", *systems],
+        [[row.workload, *_label(row), *(_cell(row, system) for system in systems)] for row in rows],
+    )
+    if others:
+        text += [
+            "",
+            "## Ratios",
+            "",
+            (
+                "The service's figure divided by each other system's, row by row: above 1 the service's figure is "
+                "the larger (better on ↑ rows, worse on ↓ rows)."
+            ),
+            "",
+        ]
+        text += _table(
+            ["#", "workload", "unit", *(f"service ÷ {name}" for name in others)],
+            [[row.workload, *_label(row), *(_ratio(row.ratio(SERVICE, name)) for name in others)] for row in rows],
+        )
+    text += ["", "## How it was measured", ""]
+    text += [f"- {note}" for note in [*METHOD, *outcome["notes"], *(row_note for row_note in _row_notes(rows))]]
+    return "\n".join(text) + "\n"
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"×{value:.2f}"
+
+
+def _row_notes(rows: list[Row]) -> list[str]:
+    notes: dict[str, list[str]] = {}
+    for row in rows:
+        if row.note:
+            notes.setdefault(row.note, []).append(f"{row.workload}. {row.title}")
+    return [f"{'; '.join(dict.fromkeys(titles))}: {note}." for note, titles in notes.items()]
+
+
+METHOD = [
+    (
+        "Every system runs as one process on this machine, on a free port, storing under one work folder on one disk; "
+        "the Python ones under uvicorn with uvloop and httptools, as `files-service serve` runs."
+    ),
+    (
+        "The client is bench/clients.py, HTTP/1.1 on raw asyncio streams, one keep-alive connection per client, "
+        "so that it costs less than the servers it measures."
+    ),
+    (
+        "Uploads are timed from the first request to the last answer (plus the flush, for a system that does not flush). "
+        "Every upload's content is distinct, so the service's deduplication never skips a write. "
+        "The page cache is written back and dropped before each timed upload run."
+    ),
+    "Runs go round-robin over the systems, so that a disturbance from outside spreads over all of them.",
+    (
+        "Downloads read the very same file (the service's blob, hard-linked into the ceiling's folder), "
+        "already in the page cache: they measure the servers, not the disk."
+    ),
+]

@@ -1,0 +1,216 @@
+"""The timed workloads 1 to 4 and 6 of the issue; 5 (listing) is in listing.py.
+
+Runs go round-robin: each repetition visits every system before the next begins, so that a
+disturbance from outside (this machine is shared) spreads over all systems instead of
+landing on one. Before each timed upload the page cache is written back and dropped, so no
+run pays for the last one's writeback; downloads read a file already in the page cache, so
+they measure the servers, not the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clients import HTTPError
+from machine import drop_page_cache
+from payload import Payload
+from protocols import FilesAPI
+from results import Row
+from systems import System
+
+from blobstore import BlobStore
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    large: int  # workloads 1, 2, 4
+    chunk: int  # workload 2
+    reps: int  # repetitions of workloads 1, 2, 4
+    small: int  # workload 3
+    small_clients: int
+    small_runs: int
+    small_seconds: float  # per run
+    ranges: int  # workload 4
+    entries: int  # workload 5
+    page: int
+    pages: int
+    rebuilds: int
+
+
+@dataclass
+class Bench:
+    sizes: Sizes
+    payload: Payload
+    log: Callable[[str], None]
+    notes: list[str] = field(default_factory=list)
+    drop_cache: bool = True
+    sync_all: bool = False  # flush a peer's upload with os.sync() rather than an fsync of its files
+
+    def settle(self) -> None:
+        """Before a timed upload: write back and drop the page cache, when permitted."""
+        if self.drop_cache and not drop_page_cache():
+            self.drop_cache = False
+            self.notes.append("The page cache could not be dropped (not root): runs may inherit writeback.")
+
+
+async def _timed_upload(bench: Bench, system: System, name: str, data: memoryview, chunk: int | None) -> float:
+    """Seconds to create and upload one file and, for a system that does not flush, to flush it."""
+    protocol = system.spec.protocol
+    async with system.connection() as connection:
+        started = time.perf_counter()
+        stored = await protocol.upload(connection, name, data, chunk)
+        if not system.spec.flushes:
+            await asyncio.to_thread(system.flush, stored, bench.sync_all)
+        elapsed = time.perf_counter() - started
+        await protocol.remove(connection, stored)
+    return elapsed
+
+
+async def large_upload(bench: Bench, systems: list[System], chunked: bool) -> list[Row]:
+    """Workload 1 (one request) or 2 (chunks), and its part of workload 6 (peak memory)."""
+    size, chunk = bench.sizes.large, bench.sizes.chunk if chunked else None
+    number = "2" if chunked else "1"
+    shape = f"in {chunk // MiB} MiB chunks" if chunk else "in one request"
+    speed = Row(number, f"upload {_size(size)} {shape}", "MiB/s", True)
+    resident = Row(
+        "6", f"peak RSS during {number}", "MiB", False, note="VmHWM of the server process, reset before each run"
+    )
+    anonymous = Row(
+        "6",
+        f"peak anonymous memory during {number}",
+        "MiB",
+        False,
+        note="RssAnon of the server process sampled every 20 ms: RSS without the file pages it maps",
+    )
+    for rep in range(bench.sizes.reps):
+        for system in systems:
+            bench.settle()
+            with system.memory_watch() as peak:
+                elapsed = await _timed_upload(bench, system, f"large/{number}-{rep}", bench.payload.large(), chunk)
+            speed.add(system.name, size / MiB / elapsed)
+            resident.add(system.name, peak.resident / MiB)
+            anonymous.add(system.name, peak.anonymous / MiB)
+            bench.log(
+                f"  {number}: {system.name:<18} {size / MiB / elapsed:8.0f} MiB/s"
+                f"  peak RSS {peak.resident / MiB:.0f} MiB, anonymous {peak.anonymous / MiB:.0f} MiB"
+            )
+    return [speed, resident, anonymous]
+
+
+async def small_files(bench: Bench, systems: list[System]) -> list[Row]:
+    """Workload 3: files per second from many clients, each creating and uploading small files."""
+    sizes = bench.sizes
+    row = Row(
+        "3",
+        f"{_size(sizes.small)} files, create + upload, {sizes.small_clients} clients",
+        "files/s",
+        True,
+        note=f"{sizes.small_runs} runs of {sizes.small_seconds:g} s per system",
+    )
+    client_cpu: dict[str, list[float]] = {}
+    for run in range(sizes.small_runs):
+        for system in systems:
+            bench.settle()
+            rate, cpu = await _small_run(bench, system, f"small/{run}")
+            row.add(system.name, rate)
+            client_cpu.setdefault(system.name, []).append(cpu)
+            bench.log(f"  3: {system.name:<18} {rate:8.0f} files/s  (client CPU {cpu:.0%} of a core)")
+    # Evidence that the client measured the servers, not itself.
+    row.note += "; the client's own CPU, median share of one core: " + ", ".join(
+        f"{name} {statistics.median(shares):.0%}" for name, shares in client_cpu.items()
+    )
+    return [row]
+
+
+async def _small_run(bench: Bench, system: System, prefix: str) -> tuple[float, float]:
+    """(files per second, the benchmark process's CPU seconds per second) of one run."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bench.sizes.small_seconds
+    done = 0
+
+    async def client(index: int) -> None:
+        nonlocal done
+        protocol = system.spec.protocol
+        async with system.connection() as connection:
+            while loop.time() < deadline:
+                stored = await protocol.upload(connection, f"{prefix}/{index}/{done}", bench.payload.small(), None)
+                if not system.spec.flushes:
+                    await asyncio.to_thread(system.flush, stored, bench.sync_all)
+                done += 1
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(client(index) for index in range(bench.sizes.small_clients)))
+    elapsed = time.perf_counter() - started
+    return done / elapsed, (time.process_time() - cpu) / elapsed
+
+
+async def downloads(bench: Bench, services: list[System], others: list[System]) -> list[Row]:
+    """Workload 4: one large file downloaded whole and as concurrent ranges, from the same file on disk.
+
+    The file is uploaded to the service (to each variant of it); the first one's blob is then
+    hard-linked into each other system's folder, so they read the very same inode. Every copy
+    is read once first, so that all of them are served from the page cache.
+    """
+    size, ranges = bench.sizes.large, bench.sizes.ranges
+    whole = Row("4", f"download {_size(size)} whole", "MiB/s", True)
+    split = Row("4", f"download {_size(size)} as {ranges} concurrent ranges", "MiB/s", True)
+    content = bench.payload.large()
+    targets: dict[str, str] = {}
+    blobs = []
+    files = FilesAPI()
+    for service in services:
+        async with service.connection() as connection:
+            key = await files.upload(connection, "download/source", content, None)
+            blobs.append(BlobStore(service.spec.store / "blobs").path(await files.digest(connection, key)))
+        targets[service.name] = files.download_target(key)
+    for system in others:
+        (system.spec.store / "download-source").hardlink_to(blobs[0])
+        targets[system.name] = system.spec.protocol.download_target("download-source")
+    for blob in blobs:
+        await asyncio.to_thread(_read_through, blob)
+    for _ in range(bench.sizes.reps):
+        for system in [*services, *others]:
+            elapsed = await _download(system, targets[system.name], size, 1)
+            whole.add(system.name, size / MiB / elapsed)
+            elapsed_split = await _download(system, targets[system.name], size, ranges)
+            split.add(system.name, size / MiB / elapsed_split)
+            bench.log(
+                f"  4: {system.name:<18} {size / MiB / elapsed:8.0f} MiB/s whole, {size / MiB / elapsed_split:8.0f} in ranges"
+            )
+    return [whole, split]
+
+
+async def _download(system: System, target: str, size: int, parts: int) -> float:
+    step = -(-size // parts)
+
+    async def fetch(first: int) -> None:
+        last = min(first + step, size) - 1
+        headers = {"Range": f"bytes={first}-{last}"} if parts > 1 else {}
+        async with system.connection() as connection:
+            response = await connection.request("GET", target, headers, discard=True)
+        response.expect(206 if parts > 1 else 200)
+        if response.received != last - first + 1:
+            raise HTTPError(f"{system.name} sent {response.received} bytes of {last - first + 1}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(fetch(first) for first in range(0, size, step)))
+    return time.perf_counter() - started
+
+
+def _read_through(path: Path) -> None:
+    with open(path, "rb", buffering=0) as file:
+        while file.read(8 * MiB):
+            pass
+
+
+def _size(size: int) -> str:
+    return (
+        f"{size // 1024**3} GiB" if size >= 1024**3 else f"{size // MiB} MiB" if size >= MiB else f"{size // 1024} KiB"
+    )

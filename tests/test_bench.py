@@ -1,0 +1,36 @@
+"""The benchmark command runs end to end (a --quick smoke run) and writes its table; no timing is asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_quick_run_writes_a_row_for_every_workload(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--quick",
+            "--no-peers",
+            "--out", str(tmp_path / "docs"),
+            "--results", str(tmp_path / "results"),
+            "--workdir", str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "docs" / "benchmarks.md").read_text()
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
+    for workload in "123456":
+        assert workload in rows, f"no row for workload {workload}:\n{table}"
+    assert "| service |" in table and "| ceiling |" in table
+    for peer in ("tuspyserver", "@tus/server"):
+        assert f"Skipped: **{peer}**" in table
+    assert list((tmp_path / "results").glob("*.json"))
