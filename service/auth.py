@@ -117,7 +117,7 @@ class Authenticator:
 
 def new_token(name: str) -> tuple[str, dict]:
     """A fresh random token and the entry to paste into the token file (read and write everywhere)."""
-    token = secrets.token_urlsafe(32)
+    token = secrets.token_hex(32)  # hex: never starts with '-', so `--token VALUE` always parses
     entry = {
         "name": name,
         "sha256": hashlib.sha256(token.encode()).hexdigest(),

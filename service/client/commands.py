@@ -87,7 +87,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     server.add_argument(
         "--url", default=os.environ.get("FILES_URL", DEFAULT_URL), help="the service (env FILES_URL; %(default)s)"
     )
-    server.add_argument("--token", default=os.environ.get("FILES_TOKEN"), help="bearer token (env FILES_TOKEN)")
+    server.add_argument(
+        "--token",
+        default=os.environ.get("FILES_TOKEN"),
+        help="bearer token (env FILES_TOKEN); write --token=T, as a token may start with '-'",
+    )
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, parents=[server], help=help, description=help)

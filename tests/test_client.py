@@ -1,0 +1,83 @@
+"""The client's pieces that need no service: sizes, the progress bar, the state file."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import pytest
+
+from service.client import ClientError
+from service.client.commands import chunk_size
+from service.client.progress import Progress, human
+from service.client.state import SessionState, Source, Upload
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8388608", 8 * 2**20),
+        ("8M", 8 * 2**20),
+        ("512K", 512 * 1024),
+        ("512k", 512 * 1024),
+        ("1GiB", 2**30),
+        ("4 MB", 4 * 2**20),
+    ],
+)
+def test_chunk_size_accepts_numbers_and_suffixes(text: str, expected: int) -> None:
+    assert chunk_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0", "0M", "-1", "8X", "1.5M", "M"])
+def test_chunk_size_refuses_the_rest(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        chunk_size(text)
+
+
+def test_human_sizes() -> None:
+    assert [human(n) for n in (0, 1023, 1536, 3 * 2**20, 2**50)] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "3.0 MiB",
+        "1024.0 TiB",
+    ]
+
+
+def test_progress_writes_whole_lines_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    with Progress("b/k", 4 * 2**20, position=2**20, stream=stream) as progress:
+        for _ in range(100):
+            progress.advance(30 * 1024)  # redrawn at most once per interval, not 100 times
+    lines = stream.getvalue().splitlines()
+    assert 1 <= len(lines) <= 2
+    assert "\r" not in stream.getvalue()
+    assert lines[-1].startswith("b/k [")
+    assert "3.9 MiB / 4.0 MiB" in lines[-1] and "/s" in lines[-1] and "left" in lines[-1]
+
+
+def test_state_remembers_one_upload_per_slot_and_writes_atomically(tmp_path: Path) -> None:
+    state = SessionState(tmp_path / "deep" / "sessions.json")
+    source = Source("http://h:1", "b", "k", "/data/f", 10, 123)
+    other = Source("http://h:1", "b", "k2", "/data/f", 10, 123)
+    state.remember(Upload(source, "s1", "blake3:x", "text/plain"))
+    state.remember(Upload(other, "s2", "blake3:x", "text/plain"))
+    changed = Source("http://h:1", "b", "k", "/data/f", 11, 456)
+
+    assert state.find(changed) == Upload(source, "s1", "blake3:x", "text/plain")
+    state.remember(Upload(changed, "s3", "blake3:y", "text/plain"))
+    assert [(upload.source, upload.session_id) for upload in SessionState(state.path).uploads()] == [
+        (other, "s2"),
+        (changed, "s3"),
+    ]
+    state.forget(Upload(changed, "s3", "blake3:y", "text/plain"))
+    assert [upload.session_id for upload in state.uploads()] == ["s2"]
+    assert sorted(path.name for path in state.path.parent.iterdir()) == ["sessions.json"]
+
+
+def test_state_file_that_is_not_json_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.json"
+    path.write_text("{not json")
+    with pytest.raises(ClientError, match="not a valid client state file"):
+        SessionState(path).uploads()
