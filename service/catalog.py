@@ -7,6 +7,7 @@ Exclusion (all by leases in Redis, so it holds across processes and machines):
   content either sees the blob gone and places it anew, or is counted first.
 - `entry:<bucket>/<key>` is held while one entry is replaced or removed, so the
   volume and the index change in the same order.
+A commit takes both in one step (all or none), so it cannot deadlock with a delete.
 """
 
 from __future__ import annotations
@@ -33,25 +34,29 @@ class Catalog:
 
     async def commit(self, entry: Entry, source: Path) -> None:
         """Store the content in `source` (hashed to `entry.digest`) and write the entry for it."""
-        async with self.leases.hold(f"blob:{entry.digest}"):
-            placed = await asyncio.to_thread(self.blobs.place, source, entry.digest)
-            if not placed:
-                metrics.DEDUPLICATED.inc()
-                metrics.BYTES_SAVED.inc(entry.bytes)
-            async with self.leases.hold(f"entry:{entry.bucket}/{entry.key}"):
-                try:
-                    # Inside the try: a lookup that fails (a planted link, an unreadable entry) must not
-                    # leave the blob just placed without an entry either.
-                    replaced = await asyncio.to_thread(self.entries.get, entry.bucket, entry.key)
-                    await asyncio.to_thread(self.entries.put, entry)
-                except BaseException:
-                    # No entry can refer to a blob that appeared under our lease: leave none behind.
-                    if placed:
-                        await asyncio.to_thread(self.blobs.delete, entry.digest)
-                    raise
-                await self.index.put(entry)
+        async with self.leases.hold(f"blob:{entry.digest}", f"entry:{entry.bucket}/{entry.key}"):
+            placed, replaced = await asyncio.to_thread(self._store, entry, source)
+            await self.index.put(entry)
+        if not placed:
+            metrics.DEDUPLICATED.inc()
+            metrics.BYTES_SAVED.inc(entry.bytes)
         if replaced is not None and replaced.digest != entry.digest:
             await self.release_blob(replaced.digest)
+
+    def _store(self, entry: Entry, source: Path) -> tuple[bool, Entry | None]:
+        """Place the blob and write the entry (one trip to a worker thread): (newly placed?, entry replaced)."""
+        placed = self.blobs.place(source, entry.digest)
+        try:
+            # Inside the try: a lookup that fails (a planted link, an unreadable entry) must not
+            # leave the blob just placed without an entry either.
+            replaced = self.entries.get(entry.bucket, entry.key)
+            self.entries.put(entry)
+        except BaseException:
+            # No entry can refer to a blob that appeared under our lease: leave none behind.
+            if placed:
+                self.blobs.delete(entry.digest)
+            raise
+        return placed, replaced
 
     async def get(self, bucket: str, key: str) -> Entry:
         entry = await asyncio.to_thread(self.entries.get, bucket, key)

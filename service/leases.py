@@ -17,25 +17,60 @@ import redis.asyncio as redis
 from service.errors import Unavailable
 from service.keyspace import KeySpace
 
+# Every script takes the lease's keys as KEYS and its token as ARGV[1]: one lease may hold several locks.
+_ACQUIRE = """
+for i, key in ipairs(KEYS) do
+  if not redis.call('set', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    for j = 1, i - 1 do redis.call('del', KEYS[j]) end
+    return 0
+  end
+end
+return 1
+"""
 _RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then redis.call('del', key) end
+end
+return 1
 """
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) ~= ARGV[1] then return 0 end
+end
+for _, key in ipairs(KEYS) do redis.call('pexpire', key, ARGV[2]) end
+return 1
 """
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task has been asked to stop, even when that request got lost.
+
+    On Python 3.11 asyncio.wait_for, which redis-py uses for every write under its socket
+    timeout, returns normally when a cancellation arrives just as the write completes: the
+    cancellation is swallowed (fixed in 3.12). A loop that must end when its task is
+    cancelled calls this every time round.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 class Lease:
-    """A lock this process holds; `key` and `token` identify it in Redis."""
+    """Locks this process holds, taken and let go together; `keys` and `token` identify them in Redis."""
 
-    def __init__(self, leases: Leases, key: str, token: str, seconds: float) -> None:
-        self.key = key
+    def __init__(self, leases: Leases, keys: tuple[str, ...], token: str, seconds: float) -> None:
+        self.keys = keys
         self.token = token
         self.seconds = seconds
         self.renewed_at = time.monotonic()
+        self.released = False
         self._leases = leases
+
+    @property
+    def key(self) -> str:
+        """The lock of a single-lock lease, for scripts that check it along with other state."""
+        (key,) = self.keys
+        return key
 
     @property
     def milliseconds(self) -> int:
@@ -49,13 +84,16 @@ class Lease:
         self.renewed_at = time.monotonic()
 
     async def renew(self) -> bool:
-        held = bool(await self._leases.renew_script(keys=[self.key], args=[self.token, self.milliseconds]))
+        held = bool(await self._leases.renew_script(keys=list(self.keys), args=[self.token, self.milliseconds]))
         if held:
             self.renewed()
         return held
 
     async def release(self) -> None:
-        await self._leases.release_script(keys=[self.key], args=[self.token])
+        """Let go, unless a script that ended the work let go already (see `released`)."""
+        if not self.released:
+            await self._leases.release_script(keys=list(self.keys), args=[self.token])
+            self.released = True
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[None]:
@@ -65,6 +103,7 @@ class Lease:
             while True:
                 await asyncio.sleep(self.seconds / 3)
                 await self.renew()
+                stop_if_cancelled()
 
         task = asyncio.create_task(renew_forever())
         try:
@@ -83,27 +122,31 @@ class Leases:
         self.client = client
         self.keys = keys
         self.seconds = seconds
+        self.acquire_script = client.register_script(_ACQUIRE)
         self.release_script = client.register_script(_RELEASE)
         self.renew_script = client.register_script(_RENEW)
 
     def new(self, key: str, token: str, seconds: float | None = None) -> Lease:
-        return Lease(self, key, token, seconds or self.seconds)
+        return Lease(self, (key,), token, seconds or self.seconds)
 
-    async def acquire(self, name: str, seconds: float | None = None) -> Lease | None:
-        """Take the lock `name` if it is free, without waiting."""
-        lease = self.new(self.keys.lock(name), secrets.token_hex(16), seconds)
-        if await self.client.set(lease.key, lease.token, nx=True, px=lease.milliseconds):
+    async def acquire(self, *names: str, seconds: float | None = None) -> Lease | None:
+        """Take the locks `names`, all or none, if they are free, without waiting."""
+        lease = Lease(self, tuple(self.keys.lock(name) for name in names), secrets.token_hex(16), seconds or self.seconds)
+        if await self.acquire_script(keys=list(lease.keys), args=[lease.token, lease.milliseconds]):
             return lease
         return None
 
     @contextlib.asynccontextmanager
-    async def hold(self, name: str, wait: float | None = None) -> AsyncIterator[Lease]:
-        """Hold the lock `name` for a short critical section, waiting up to `wait` seconds for it."""
+    async def hold(self, *names: str, wait: float | None = None) -> AsyncIterator[Lease]:
+        """Hold the locks `names` for a short critical section, waiting up to `wait` seconds for them.
+
+        Taking several at once, all or none, cannot deadlock with another holder of some of them.
+        """
         deadline = time.monotonic() + (self.seconds if wait is None else wait)
         delay = 0.002
-        while (lease := await self.acquire(name)) is None:
+        while (lease := await self.acquire(*names)) is None:
             if time.monotonic() > deadline:
-                raise Unavailable(f"timed out waiting for the lock {name!r}; try again")
+                raise Unavailable(f"timed out waiting for the locks {', '.join(names)}; try again")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
         try:

@@ -56,13 +56,18 @@ return result
 
 # KEYS: session, lock. ARGV: token, expected offset, new offset, lease ms, ttl s, new state.
 # Returns 1 moved, -1 lock lost, -2 session gone, -3 offset moved under us.
+# Completing a session lets go of its lock in the same step: no writer may follow anyway.
 _ADVANCE = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
 local current = redis.call('hget', KEYS[1], 'offset')
 if not current then return -2 end
 if tonumber(current) ~= tonumber(ARGV[2]) then return -3 end
 redis.call('hset', KEYS[1], 'offset', ARGV[3], 'state', ARGV[6])
-redis.call('pexpire', KEYS[2], ARGV[4])
+if ARGV[6] == 'complete' then
+  redis.call('del', KEYS[2])
+else
+  redis.call('pexpire', KEYS[2], ARGV[4])
+end
 redis.call('expire', KEYS[1], ARGV[5])
 return 1
 """
@@ -187,7 +192,8 @@ class SessionStore:
         return Session.from_redis(session_id, fields), lease
 
     async def advance(self, session: Session, lease: Lease, offset: int, complete: bool = False) -> Session:
-        """Move the offset from `session.offset` to `offset` (and renew the lease and TTL)."""
+        """Move the offset from `session.offset` to `offset`, renew the TTL, and renew the lease
+        (or, when `complete`, let go of it)."""
         moved = await self._advance(
             keys=[self.keys.session(session.id), lease.key],
             args=[
@@ -204,6 +210,7 @@ class SessionStore:
         if moved != 1:
             raise LostLease("its lock lease ran out" if moved == -1 else "its offset moved")
         lease.renewed()
+        lease.released = complete
         return replace(session, offset=offset, completed=complete)
 
     async def delete(self, session_id: str) -> None:

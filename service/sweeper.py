@@ -15,7 +15,7 @@ from blobstore import StagingArea
 from service import metrics
 from service.catalog import Catalog
 from service.keyspace import KeySpace
-from service.leases import Leases
+from service.leases import Leases, stop_if_cancelled
 from service.sessions import SessionStore
 
 log = logging.getLogger("files.sweeper")
@@ -50,6 +50,7 @@ class Sweeper:
                 await self.sweep_once()
             except Exception:
                 log.exception("sweep failed; trying again in %.0f s", self.interval_seconds)
+            stop_if_cancelled()
             await asyncio.sleep(self.interval_seconds)
 
     async def sweep_once(self) -> tuple[int, int] | None:

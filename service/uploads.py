@@ -3,8 +3,9 @@
 A request body is copied into the session's staging file in large writes on a
 worker thread, while the event loop receives the next part; the offset in Redis
 moves only after the bytes it covers are written. When the offset reaches the
-size the content is hashed (already, when it all came in this one request),
-checked against the digest the client gave, and committed to the catalog.
+size the content is hashed (as it streamed in, when every byte came to this
+process; else by reading the file once), checked against the digest the client
+gave, and committed to the catalog.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 
 from blobstore import ContentHasher, StagingArea, StagingFile, StorageFull, hash_file
@@ -35,6 +37,7 @@ from service.models import CreateUploadRequest
 from service.sessions import LostLease, Session, SessionStore
 
 WRITE_SIZE = 1024 * 1024
+KEPT_HASHERS = 256
 
 
 class ChunkWriter:
@@ -62,7 +65,14 @@ class ChunkWriter:
     async def _flush(self) -> None:
         await self._settle()
         data, self._buffer = self._buffer, bytearray()
-        self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, data))
+        if self.hasher is not None and len(data) >= WRITE_SIZE:
+            # A full buffer: hash it on a second thread while the first writes it, so that
+            # receiving, writing and hashing overlap. (A small one is not worth two trips.)
+            self._pending = asyncio.gather(
+                asyncio.to_thread(self.staging.write, data), asyncio.to_thread(self.hasher.update, data)
+            )
+        else:
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, data))
 
     async def _settle(self) -> None:
         pending, self._pending = self._pending, None
@@ -100,6 +110,9 @@ class UploadCore:
         self.max_upload_bytes = max_upload_bytes
         self.max_open_sessions = max_open_sessions
         self.stall_seconds = stall_seconds
+        # Hash state of sessions whose every byte so far this process received, by session id:
+        # (offset hashed up to, hasher). Chunks that keep coming here need no re-read at the end.
+        self._hashers: OrderedDict[str, tuple[int, ContentHasher]] = OrderedDict()
         self._writing: set[asyncio.Future[None]] = set()
 
     async def create(
@@ -210,7 +223,7 @@ class UploadCore:
         the body ends, so that a body running past the size is refused whole (413).
         Either way a client that goes away or stalls keeps what arrived.
         """
-        hasher = ContentHasher(sha256=_wants_sha256(session)) if session.offset == 0 else None
+        hasher = self._hasher_for(session)
         staging = await asyncio.to_thread(self.staging.open, session.id, session.offset)
         writer = ChunkWriter(staging, hasher)
         try:
@@ -242,10 +255,25 @@ class UploadCore:
                         offset=session.offset,
                     ) from error
                 raise
-            return await self.sessions.advance(session, lease, staging.position), hasher
+            session = await self.sessions.advance(session, lease, staging.position)
+            if hasher is not None and session.offset < session.size:
+                self._keep_hasher(session, hasher)
+            return session, hasher
         finally:
             await writer.abandon()
             staging.close()
+
+    def _hasher_for(self, session: Session) -> ContentHasher | None:
+        """A hasher that has seen the session's bytes up to its offset, or None (hash the file at the end)."""
+        if session.offset == 0:
+            return ContentHasher(sha256=_wants_sha256(session))
+        offset, hasher = self._hashers.pop(session.id, (None, None))
+        return hasher if offset == session.offset else None
+
+    def _keep_hasher(self, session: Session, hasher: ContentHasher) -> None:
+        self._hashers[session.id] = (session.offset, hasher)
+        if len(self._hashers) > KEPT_HASHERS:
+            self._hashers.popitem(last=False)
 
     async def _complete(self, session: Session, lease: Lease, hasher: ContentHasher | None) -> Entry:
         path = self.staging.path(session.id)
@@ -276,7 +304,8 @@ class UploadCore:
             await self.catalog.commit(entry, path)
         except StorageFull as error:
             raise InsufficientStorage(
-                "the data volume is full; the upload is kept, retry the last request once space is freed",
+                "the data volume is full; all the content is kept: once space is freed, resume at the "
+                "reported offset (the size: an empty request) to complete the upload",
                 offset=session.offset,
             ) from error
         await self.sessions.advance(session, lease, session.size, complete=True)

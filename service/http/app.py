@@ -18,6 +18,7 @@ from service.http.limits import HeaderLimit
 from service.http.observe import RequestObserver
 from service.http.routes import FilesAPI
 from service.services import Services
+from service.tuning import tune_allocator, widen_io_threads
 
 log = logging.getLogger("files.service")
 
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         log.info("serving files from %s", services.settings.data_dir.resolve())
         if services.auth.open:
             log.warning("FILES_AUTH_TOKENS_FILE is unset: the service is open, every request may do everything")
+        tune_allocator()
+        widen_io_threads()
         task = asyncio.create_task(services.sweeper.run_forever())
         try:
             yield

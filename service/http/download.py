@@ -15,32 +15,55 @@ from service.errors import RangeNotSatisfiable
 log = logging.getLogger("files.download")
 
 READ_SIZE = 1024 * 1024
-_RANGE = re.compile(r"bytes=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*", re.IGNORECASE)
+_RANGE = re.compile(r"bytes=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.IGNORECASE | re.ASCII)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The one range asked for as (first, last) byte, inclusive; None to send the whole file.
 
     A header that is not one well-formed byte range is ignored, as HTTP allows;
-    a well-formed one that misses the file raises RangeNotSatisfiable.
+    a well-formed one that misses the file raises RangeNotSatisfiable. Numbers of any
+    length are compared exactly, without converting ones int() refuses (over 4300 digits).
     """
     if header is None:
         return None
-    match = _RANGE.fullmatch(header.strip())
+    match = _RANGE.fullmatch(header.strip(" \t"))
     if match is None or (not match[1] and not match[2]):
         return None
     if match[1]:
-        first = int(match[1])
-        last = int(match[2]) if match[2] else None
-        if last is not None and last < first:
+        if match[2] and _below(match[2], match[1]):
             return None
+        first = _number(match[1], size)
         if first >= size:
-            raise RangeNotSatisfiable(f"range starts at {first}, past the end of a {size}-byte file", size=size)
-        return first, size - 1 if last is None else min(last, size - 1)
-    suffix = int(match[2])
-    if suffix == 0 or size == 0:
-        raise RangeNotSatisfiable(f"a {suffix}-byte suffix of a {size}-byte file is empty", size=size)
-    return max(0, size - suffix), size - 1
+            raise RangeNotSatisfiable(
+                f"range starts at byte {_shown(match[1])}, past the end of a {size}-byte file", size=size
+            )
+        return first, size - 1 if not match[2] else _number(match[2], size - 1)
+    suffix = _number(match[2], size)
+    if suffix == 0:
+        raise RangeNotSatisfiable(f"a {_shown(match[2])}-byte suffix of a {size}-byte file is empty", size=size)
+    return size - suffix, size - 1
+
+
+def _significant(digits: str) -> str:
+    return digits.lstrip("0") or "0"
+
+
+def _below(a: str, b: str) -> bool:
+    """Whether the number written `a` is smaller than the one written `b`, however long they are."""
+    a, b = _significant(a), _significant(b)
+    return (len(a), a) < (len(b), b)
+
+
+def _number(digits: str, cap: int) -> int:
+    """The number written `digits`, or `cap` when it is larger."""
+    digits = _significant(digits)
+    return cap if len(digits) > len(str(cap)) else min(int(digits), cap)
+
+
+def _shown(digits: str) -> str:
+    digits = _significant(digits)
+    return digits if len(digits) <= 30 else f"{digits[:12]}...({len(digits)} digits)"
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

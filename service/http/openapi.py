@@ -18,6 +18,14 @@ from service.models import (
 )
 
 REF = "#/components/schemas/{model}"
+# The contract's name rules as JSON Schema patterns. A key segment is anything of the key
+# characters but '.' and '..': it holds a character other than '.', or is three dots or more.
+BUCKET_PATTERN = "^[a-zA-Z0-9_-]{1,63}$"
+_SEGMENT = r"(?:[a-zA-Z0-9_.-]*[a-zA-Z0-9_-][a-zA-Z0-9_.-]*|\.{3,})"
+KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+MEDIA_TYPE_PATTERN = rf'^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"(?:[^"\\\x00-\x1f\x7f]|\\.)*"))*$'
+DIGEST_PATTERN = "^(?:blake3|sha256):[0-9a-fA-F]{64}$"
 MODELS: list[type[BaseModel]] = [
     CreateUploadRequest,
     FileUploadResponse,
@@ -29,11 +37,15 @@ MODELS: list[type[BaseModel]] = [
 ]
 ERRORS = {
     400: "A name, field, header or query value breaks the rules.",
+    401: "Access control is on and the request has no valid bearer token.",
+    403: "The token lacks the action or the bucket.",
     404: "No such session or file.",
+    408: "The client sent nothing for too long; what arrived before is kept.",
     409: "Offset conflict, another writer holds the session, or the session has completed.",
     413: "Over the size limit, or a chunk that runs past the session's size.",
     416: "The range cannot be satisfied.",
     422: "The content does not match the expected digest.",
+    429: "The token (or client address) has as many open upload sessions as it may.",
     503: "Redis or the data directory is unavailable.",
     507: "The data volume is full.",
 }
@@ -65,11 +77,14 @@ def _operation(
     return operation
 
 
-def _path(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+def _path(name: str, description: str, pattern: str | None = None, example: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if pattern:
         schema["pattern"] = pattern
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+    parameter = {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+    if example is not None:
+        parameter["example"] = example
+    return parameter
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -83,10 +98,23 @@ def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, An
 def build_openapi() -> dict[str, Any]:
     _, definitions = models_json_schema([(model, "serialization") for model in MODELS], ref_template=REF)
     request_schema = CreateUploadRequest.model_json_schema(ref_template=REF)
+    fields = request_schema["properties"]
+    fields["bucket"] |= {"pattern": BUCKET_PATTERN, "minLength": 1, "maxLength": 63}
+    fields["key"] |= {"pattern": KEY_PATTERN, "minLength": 1, "maxLength": 1024}
+    fields["mime_type"] |= {"pattern": MEDIA_TYPE_PATTERN}
+    for choice in fields["digest"]["anyOf"]:
+        if choice.get("type") == "string":
+            choice["pattern"] = DIGEST_PATTERN
     schemas = definitions["$defs"] | {"CreateUploadRequest": request_schema}
     session = _path("session_id", "The session id from POST /v1/files.", "^[0-9a-f]{32}$")
-    bucket = _path("bucket", "1 to 63 characters of a-zA-Z0-9_-.", "^[a-zA-Z0-9_-]{1,63}$")
-    key = _path("key", "The file's key; it may contain '/'.")
+    bucket = _path("bucket", "1 to 63 characters of a-zA-Z0-9_-.", BUCKET_PATTERN, "photos")
+    key = _path(
+        "key",
+        "The file's key, 1 to 1024 characters of a-zA-Z0-9_-/.: segments separated by '/', none empty, '.' or '..'.",
+        KEY_PATTERN,
+        "2024/cat.jpg",
+    )
+    key["schema"] |= {"minLength": 1, "maxLength": 1024}
     upload = _json(_ref(FileUploadResponse), "The session and its offset.")
     file = _json(_ref(FileResponse), "The file.")
     either = _json({"oneOf": [_ref(FileUploadResponse), _ref(FileResponse)]}, "The session, or the file once complete.")
@@ -112,7 +140,8 @@ def build_openapi() -> dict[str, Any]:
     download_parameters = [
         bucket,
         key,
-        _header("Range", {"type": "string"}, "One byte range: bytes=a-b, bytes=a- or bytes=-n."),
+        _header("Range", {"type": "string"}, "One byte range: bytes=a-b, bytes=a- or bytes=-n.")
+        | {"example": "bytes=0-99"},
         _header("If-None-Match", {"type": "string"}, "The ETag held: 304 when it is current."),
     ]
     return {
@@ -124,6 +153,25 @@ def build_openapi() -> dict[str, Any]:
         },
         "paths": {
             "/healthz": {"get": _operation("The process is running.", {200: plain}, [])},
+            "/openapi.json": {
+                "get": _operation(
+                    "This document.",
+                    {
+                        200: {
+                            "description": "OpenAPI 3.1.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                    [],
+                )
+            },
+            "/metrics": {
+                "get": _operation(
+                    "Prometheus metrics (text exposition format); with tokens on, any valid token may scrape.",
+                    {200: {"description": "Metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                    [401],
+                )
+            },
             "/readyz": {
                 "get": _operation(
                     "Redis answers and the data directory is writable.",
@@ -135,18 +183,21 @@ def build_openapi() -> dict[str, Any]:
                 "post": _operation(
                     "Start an upload session.",
                     {200: created},
-                    [400, 413, 503, 507],
+                    # 422: a session of size 0 completes at once, checked against its digest.
+                    [400, 401, 403, 413, 422, 429, 503, 507],
                     body={"required": True, "content": {"application/json": {"schema": _ref(CreateUploadRequest)}}},
                 ),
                 "get": _operation(
-                    "List the buckets that hold at least one file.", {200: _json(_ref(BucketList), "Buckets.")}, [503]
+                    "List the buckets that hold at least one file.",
+                    {200: _json(_ref(BucketList), "Buckets.")},
+                    [401, 503],
                 ),
             },
             "/v1/files/session:{session_id}": {
                 "post": _operation(
                     "Upload the next chunk (or all) of the content.",
                     {200: either},
-                    [400, 404, 409, 413, 422, 503, 507],
+                    [400, 401, 403, 404, 408, 409, 413, 422, 503, 507],
                     parameters=[
                         session,
                         _header("Upload-Offset", {"type": "integer", "minimum": 0}, "Where this chunk starts."),
@@ -156,11 +207,13 @@ def build_openapi() -> dict[str, Any]:
                         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                     },
                 ),
-                "get": _operation("The session and its offset.", {200: upload}, [404, 503], parameters=[session]),
+                "get": _operation(
+                    "The session and its offset.", {200: upload}, [401, 403, 404, 503], parameters=[session]
+                ),
                 "delete": _operation(
                     "Cancel the session and remove its partial data.",
                     {204: {"description": "Cancelled."}},
-                    [404, 409, 503],
+                    [401, 403, 404, 409, 503],
                     parameters=[session],
                 ),
             },
@@ -168,7 +221,7 @@ def build_openapi() -> dict[str, Any]:
                 "get": _operation(
                     "List files in key order, a page at a time.",
                     {200: _json(_ref(FileList), "A page of files.")},
-                    [400, 503],
+                    [400, 401, 403, 503],
                     parameters=[
                         bucket,
                         _query("prefix", {"type": "string"}, "Only keys that start with this."),
@@ -178,20 +231,22 @@ def build_openapi() -> dict[str, Any]:
                 )
             },
             "/v1/files/{bucket}/{key}": {
-                "get": _operation("File info.", {200: file}, [400, 404], parameters=[bucket, key]),
-                "delete": _operation("Delete the file.", {200: file}, [400, 404, 503], parameters=[bucket, key]),
+                "get": _operation("File info.", {200: file}, [400, 401, 403, 404], parameters=[bucket, key]),
+                "delete": _operation(
+                    "Delete the file.", {200: file}, [400, 401, 403, 404, 503], parameters=[bucket, key]
+                ),
             },
             "/v1/files/{bucket}/{key}:content": {
                 "get": _operation(
                     "Download the content.",
                     {200: whole, 206: ranged, 304: {"description": "Not modified."}},
-                    [400, 404, 416],
+                    [400, 401, 403, 404, 416],
                     parameters=download_parameters,
                 ),
                 "head": _operation(
                     "The download's headers, without the content.",
                     {200: {"description": "Headers only.", "headers": content_headers}, 206: {"description": "Headers only."}, 304: {"description": "Not modified."}},
-                    [400, 404, 416],
+                    [400, 401, 403, 404, 416],
                     parameters=download_parameters,
                 ),
             },

@@ -39,6 +39,9 @@ SESSION_ID = re.compile(r"[0-9a-f]{32}")
 CONTENT_SUFFIX = ":content"
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000
+# A plain decimal number: ASCII digits only, with the optional whitespace (SP, HTAB) HTTP allows around a value.
+HEADER_INT = re.compile(r"[ \t]*([0-9]+)[ \t]*")
+MAX_HEADER_DIGITS = 4000
 
 
 def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
@@ -275,9 +278,13 @@ def _header_int(request: Request, name: str) -> int | None:
     raw = request.headers.get(name)
     if raw is None:
         return None
-    if not raw.strip().isdigit() or not raw.strip().isascii():
-        raise InvalidRequest(f"header {name} must be a non-negative whole number, got {raw!r}")
-    return int(raw)
+    match = HEADER_INT.fullmatch(raw)
+    if match is None:
+        raise InvalidRequest(f"header {name} must be a non-negative whole number, got {raw[:100]!r}")
+    digits = match[1].lstrip("0") or "0"
+    if len(digits) > MAX_HEADER_DIGITS:  # int() refuses such strings; no size or offset comes near
+        raise InvalidRequest(f"header {name} is a number of {len(digits)} digits, out of any range")
+    return int(digits)
 
 
 def _query_int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
