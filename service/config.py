@@ -65,7 +65,7 @@ class Settings:
             max_upload_bytes=number("FILES_MAX_UPLOAD_BYTES", 10 * GiB),
             public_url=public_url.rstrip("/") if public_url else None,
             lock_lease_seconds=number("FILES_LOCK_LEASE_SECONDS", 30.0, float, low=1, high=30),
-            sweep_interval_seconds=number("FILES_SWEEP_INTERVAL_SECONDS", 30.0, float, low=0.1, high=60),
+            sweep_interval_seconds=number("FILES_SWEEP_INTERVAL_SECONDS", 30.0, float, low=0.1, high=30),
             blob_grace_seconds=number("FILES_BLOB_GRACE_SECONDS", 3600.0, float),
             max_json_bytes=number("FILES_MAX_JSON_BYTES", 64 * 1024, low=1024),
             max_header_bytes=number("FILES_MAX_HEADER_BYTES", 16 * 1024, low=1024),

@@ -1,0 +1,1 @@
+"""Integration tests: the real `files-service serve` processes against a real Redis."""
