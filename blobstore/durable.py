@@ -39,9 +39,10 @@ def contained(root: Path, path: Path) -> Path:
     """
     if not path.is_relative_to(root):
         raise OutsideRoot(f"{path} is outside {root}")
-    directory = root
-    for part in path.parent.relative_to(root).parts:
-        directory = directory / part
+    parts = path.parent.relative_to(root).parts
+    for depth in range(len(parts) + 1):
+        # `root` itself too: resolved at start, it may have been replaced by a link since.
+        directory = root.joinpath(*parts[:depth])
         try:
             mode = os.lstat(directory).st_mode
         except FileNotFoundError:
