@@ -14,14 +14,13 @@ Run as one process under the service's uvicorn settings: `python bench/ceiling.p
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import uvicorn
+from appserver import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -54,7 +53,8 @@ def _reads(fd: int, start: int, length: int) -> Iterator[bytes]:
         os.close(fd)
 
 
-def create_app(directory: Path) -> Starlette:
+def create_app(folder: str) -> Starlette:
+    directory = Path(folder)
     directory.mkdir(parents=True, exist_ok=True)
 
     def path_of(request: Request) -> Path:
@@ -107,23 +107,5 @@ def create_app(directory: Path) -> Starlette:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dir", type=Path, required=True)
-    arguments = parser.parse_args()
-    # The service's own settings (service/cli.py): uvloop, httptools, one process.
-    uvicorn.run(
-        create_app(arguments.dir),
-        host=arguments.host,
-        port=arguments.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    serve(create_app, __doc__)

@@ -6,9 +6,7 @@ the service: `python bench/tuspy_app.py --port P --dir D`.
 
 from __future__ import annotations
 
-import argparse
-
-import uvicorn
+from appserver import serve
 from fastapi import FastAPI
 from tuspyserver import create_tus_router
 
@@ -19,22 +17,5 @@ def create_app(directory: str) -> FastAPI:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dir", required=True)
-    arguments = parser.parse_args()
-    uvicorn.run(
-        create_app(arguments.dir),
-        host=arguments.host,
-        port=arguments.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    serve(create_app, __doc__)

@@ -77,8 +77,8 @@ def fsck(arguments: argparse.Namespace) -> int:
 def token(arguments: argparse.Namespace) -> int:
     secret, entry = new_token(arguments.name)
     print(f"token: {secret}")
-    print("Give the token to its user; add this entry to the \"tokens\" list of FILES_AUTH_TOKENS_FILE")
-    print("(it grants read and write on every bucket: narrow \"buckets\" as needed):")
+    print('Give the token to its user; add this entry to the "tokens" list of FILES_AUTH_TOKENS_FILE')
+    print('(it grants read and write on every bucket: narrow "buckets" as needed):')
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -92,7 +92,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=8321)
     run.add_argument("--workers", type=int, default=1)
     run.add_argument(
-        "--log-level", choices=["critical", "error", "warning", "info", "debug"], help="default: FILES_LOG_LEVEL or info"
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="default: FILES_LOG_LEVEL or info",
     )
     run.set_defaults(handler=serve)
 

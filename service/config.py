@@ -76,6 +76,8 @@ class Settings:
             log_format=choice("FILES_LOG_FORMAT", "json", ("json", "text")),
             shutdown_grace_seconds=number("FILES_SHUTDOWN_GRACE_SECONDS", 30.0, float),
             cors_origins=tuple(
-                origin.strip().rstrip("/") for origin in environ.get("FILES_CORS_ORIGINS", "").split(",") if origin.strip()
+                origin.strip().rstrip("/")
+                for origin in environ.get("FILES_CORS_ORIGINS", "").split(",")
+                if origin.strip()
             ),
         )

@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import secrets
 import time
+
 import redis.asyncio as redis
 
 from service.entries import Entry, EntryStore
@@ -189,4 +190,6 @@ class EntryIndex:
         # A delete may have removed an entry between our read and our insert: undo those.
         gone = await asyncio.to_thread(lambda: [entry for entry in batch if not self.entries.exists(entry)])
         for entry in gone:
-            await self._remove(keys=self._entry_keys(entry.bucket), args=[entry.bucket, entry.key, entry.model_dump_json()])
+            await self._remove(
+                keys=self._entry_keys(entry.bucket), args=[entry.bucket, entry.key, entry.model_dump_json()]
+            )

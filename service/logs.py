@@ -45,7 +45,9 @@ class JSONFormatter(logging.Formatter):
 
 def logging_config(level: str, format: str) -> dict:
     """A `logging.config.dictConfig` for the service and uvicorn; uvicorn applies it in every worker."""
-    formatter = {"()": JSONFormatter} if format == "json" else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    formatter = (
+        {"()": JSONFormatter} if format == "json" else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -13,7 +13,9 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
-REQUESTS = Counter("files_http_requests_total", "HTTP requests by route template, method and status.", ["route", "method", "status"])
+REQUESTS = Counter(
+    "files_http_requests_total", "HTTP requests by route template, method and status.", ["route", "method", "status"]
+)
 LATENCY = Histogram(
     "files_http_request_duration_seconds",
     "Time from request start to the last byte of the response.",
@@ -37,7 +39,9 @@ class BlobStoreStats:
 
     def collect(self):
         yield GaugeMetricFamily("files_blob_store_blobs", "Blobs in the store at the last sweep.", value=self.blobs)
-        yield GaugeMetricFamily("files_blob_store_bytes", "Bytes of blobs in the store at the last sweep.", value=self.bytes)
+        yield GaugeMetricFamily(
+            "files_blob_store_bytes", "Bytes of blobs in the store at the last sweep.", value=self.bytes
+        )
 
 
 def exposition(stats: BlobStoreStats) -> bytes:

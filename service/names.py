@@ -7,9 +7,7 @@ import re
 BUCKET = re.compile(r"[a-zA-Z0-9_-]{1,63}")
 KEY_CHARACTERS = re.compile(r"[a-zA-Z0-9_\-/.]{1,1024}")
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-MEDIA_TYPE = re.compile(
-    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|\"(?:[^\"\\\x00-\x1f\x7f]|\\.)*\"))*"
-)
+MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|\"(?:[^\"\\\x00-\x1f\x7f]|\\.)*\"))*")
 DIGEST = re.compile(r"(blake3|sha256):([0-9a-fA-F]{64})")
 
 

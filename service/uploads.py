@@ -17,11 +17,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 
 from blobstore import ContentHasher, StagingArea, StagingFile, StorageFull, hash_file
-from service.catalog import Catalog
-from service.entries import Entry
-from service.leases import Lease
 from service import metrics
 from service.auth import Action, Principal
+from service.catalog import Catalog
+from service.entries import Entry
 from service.errors import (
     BodyBrokenOff,
     BodyStalled,
@@ -33,6 +32,7 @@ from service.errors import (
     SessionNotFound,
     UploadTooLarge,
 )
+from service.leases import Lease
 from service.models import CreateUploadRequest
 from service.sessions import LostLease, Session, SessionStore
 
@@ -162,9 +162,7 @@ class UploadCore:
     ) -> Session | Entry:
         """Append one chunk; returns the session, or the file when this chunk completed it."""
         with self._in_flight():
-            return await self._write(
-                session_id, principal, body, upload_offset=upload_offset, content_length=content_length
-            )
+            return await self._write(session_id, principal, body, upload_offset, content_length)
 
     async def settle(self, timeout: float) -> None:
         """Wait up to `timeout` for the writes under way, such as those shutdown has just cut off,
@@ -187,7 +185,6 @@ class UploadCore:
         session_id: str,
         principal: Principal,
         body: AsyncIterator[bytes],
-        *,
         upload_offset: int | None,
         content_length: int | None,
     ) -> Session | Entry:

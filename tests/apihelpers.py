@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from blake3 import blake3
@@ -126,3 +127,21 @@ def assert_error(response: httpx.Response, status: int) -> dict[str, Any]:
     body = response.json()
     assert isinstance(body.get("detail"), str) and body["detail"], body
     return body
+
+
+def asgi_scope(method: str, path: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> dict:
+    """An HTTP scope with `path` exactly as given: no client library normalises its dot segments away."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": quote(path, safe="/:").encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"files.test"), *headers],
+        "client": ("127.0.0.1", 40000),
+        "server": ("files.test", 80),
+    }

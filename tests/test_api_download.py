@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from apihelpers import assert_error, b3, download, upload
+from apihelpers import asgi_scope, assert_error, b3, download, upload
 
 pytestmark = pytest.mark.anyio
 
@@ -42,22 +42,7 @@ async def asgi_call(app, method: str, path: str, headers: dict[str, str]) -> tup
 
     httpx's ASGI transport drops a HEAD response's body itself, so it cannot show one that was sent.
     """
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (name.lower().encode(), value.encode()) for name, value in {"host": "files.test", **headers}.items()
-        ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("files.test", 80),
-    }
+    scope = asgi_scope(method, path, [(name.lower().encode(), value.encode()) for name, value in headers.items()])
     messages = []
 
     async def receive():

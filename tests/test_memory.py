@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
+from apihelpers import asgi_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +24,9 @@ async def body():
 
 
 async def test_a_large_upload_and_its_download_hold_a_few_mib_at_most(client, app):
-    created = await client.post("/v1/files", json={"bucket": "m", "key": "big", "mime_type": "application/octet-stream", "size": SIZE})
+    created = await client.post(
+        "/v1/files", json={"bucket": "m", "key": "big", "mime_type": "application/octet-stream", "size": SIZE}
+    )
     session = created.json()["id"]
     tracemalloc.start()
     try:
@@ -43,21 +46,7 @@ async def test_a_large_upload_and_its_download_hold_a_few_mib_at_most(client, ap
                 received += len(message["body"])
                 chunks += 1
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/v1/files/m/big:content",
-            "raw_path": b"/v1/files/m/big:content",
-            "query_string": b"",
-            "headers": [(b"host", b"files.test")],
-            "server": ("files.test", 80),
-            "client": ("127.0.0.1", 1),
-            "root_path": "",
-        }
-        await app(scope, receive, send)
+        await app(asgi_scope("GET", "/v1/files/m/big:content"), receive, send)
         _, download_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

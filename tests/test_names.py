@@ -5,7 +5,26 @@ import pytest
 from service.names import bucket_error, digest_error, key_error, mime_type_error
 
 GOOD_KEYS = ["a", "a/b", "a.b", "a/b/c.tar.gz", "...a", "a..b", ".hidden", "x" * 1024, "A-Z_0-9/..x/y."]
-BAD_KEYS = ["", "/a", "a//b", "a/", ".", "..", "a/./b", "a/../b", "../a", "a/..", "x" * 1025, "a b", "a\\b", "é", "a\x00b", "a:b", "a%2Fb", "a?b"]
+BAD_KEYS = [
+    "",
+    "/a",
+    "a//b",
+    "a/",
+    ".",
+    "..",
+    "a/./b",
+    "a/../b",
+    "../a",
+    "a/..",
+    "x" * 1025,
+    "a b",
+    "a\\b",
+    "é",
+    "a\x00b",
+    "a:b",
+    "a%2Fb",
+    "a?b",
+]
 
 
 @pytest.mark.parametrize("key", GOOD_KEYS)
@@ -29,13 +48,22 @@ def test_bad_buckets(bucket):
 
 
 @pytest.mark.parametrize(
-    "mime_type", ["application/octet-stream", "image/jpg", "text/plain; charset=utf-8", "application/vnd.api+json", 'text/x; a="b c"']
+    "mime_type",
+    [
+        "application/octet-stream",
+        "image/jpg",
+        "text/plain; charset=utf-8",
+        "application/vnd.api+json",
+        'text/x; a="b c"',
+    ],
 )
 def test_good_media_types(mime_type):
     assert mime_type_error(mime_type) is None
 
 
-@pytest.mark.parametrize("mime_type", ["", "text", "text/", "/plain", "text/plain/x", "te xt/plain", "text/plain;", "text/pl\nain", "ü/x"])
+@pytest.mark.parametrize(
+    "mime_type", ["", "text", "text/", "/plain", "text/plain/x", "te xt/plain", "text/plain;", "text/pl\nain", "ü/x"]
+)
 def test_bad_media_types(mime_type):
     assert mime_type_error(mime_type) is not None
 

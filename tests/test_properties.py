@@ -21,6 +21,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from apihelpers import asgi_scope
 from blake3 import blake3
 from conftest import BASE_URL
 from hypothesis import HealthCheck, example, given, settings
@@ -186,24 +187,6 @@ def assert_volume_well_formed(tmp_path: Path, data_dir: Path) -> None:
             assert len(parts) == 2 and len(parts[1]) == 32 and set(parts[1]) <= set(string.hexdigits.lower()), path
         else:
             raise AssertionError(f"unexpected file in the data directory: {path}")
-
-
-def asgi_scope(method: str, path: str, headers: list[tuple[bytes, bytes]] = ()) -> dict:
-    """An HTTP scope with `path` exactly as given: no client library normalises its dot segments away."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": quote(path, safe="/:").encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"files.test"), *headers],
-        "client": ("127.0.0.1", 40000),
-        "server": ("files.test", 80),
-    }
 
 
 async def raw_request(app: Starlette, method: str, path: str) -> tuple[int, bytes]:

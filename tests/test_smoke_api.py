@@ -11,7 +11,8 @@ pytestmark = pytest.mark.anyio
 async def test_upload_in_two_chunks_then_download(client):
     content = os.urandom(300_000)
     created = await client.post(
-        "/v1/files", json={"bucket": "b", "key": "a/b.bin", "mime_type": "application/octet-stream", "size": len(content)}
+        "/v1/files",
+        json={"bucket": "b", "key": "a/b.bin", "mime_type": "application/octet-stream", "size": len(content)},
     )
     assert created.status_code == 200, created.text
     session = created.json()

@@ -34,7 +34,9 @@ STATUS: dict[type[errors.FilesError], int] = {
 }
 
 
-def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None, **fields: object) -> JSONResponse:
+def error_response(
+    status: int, detail: str, code: str, headers: dict[str, str] | None = None, **fields: object
+) -> JSONResponse:
     return JSONResponse({"detail": detail, "code": code, **fields}, status_code=status, headers=headers)
 
 

@@ -24,7 +24,9 @@ UNMATCHED = "unmatched"
 class RequestObserver:
     """`route_of` names the route template that served a request (from the scope, after routing)."""
 
-    def __init__(self, app: ASGIApp, route_of: Callable[[Scope], str | None], upload_route: str, download_route: str) -> None:
+    def __init__(
+        self, app: ASGIApp, route_of: Callable[[Scope], str | None], upload_route: str, download_route: str
+    ) -> None:
         self.app = app
         self.route_of = route_of
         self.upload_route = upload_route

@@ -226,7 +226,9 @@ def build_openapi() -> dict[str, Any]:
                         bucket,
                         _query("prefix", {"type": "string"}, "Only keys that start with this."),
                         _query("after", {"type": "string"}, "Only keys sorted after this one."),
-                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}, "Page size."),
+                        _query(
+                            "limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}, "Page size."
+                        ),
                     ],
                 )
             },
@@ -245,7 +247,11 @@ def build_openapi() -> dict[str, Any]:
                 ),
                 "head": _operation(
                     "The download's headers, without the content.",
-                    {200: {"description": "Headers only.", "headers": content_headers}, 206: {"description": "Headers only."}, 304: {"description": "Not modified."}},
+                    {
+                        200: {"description": "Headers only.", "headers": content_headers},
+                        206: {"description": "Headers only."},
+                        304: {"description": "Not modified."},
+                    },
                     [400, 401, 403, 404, 416],
                     parameters=download_parameters,
                 ),

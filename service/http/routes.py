@@ -9,20 +9,19 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from service import metrics, names
 from service.auth import Principal
 from service.entries import Entry
 from service.errors import BodyBrokenOff, FileNotFound, InvalidRequest, SessionNotFound, UploadTooLarge
-from service.http.openapi import build_openapi
 from service.http.download import BlobResponse, etag_matches, parse_range
+from service.http.openapi import build_openapi
 from service.models import (
     Bucket,
     BucketList,
@@ -32,8 +31,8 @@ from service.models import (
     FileResponse,
     FileUploadResponse,
 )
-from service.sessions import Session
 from service.services import Services
+from service.sessions import Session
 
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 CONTENT_SUFFIX = ":content"

@@ -320,7 +320,9 @@ class Launcher:
         self.track(server)
         return server.start()
 
-    def services(self, count: int, env: dict[str, str], workers: int = 1, name: str = "service") -> list[ServiceProcess]:
+    def services(
+        self, count: int, env: dict[str, str], workers: int = 1, name: str = "service"
+    ) -> list[ServiceProcess]:
         """Start `count` service processes with this environment at once, and wait until all answer."""
         started = []
         for number in range(count):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from .harness import (
-    MiB,
     KeyWatcher,
+    MiB,
     assert_content,
     expect,
     free_port,
@@ -34,7 +34,9 @@ def console_script() -> list[str]:
 def test_several_workers_without_redis_refuse_to_start(launcher, data_dir, command: str) -> None:
     program = service_command() if command == "python -m service" else console_script()
     env = service_environment(data_dir, None, "files-itest:")
-    process = launcher.command("workers-without-redis", [*program, "serve", "--workers", "2", "--port", str(free_port())], env)
+    process = launcher.command(
+        "workers-without-redis", [*program, "serve", "--workers", "2", "--port", str(free_port())], env
+    )
     status = process.wait_exit(timeout=30)
     assert status != 0
     output = process.log_text()
