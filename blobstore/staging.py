@@ -21,11 +21,17 @@ class StagingFile:
         self._fd = fd
 
     def write(self, data: bytes | memoryview) -> None:
+        """Write at `position` and move it on."""
+        self.write_at(data, self.position)
+        self.position += len(data)
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        """Write at `offset`, leaving `position` alone: several of these may run at once."""
         view = memoryview(data)
         with space_checked():
             while view:
-                written = os.pwrite(self._fd, view, self.position)
-                self.position += written
+                written = os.pwrite(self._fd, view, offset)
+                offset += written
                 view = view[written:]
 
     def truncate(self, length: int) -> None:

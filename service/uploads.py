@@ -37,18 +37,27 @@ from service.models import CreateUploadRequest
 from service.sessions import LostLease, Session, SessionStore
 
 WRITE_SIZE = 1024 * 1024
+IN_FLIGHT = 4
 KEPT_HASHERS = 256
 
 
 class ChunkWriter:
-    """Gathers body chunks into writes of WRITE_SIZE, one in flight on a worker thread at a time."""
+    """Gathers body chunks into writes of WRITE_SIZE and keeps up to IN_FLIGHT of them going at once.
+
+    Each write goes to a worker thread at its own offset, so writes need not wait for
+    each other; the hash takes the same buffers one after another on a thread of its
+    own. The event loop meanwhile receives the next buffer. Memory stays within
+    IN_FLIGHT + 1 buffers.
+    """
 
     def __init__(self, staging: StagingFile, hasher: ContentHasher | None) -> None:
         self.staging = staging
         self.hasher = hasher
         self.received = staging.position
+        self.flushed = staging.position  # where the buffer starts: all before it is handed to writes
         self._buffer = bytearray()
-        self._pending: asyncio.Future[None] | None = None
+        self._pending: set[asyncio.Future[object]] = set()
+        self._hashed: asyncio.Future[None] | None = None
 
     async def add(self, chunk: bytes) -> None:
         self._buffer += chunk
@@ -57,39 +66,53 @@ class ChunkWriter:
             await self._flush()
 
     async def drain(self) -> None:
-        """Write everything received so far; afterwards `staging.position == received`."""
+        """Write (and hash) everything received so far; afterwards `flushed == received`."""
         if self._buffer:
             await self._flush()
-        await self._settle()
+        await self._wait_below(1)
 
     async def _flush(self) -> None:
-        await self._settle()
+        await self._wait_below(IN_FLIGHT)
         data, self._buffer = self._buffer, bytearray()
-        if self.hasher is not None and len(data) >= WRITE_SIZE:
-            # A full buffer: hash it on a second thread while the first writes it, so that
-            # receiving, writing and hashing overlap. (A small one is not worth two trips.)
-            self._pending = asyncio.gather(
-                asyncio.to_thread(self.staging.write, data), asyncio.to_thread(self.hasher.update, data)
-            )
+        offset, self.flushed = self.flushed, self.flushed + len(data)
+        if self.hasher is None:
+            done = asyncio.ensure_future(asyncio.to_thread(self.staging.write_at, data, offset))
+        elif not self._pending and len(data) < WRITE_SIZE:
+            # The small rest of a body, nothing else going: one trip to a thread, not two.
+            done = asyncio.ensure_future(asyncio.to_thread(self._write_and_hash, data, offset))
         else:
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, data))
+            self._hashed = asyncio.ensure_future(self._hash_after(self._hashed, data))
+            done = asyncio.gather(asyncio.to_thread(self.staging.write_at, data, offset), self._hashed)
+        self._pending.add(done)
 
-    async def _settle(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await asyncio.shield(pending)
+    async def _hash_after(self, previous: asyncio.Future[None] | None, data: bytearray) -> None:
+        if previous is not None:
+            await previous
+        await asyncio.to_thread(self.hasher.update, data)
 
-    def _write(self, data: bytearray) -> None:
-        self.staging.write(data)
-        if self.hasher is not None:
-            self.hasher.update(data)
+    def _write_and_hash(self, data: bytearray, offset: int) -> None:
+        self.staging.write_at(data, offset)
+        self.hasher.update(data)
+
+    async def _wait_below(self, limit: int) -> None:
+        """Wait until fewer than `limit` buffers are in flight; a failed write or hash raises here."""
+        while len(self._pending) >= limit:
+            done, _ = await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
+            self._pending -= done
+            for future in done:
+                future.result()
 
     async def abandon(self) -> None:
-        """Drop what is buffered and wait out a write still on its thread, whatever its outcome."""
+        """Drop what is buffered and wait out writes still on their threads, whatever their outcome."""
         self._buffer = bytearray()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await asyncio.wait([pending])
+        pending, self._pending = self._pending, set()
+        if self._hashed is not None:
+            pending.add(self._hashed)
+        if pending:
+            await asyncio.wait(pending)
+            for future in pending:
+                if not future.cancelled():
+                    future.exception()
 
 
 class UploadCore:
@@ -229,7 +252,7 @@ class UploadCore:
                     if lease.due():
                         await _still_held(lease)
                         await writer.drain()
-                        target = staging.position if checkpoints else session.offset
+                        target = writer.flushed if checkpoints else session.offset
                         session = await self.sessions.advance(session, lease, target)
                     if writer.received + len(chunk) > session.size:
                         raise _too_large(session, writer.received + len(chunk) - session.offset)
@@ -240,7 +263,7 @@ class UploadCore:
                 # Keep what arrived (also when shutdown cuts the request off), so the client resumes there.
                 await _still_held(lease)
                 await writer.drain()
-                await self.sessions.advance(session, lease, staging.position)
+                await self.sessions.advance(session, lease, writer.flushed)
                 raise
             except (UploadTooLarge, StorageFull) as error:
                 await writer.abandon()
@@ -252,7 +275,7 @@ class UploadCore:
                         offset=session.offset,
                     ) from error
                 raise
-            session = await self.sessions.advance(session, lease, staging.position)
+            session = await self.sessions.advance(session, lease, writer.flushed)
             if hasher is not None and session.offset < session.size:
                 self._keep_hasher(session, hasher)
             return session, hasher

@@ -118,15 +118,27 @@ class BlobResponse:
             return data
 
         position, end = self.start, self.start + self.length
+
+        def read_from(position: int) -> asyncio.Future[bytes] | None:
+            if position >= end:
+                return None
+            return asyncio.ensure_future(asyncio.to_thread(read, position, min(READ_SIZE, end - position)))
+
         held = b""
-        while position < end:
-            data = await asyncio.to_thread(read, position, min(READ_SIZE, end - position))
-            if not data:
-                raise CorruptBlob(f"blob ended at byte {position} of {end}")
-            position += len(data)
-            if held:
-                await send({"type": "http.response.body", "body": held, "more_body": True})
-            held = data
+        reading = read_from(position)
+        try:
+            while reading is not None:
+                data = await reading
+                if not data:
+                    raise CorruptBlob(f"blob ended at byte {position} of {end}")
+                position += len(data)
+                reading = read_from(position)  # the next read runs while this one is sent
+                if held:
+                    await send({"type": "http.response.body", "body": held, "more_body": True})
+                held = data
+        finally:
+            if reading is not None:  # never close the file under a read still on its thread
+                await asyncio.wait([reading])
         if hasher is not None and hasher.hexdigest() != self.verify:
             log.error("blob %s is corrupt: its content hashes to %s; download cut off", self.verify, hasher.hexdigest())
             raise CorruptBlob(f"blob {self.verify} is corrupt")
