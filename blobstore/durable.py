@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -52,6 +53,15 @@ def contained(root: Path, path: Path) -> Path:
     return path
 
 
+_PROCESS = f"{os.getpid()}-{secrets.token_hex(4)}"
+_COUNT = itertools.count()
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden name beside `path` that no other writer, in this process or another, will pick."""
+    return path.with_name(f".{path.name}.{_PROCESS}-{next(_COUNT)}.tmp")
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory so that a rename or unlink inside it survives a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -78,7 +88,7 @@ def make_dirs(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a crash leaves either the old or the new file whole."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    temporary = temporary_path(path)
     try:
         with space_checked():
             make_dirs(path.parent)

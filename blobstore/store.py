@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISREG
 
-from blobstore.durable import contained, fsync_dir, make_dirs, remove_durably, space_checked
+from blobstore.durable import contained, fsync_dir, make_dirs, remove_durably, space_checked, temporary_path
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -50,7 +49,7 @@ class BlobStore:
         if self.size(digest) == source.stat().st_size:
             os.utime(target, follow_symlinks=False)
             return False
-        temporary = target.with_name(f".{digest}.{secrets.token_hex(8)}.tmp")
+        temporary = temporary_path(target)
         try:
             with space_checked():
                 make_dirs(target.parent)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -122,9 +123,16 @@ class Leases:
         self.client = client
         self.keys = keys
         self.seconds = seconds
+        # A holder's token must only differ from every other holder's: a random part per process and a
+        # counter (no system call per lock, as a fresh random token would take).
+        self._token_prefix = secrets.token_hex(8)
+        self._token_count = itertools.count()
         self.acquire_script = client.register_script(_ACQUIRE)
         self.release_script = client.register_script(_RELEASE)
         self.renew_script = client.register_script(_RENEW)
+
+    def token(self) -> str:
+        return f"{self._token_prefix}-{next(self._token_count)}"
 
     def new(self, key: str, token: str, seconds: float | None = None) -> Lease:
         return Lease(self, (key,), token, seconds or self.seconds)
@@ -132,7 +140,7 @@ class Leases:
     async def acquire(self, *names: str, seconds: float | None = None) -> Lease | None:
         """Take the locks `names`, all or none, if they are free, without waiting."""
         lease = Lease(
-            self, tuple(self.keys.lock(name) for name in names), secrets.token_hex(16), seconds or self.seconds
+            self, tuple(self.keys.lock(name) for name in names), self.token(), seconds or self.seconds
         )
         if await self.acquire_script(keys=list(lease.keys), args=[lease.token, lease.milliseconds]):
             return lease

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +32,9 @@ class RequestObserver:
         self.route_of = route_of
         self.upload_route = upload_route
         self.download_route = download_route
+        # Request ids unique across processes without a system call each: a random part and a counter.
+        self.id_prefix = secrets.token_hex(8)
+        self.id_count = itertools.count()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,7 +42,7 @@ class RequestObserver:
             return
         started = time.perf_counter()
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given if REQUEST_ID.fullmatch(given) else f"{self.id_prefix}{next(self.id_count):x}"
         token = request_id.set(rid)
         status = 500
         received = sent = 0
