@@ -110,9 +110,47 @@ def markdown(outcome: dict, chart: str | None) -> str:
             ["#", "workload", "unit", *(f"service ÷ {name}" for name in others)],
             [[row.workload, *_label(row), *(_ratio(row.ratio(SERVICE, name)) for name in others)] for row in rows],
         )
+    if not quick:
+        text += ["", "## Targets", "", "The issue's targets, checked against this run's figures.", ""]
+        text += _table(["target", "this run", "met?"], [_target_line(rows, target) for target in TARGETS])
     text += ["", "## How it was measured", ""]
     text += [f"- {note}" for note in [*METHOD, *outcome["notes"], *(row_note for row_note in _row_notes(rows))]]
     return "\n".join(text) + "\n"
+
+
+# (what, workload, row title starts with, compared with (a system) or None for an absolute bound, bound)
+TARGETS = [
+    ("one request at least 1.0 of the tuned ceiling", "1", "upload", "ceiling tuned", 1.0),
+    ("chunks at least 0.9 of the tuned ceiling", "2", "upload", "ceiling tuned", 0.9),
+    ("whole download at least 1.0 of the tuned ceiling", "4", "download 1 GiB whole", "ceiling tuned", 1.0),
+    ("ranged download at least 1.0 of the tuned ceiling", "4", "download 1 GiB as", "ceiling tuned", 1.0),
+    ("one request ahead of tuspyserver (tuned)", "1", "upload", "tuspyserver tuned", 1.0),
+    ("one request ahead of @tus/server", "1", "upload", "@tus/server", 1.0),
+    ("chunks ahead of tuspyserver (tuned)", "2", "upload", "tuspyserver tuned", 1.0),
+    ("chunks ahead of @tus/server", "2", "upload", "@tus/server", 1.0),
+    ("small files: tuspyserver's rate is the floor", "3", "4 KiB", "tuspyserver", 1.0),
+    ("small files: @tus/server's rate is the aim", "3", "4 KiB", "@tus/server", 1.0),
+    ("a page of 1000 under 50 ms at the median", "5", "list a page", None, 50.0),
+    ("rebuild of 100,000 entries under 30 s", "5", "rebuild", None, 30.0),
+    ("peak RSS under 100 MiB during 1", "6", "peak RSS during 1", None, 100.0),
+    ("peak RSS under 100 MiB during 2", "6", "peak RSS during 2", None, 100.0),
+]
+
+
+def _target_line(rows: list[Row], target: tuple) -> list[str]:
+    what, workload, title, other, bound = target
+    row = next((row for row in rows if row.workload == workload and row.title.startswith(title)), None)
+    if row is None or row.summary(SERVICE) is None:
+        return [what, "not measured", "–"]
+    if other is None:
+        figure = row.summary(SERVICE)[0]
+        met = figure < bound
+        return [what, f"{_number(figure)} {row.unit.split()[0]}", "yes" if met else f"no: {figure / bound:.2f}× the bound"]
+    ratio = row.ratio(SERVICE, other)
+    if ratio is None:
+        return [what, f"{other} did not run", "–"]
+    met = ratio >= bound
+    return [what, f"×{ratio:.2f} of {other}", "yes" if met else f"no: short by {(bound - ratio) / bound:.0%}"]
 
 
 def _ratio(value: float | None) -> str:
