@@ -42,7 +42,7 @@ class RequestObserver:
             return
         started = time.perf_counter()
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if REQUEST_ID.fullmatch(given) else f"{self.id_prefix}{next(self.id_count):x}"
+        rid = given if REQUEST_ID.fullmatch(given) else f"{self.id_prefix}{next(self.id_count):016x}"
         token = request_id.set(rid)
         status = 500
         received = sent = 0
