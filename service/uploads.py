@@ -185,7 +185,27 @@ class UploadCore:
     ) -> Session | Entry:
         """Append one chunk; returns the session, or the file when this chunk completed it."""
         with self._in_flight():
-            return await self._write(session_id, principal, body, upload_offset, content_length)
+            session, lease = await self.sessions.begin_write(session_id)
+            try:
+                _check_access(session, principal, "write")
+                if upload_offset is not None and upload_offset != session.offset:
+                    raise OffsetMismatch(
+                        f"Upload-Offset {upload_offset} is not the session's offset {session.offset}",
+                        offset=session.offset,
+                    )
+                remaining = session.size - session.offset
+                if content_length is not None and content_length > remaining:
+                    raise _too_large(session, content_length)
+                chunks = _until_stalled(body, self.stall_seconds)
+                session, hasher = await self._receive(session, lease, chunks, checkpoints=content_length is not None)
+                if session.offset < session.size:
+                    return session
+                async with lease.kept_alive():
+                    return await self._complete(session, lease, hasher)
+            except LostLease as error:
+                raise SessionBusy(f"the upload lost its hold on the session ({error}); check the offset and resume")
+            finally:
+                await lease.release()
 
     async def settle(self, timeout: float) -> None:
         """Wait up to `timeout` for the writes under way, such as those shutdown has just cut off,
@@ -202,36 +222,6 @@ class UploadCore:
         finally:
             self._writing.discard(done)
             done.set_result(None)
-
-    async def _write(
-        self,
-        session_id: str,
-        principal: Principal,
-        body: AsyncIterator[bytes],
-        upload_offset: int | None,
-        content_length: int | None,
-    ) -> Session | Entry:
-        session, lease = await self.sessions.begin_write(session_id)
-        try:
-            _check_access(session, principal, "write")
-            if upload_offset is not None and upload_offset != session.offset:
-                raise OffsetMismatch(
-                    f"Upload-Offset {upload_offset} is not the session's offset {session.offset}",
-                    offset=session.offset,
-                )
-            remaining = session.size - session.offset
-            if content_length is not None and content_length > remaining:
-                raise _too_large(session, content_length)
-            chunks = _until_stalled(body, self.stall_seconds)
-            session, hasher = await self._receive(session, lease, chunks, checkpoints=content_length is not None)
-            if session.offset < session.size:
-                return session
-            async with lease.kept_alive():
-                return await self._complete(session, lease, hasher)
-        except LostLease as error:
-            raise SessionBusy(f"the upload lost its hold on the session ({error}); check the offset and resume")
-        finally:
-            await lease.release()
 
     async def _receive(
         self, session: Session, lease: Lease, body: AsyncIterator[bytes], checkpoints: bool
