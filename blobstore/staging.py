@@ -66,11 +66,6 @@ class StagingArea:
             raise
         return StagingFile(path, fd, offset)
 
-    def create_empty(self, name: str) -> Path:
-        path = self.path(name)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
-        return path
-
     def remove(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
 

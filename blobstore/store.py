@@ -66,14 +66,6 @@ class BlobStore:
             raise
         return True
 
-    def touch(self, digest: str) -> bool:
-        """Refresh the mtime of a blob; False when it is missing."""
-        try:
-            os.utime(self.path(digest), follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
-
     def open(self, digest: str) -> int:
         """A read-only file descriptor on the blob; raises FileNotFoundError."""
         return os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
