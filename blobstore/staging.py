@@ -39,9 +39,6 @@ class StagingFile:
         os.ftruncate(self._fd, length)
         self.position = length
 
-    def flush(self) -> None:
-        os.fsync(self._fd)
-
     def close(self) -> None:
         os.close(self._fd)
 
