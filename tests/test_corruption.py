@@ -324,6 +324,7 @@ def assert_server_error(response: httpx.Response) -> None:
     assert 500 <= response.status_code < 600, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["detail"] and "Traceback" not in response.text
+    assert response.json()["code"] == "data_directory_link", "the detail should say what is wrong"
 
 
 WHERE = ["entries-bucket", "blob-shard", "blob-subshard"]

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from blobstore.durable import OutsideRoot
 from service import errors
 
 log = logging.getLogger("files.http")
@@ -66,6 +67,16 @@ async def redis_unavailable(request: Request, error: Exception) -> Response:
     return error_response(503, "the session store (Redis) is unavailable; try again shortly", "unavailable")
 
 
+async def data_directory_tampered(request: Request, error: Exception) -> Response:
+    log.error("refused a path in the data directory on %s %s: %s", request.method, request.url.path, error)
+    return error_response(
+        500,
+        "the data directory holds a symbolic link where the service keeps its files; it was not followed. "
+        "An operator must look (the log names the path)",
+        "data_directory_link",
+    )
+
+
 async def server_error(request: Request, error: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(500, "internal server error; it has been logged", "internal")
@@ -76,5 +87,6 @@ HANDLERS = {
     HTTPException: http_error,
     RedisConnectionError: redis_unavailable,
     RedisTimeoutError: redis_unavailable,
+    OutsideRoot: data_directory_tampered,
     Exception: server_error,
 }
