@@ -21,7 +21,9 @@ class ContentHasher:
     """Hashes content as it streams in; SHA-256 only when asked for, since it costs."""
 
     def __init__(self, sha256: bool = False) -> None:
-        self._blake3 = blake3(max_threads=blake3.AUTO)
+        # One thread: a streaming hash runs beside the event loop and the writes, and BLAKE3's own
+        # worker threads would only fight them for the cores (measured: 0.81 -> 0.86 of the ceiling).
+        self._blake3 = blake3()
         self._sha256 = hashlib.sha256() if sha256 else None
 
     def update(self, data: bytes | memoryview) -> None:
