@@ -14,7 +14,7 @@ from service.errors import RangeNotSatisfiable
 
 log = logging.getLogger("files.download")
 
-READ_SIZE = 1024 * 1024
+READ_SIZE = 2 * 1024 * 1024
 _RANGE = re.compile(r"bytes=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.IGNORECASE | re.ASCII)
 
 
