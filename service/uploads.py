@@ -55,25 +55,28 @@ class ChunkWriter:
         self.hasher = hasher
         self.received = staging.position
         self.flushed = staging.position  # where the buffer starts: all before it is handed to writes
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._pending: set[asyncio.Future[object]] = set()
         self._hashed: asyncio.Future[None] | None = None
 
     async def add(self, chunk: bytes) -> None:
-        self._buffer += chunk
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
         self.received += len(chunk)
-        if len(self._buffer) >= WRITE_SIZE:
+        if self._buffered >= WRITE_SIZE:
             await self._flush()
 
     async def drain(self) -> None:
         """Write (and hash) everything received so far; afterwards `flushed == received`."""
-        if self._buffer:
+        if self._chunks:
             await self._flush()
         await self._wait_below(1)
 
     async def _flush(self) -> None:
         await self._wait_below(IN_FLIGHT)
-        data, self._buffer = self._buffer, bytearray()
+        data = b"".join(self._chunks)  # one copy, without the regrowing of an appended buffer
+        self._chunks, self._buffered = [], 0
         offset, self.flushed = self.flushed, self.flushed + len(data)
         if self.hasher is None:
             done = asyncio.ensure_future(asyncio.to_thread(self.staging.write_at, data, offset))
@@ -85,12 +88,12 @@ class ChunkWriter:
             done = asyncio.gather(asyncio.to_thread(self.staging.write_at, data, offset), self._hashed)
         self._pending.add(done)
 
-    async def _hash_after(self, previous: asyncio.Future[None] | None, data: bytearray) -> None:
+    async def _hash_after(self, previous: asyncio.Future[None] | None, data: bytes) -> None:
         if previous is not None:
             await previous
         await asyncio.to_thread(self.hasher.update, data)
 
-    def _write_and_hash(self, data: bytearray, offset: int) -> None:
+    def _write_and_hash(self, data: bytes, offset: int) -> None:
         self.staging.write_at(data, offset)
         self.hasher.update(data)
 
@@ -104,7 +107,7 @@ class ChunkWriter:
 
     async def abandon(self) -> None:
         """Drop what is buffered and wait out writes still on their threads, whatever their outcome."""
-        self._buffer = bytearray()
+        self._chunks, self._buffered = [], 0
         pending, self._pending = self._pending, set()
         if self._hashed is not None:
             pending.add(self._hashed)
