@@ -266,6 +266,12 @@ class ServiceProcess(ManagedProcess):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.data_dir = Path(env["FILES_DATA_DIR"])
+        if "PROMETHEUS_MULTIPROC_DIR" not in env:
+            # In the test's own folder rather than a temporary one of the service's: a process the
+            # test kills with SIGKILL cannot remove its own, and they would pile up in /tmp.
+            metrics = log_path.with_name(f"{log_path.stem}-metrics")
+            metrics.mkdir(parents=True, exist_ok=True)
+            env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         args = service_command("serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers))
         super().__init__(name, args, log_path, env)
         self._clients: list[FilesClient] = []
