@@ -21,6 +21,11 @@ class InvalidRequest(FilesError):
 class SessionNotFound(FilesError):
     code = "session_not_found"
 
+    def __init__(
+        self, detail: str = "no such upload session (unknown, cancelled or expired)", **fields: object
+    ) -> None:
+        super().__init__(detail, **fields)
+
 
 class FileNotFound(FilesError):
     code = "file_not_found"

@@ -139,9 +139,7 @@ class Leases:
 
     async def acquire(self, *names: str, seconds: float | None = None) -> Lease | None:
         """Take the locks `names`, all or none, if they are free, without waiting."""
-        lease = Lease(
-            self, tuple(self.keys.lock(name) for name in names), self.token(), seconds or self.seconds
-        )
+        lease = Lease(self, tuple(self.keys.lock(name) for name in names), self.token(), seconds or self.seconds)
         if await self.acquire_script(keys=list(lease.keys), args=[lease.token, lease.milliseconds]):
             return lease
         return None

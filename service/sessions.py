@@ -171,7 +171,7 @@ class SessionStore:
             pipe.expire(name, self.ttl_seconds)
             fields, _ = await pipe.execute()
         if not fields:
-            raise SessionNotFound("no such upload session (unknown, cancelled or expired)")
+            raise SessionNotFound()
         return Session.from_redis(session_id, fields)
 
     async def begin_write(self, session_id: str) -> tuple[Session, Lease]:
@@ -183,7 +183,7 @@ class SessionStore:
         )
         status = int(result[0])
         if status == 0:
-            raise SessionNotFound("no such upload session (unknown, cancelled or expired)")
+            raise SessionNotFound()
         if status == 2:
             raise SessionCompleted("this upload session has already completed")
         if status == -1:

@@ -345,7 +345,7 @@ class UploadCore:
 
 def _check_access(session: Session, principal: Principal, action: Action) -> None:
     if not principal.open and session.owner != principal.name:
-        raise SessionNotFound("no such upload session (unknown, cancelled or expired)")
+        raise SessionNotFound()
     principal.require(action, session.bucket)
 
 

@@ -257,7 +257,7 @@ def _describe(error: ValidationError) -> str:
 def _session_id(request: Request) -> str:
     session_id = request.path_params["session_id"]
     if not SESSION_ID.fullmatch(session_id):
-        raise SessionNotFound("no such upload session (unknown, cancelled or expired)")
+        raise SessionNotFound()
     return session_id
 
 
