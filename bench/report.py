@@ -145,7 +145,11 @@ def _target_line(rows: list[Row], target: tuple) -> list[str]:
     if other is None:
         figure = row.summary(SERVICE)[0]
         met = figure < bound
-        return [what, f"{_number(figure)} {row.unit.split()[0]}", "yes" if met else f"no: {figure / bound:.2f}× the bound"]
+        return [
+            what,
+            f"{_number(figure)} {row.unit.split()[0]}",
+            "yes" if met else f"no: {figure / bound:.2f}× the bound",
+        ]
     ratio = row.ratio(SERVICE, other)
     if ratio is None:
         return [what, f"{other} did not run", "–"]
@@ -179,7 +183,8 @@ METHOD = [
         "Every upload's content is distinct, so the service's deduplication never skips a write. "
         "The page cache is written back and dropped before each timed upload run."
     ),
-    "Runs go round-robin over the systems, so that a disturbance from outside spreads over all of them.",
+    "Runs go round-robin over the systems, so that a disturbance from outside spreads over all of them; each"
+    " repetition starts one system further on, so that none always runs in the same place.",
     (
         "Downloads read the very same file (the service's blob, hard-linked into the ceiling's folder), "
         "already in the page cache: they measure the servers, not the disk."

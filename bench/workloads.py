@@ -2,7 +2,9 @@
 
 Runs go round-robin: each repetition visits every system before the next begins, so that a
 disturbance from outside (this machine is shared) spreads over all systems instead of
-landing on one. Before each timed upload the page cache is written back and dropped, so no
+landing on one; and each repetition starts one system further on, so that no system always
+runs in the same place (the run after another system's 1 GiB delete was measured to be the
+slow one: ext4 on this machine discards freed blocks). Before each timed upload the page cache is written back and dropped, so no
 run pays for the last one's writeback; downloads read a file already in the page cache, so
 they measure the servers, not the disk.
 """
@@ -60,6 +62,12 @@ class Bench:
             self.notes.append("The page cache could not be dropped (not root): runs may inherit writeback.")
 
 
+def rotated(systems: list[System], rep: int) -> list[System]:
+    """The systems in order, starting with the rep-th: each repetition starts one further on."""
+    start = rep % len(systems)
+    return systems[start:] + systems[:start]
+
+
 async def _timed_upload(bench: Bench, system: System, name: str, data: memoryview, chunk: int | None) -> float:
     """Seconds to create and upload one file and, for a system that does not flush, to flush it."""
     protocol = system.spec.protocol
@@ -90,7 +98,7 @@ async def large_upload(bench: Bench, systems: list[System], chunked: bool) -> li
         note="RssAnon of the server process sampled every 20 ms: RSS without the file pages it maps",
     )
     for rep in range(bench.sizes.reps):
-        for system in systems:
+        for system in rotated(systems, rep):
             bench.settle()
             with system.memory_watch() as peak:
                 elapsed = await _timed_upload(bench, system, f"large/{number}-{rep}", bench.payload.large(), chunk)
@@ -116,7 +124,7 @@ async def small_files(bench: Bench, systems: list[System]) -> list[Row]:
     )
     client_cpu: dict[str, list[float]] = {}
     for run in range(sizes.small_runs):
-        for system in systems:
+        for system in rotated(systems, run):
             bench.settle()
             rate, cpu = await _small_run(bench, system, f"small/{run}")
             row.add(system.name, rate)
@@ -175,8 +183,8 @@ async def downloads(bench: Bench, services: list[System], others: list[System]) 
         targets[system.name] = system.spec.protocol.download_target("download-source")
     for blob in blobs:
         await asyncio.to_thread(_read_through, blob)
-    for _ in range(bench.sizes.reps):
-        for system in [*services, *others]:
+    for rep in range(bench.sizes.reps):
+        for system in rotated([*services, *others], rep):
             elapsed = await _download(system, targets[system.name], size, 1)
             whole.add(system.name, size / MiB / elapsed)
             elapsed_split = await _download(system, targets[system.name], size, ranges)

@@ -39,8 +39,15 @@ class StagingFile:
         os.ftruncate(self._fd, length)
         self.position = length
 
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the file; closing it again does nothing."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
 
 class StagingArea:
@@ -54,9 +61,10 @@ class StagingArea:
     def open(self, name: str, offset: int) -> StagingFile:
         """Open for writing at `offset`, cutting off any bytes past it left by a broken write."""
         path = self.path(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if offset == 0 else 0)
+        fd = os.open(path, flags, 0o644)
         try:
-            if os.fstat(fd).st_size != offset:
+            if offset != 0 and os.fstat(fd).st_size != offset:
                 os.ftruncate(fd, offset)
         except OSError:
             os.close(fd)

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISREG
 
-from blobstore.durable import contained, fsync_dir, make_dirs, remove_durably, space_checked, temporary_path
+from blobstore.durable import (
+    contained,
+    fsync_dir,
+    in_made_dirs,
+    make_dirs,
+    remove_durably,
+    space_checked,
+    temporary_path,
+)
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -29,11 +37,7 @@ class BlobStore:
 
     def size(self, digest: str) -> int | None:
         """The blob's size; None when it is missing or not a regular file (a planted link is no blob)."""
-        try:
-            stat = self.path(digest).lstat()
-        except FileNotFoundError:
-            return None
-        return stat.st_size if S_ISREG(stat.st_mode) else None
+        return _regular_size(self.path(digest))
 
     def place(self, source: Path, digest: str) -> bool:
         """Make the content of `source` (already hashed to `digest`) a blob; False when it was one.
@@ -46,19 +50,19 @@ class BlobStore:
         keeps it. An existing blob of the wrong size is damaged and is replaced.
         """
         target = self.path(digest)
-        if self.size(digest) == source.stat().st_size:
+        existing = _regular_size(target)
+        if existing is not None and existing == source.stat().st_size:
             os.utime(target, follow_symlinks=False)
             return False
         temporary = temporary_path(target)
         try:
             with space_checked():
-                make_dirs(target.parent)
                 fd = os.open(source, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                os.link(source, temporary)
+                in_made_dirs(lambda: os.link(source, temporary), target.parent)
                 os.replace(temporary, target)
                 fsync_dir(target.parent)
         except BaseException:
@@ -84,6 +88,14 @@ class BlobStore:
                                 yield item.name, item.stat()
                             except FileNotFoundError:
                                 continue
+
+
+def _regular_size(path: Path) -> int | None:
+    try:
+        stat = path.lstat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size if S_ISREG(stat.st_mode) else None
 
 
 def _subdirectories(path: Path) -> list[Path]:

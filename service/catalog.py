@@ -34,9 +34,9 @@ class Catalog:
 
     async def commit(self, entry: Entry, source: Path) -> None:
         """Store the content in `source` (hashed to `entry.digest`) and write the entry for it."""
-        async with self.leases.hold(f"blob:{entry.digest}", f"entry:{entry.bucket}/{entry.key}"):
+        async with self.leases.hold(f"blob:{entry.digest}", f"entry:{entry.bucket}/{entry.key}") as lease:
             placed, replaced = await asyncio.to_thread(self._store, entry, source)
-            await self.index.put(entry)
+            await self.index.put(entry, release=lease)
         if not placed:
             metrics.DEDUPLICATED.inc()
             metrics.BYTES_SAVED.inc(entry.bytes)
@@ -49,8 +49,7 @@ class Catalog:
         try:
             # Inside the try: a lookup that fails (a planted link, an unreadable entry) must not
             # leave the blob just placed without an entry either.
-            replaced = self.entries.get(entry.bucket, entry.key)
-            self.entries.put(entry)
+            replaced = self.entries.put(entry)
         except BaseException:
             # No entry can refer to a blob that appeared under our lease: leave none behind.
             if placed:

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from blobstore import write_atomic
 from blobstore.durable import contained, make_dirs, remove_durably
 
+READ_SIZE = 64 * 1024
+
 
 class Entry(BaseModel):
     """A stored file: what a bucket/key names, and the blob that holds its content."""
@@ -42,17 +44,14 @@ class EntryStore:
         return contained(self.root, self.root / bucket / hashed[:2] / f"{hashed}.json")
 
     def get(self, bucket: str, key: str) -> Entry | None:
-        try:
-            fd = os.open(self.path(bucket, key), os.O_RDONLY | os.O_NOFOLLOW)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        with open(fd, "rb") as file:
-            data = file.read()
-        entry = Entry.model_validate_json(data)
-        return entry if (entry.bucket, entry.key) == (bucket, key) else None
+        return _read(self.path(bucket, key), bucket, key)
 
-    def put(self, entry: Entry) -> None:
-        write_atomic(self.path(entry.bucket, entry.key), entry.model_dump_json().encode())
+    def put(self, entry: Entry) -> Entry | None:
+        """Write the entry, replacing any of the same bucket and key; returns the one it replaced."""
+        path = self.path(entry.bucket, entry.key)
+        replaced = _read(path, entry.bucket, entry.key)
+        write_atomic(path, entry.model_dump_json().encode())
+        return replaced
 
     def delete(self, bucket: str, key: str) -> bool:
         return remove_durably(self.path(bucket, key))
@@ -79,10 +78,29 @@ class EntryStore:
                     if error.errno == errno.ELOOP:
                         continue
                     raise
-                with open(fd, "rb") as file:
-                    data = file.read()
                 try:
-                    entry = Entry.model_validate_json(data)
+                    entry = Entry.model_validate_json(_read_all(fd))
                 except ValidationError:
                     continue
                 yield entry
+
+
+def _read(path: Path, bucket: str, key: str) -> Entry | None:
+    """The entry in the file at `path`, if it is the one of this bucket and key."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    entry = Entry.model_validate_json(_read_all(fd))
+    return entry if (entry.bucket, entry.key) == (bucket, key) else None
+
+
+def _read_all(fd: int) -> bytes:
+    """Read the file open at `fd` to its end and close it (plain reads: no buffered file object to set up)."""
+    try:
+        parts = []
+        while part := os.read(fd, READ_SIZE):
+            parts.append(part)
+    finally:
+        os.close(fd)
+    return b"".join(parts)

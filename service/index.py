@@ -24,10 +24,12 @@ import redis.asyncio as redis
 from service.entries import Entry, EntryStore
 from service.errors import Unavailable
 from service.keyspace import KeySpace
-from service.leases import Leases
+from service.leases import Lease, Leases, release_lua
 
-# KEYS: bucket keys, bucket entries, buckets, refs. ARGV: bucket, key, json, digest, only-if-absent.
-_PUT = """
+# KEYS: bucket keys, bucket entries, buckets, refs, then locks to let go of. ARGV: bucket, key, json,
+# digest, only-if-absent, the locks' token.
+_PUT = (
+    """
 local old = redis.call('hget', KEYS[2], ARGV[2])
 if old then
   if ARGV[5] == '1' then return 0 end
@@ -38,8 +40,10 @@ redis.call('hset', KEYS[2], ARGV[2], ARGV[3])
 redis.call('zadd', KEYS[1], 0, ARGV[2])
 redis.call('zadd', KEYS[3], 0, ARGV[1])
 redis.call('hincrby', KEYS[4], ARGV[4], 1)
-return 1
 """
+    + release_lua(5, "ARGV[6]")
+    + "return 1\n"
+)
 
 # KEYS: as _PUT. ARGV: bucket, key, json that must still be there ('' for any).
 _REMOVE = """
@@ -108,11 +112,15 @@ class EntryIndex:
     def _entry_keys(self, bucket: str) -> list[str]:
         return [self.keys.bucket_keys(bucket), self.keys.bucket_entries(bucket), self.keys.buckets, self.keys.refs]
 
-    async def put(self, entry: Entry) -> None:
+    async def put(self, entry: Entry, release: Lease | None = None) -> None:
+        """Count the entry in; with `release`, let go of that lease in the same step."""
+        locks, token = (list(release.keys), release.token) if release is not None else ([], "")
         await self._put(
-            keys=self._entry_keys(entry.bucket),
-            args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 0],
+            keys=self._entry_keys(entry.bucket) + locks,
+            args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 0, token],
         )
+        if release is not None:
+            release.released = True
 
     async def remove(self, bucket: str, key: str) -> None:
         await self._remove(keys=self._entry_keys(bucket), args=[bucket, key, ""])

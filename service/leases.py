@@ -28,12 +28,19 @@ for i, key in ipairs(KEYS) do
 end
 return 1
 """
-_RELEASE = """
-for _, key in ipairs(KEYS) do
-  if redis.call('get', key) == ARGV[1] then redis.call('del', key) end
+
+
+def release_lua(first_key: int, token: str) -> str:
+    """Lua that lets go of the locks KEYS[first_key], KEYS[first_key + 1], ... held with `token`
+    (an ARGV reference): for scripts that end a lease's work and let go in the same step."""
+    return f"""
+for i = {first_key}, #KEYS do
+  if redis.call('get', KEYS[i]) == {token} then redis.call('del', KEYS[i]) end
 end
-return 1
 """
+
+
+_RELEASE = release_lua(1, "ARGV[1]") + "return 1\n"
 _RENEW = """
 for _, key in ipairs(KEYS) do
   if redis.call('get', key) ~= ARGV[1] then return 0 end
@@ -98,24 +105,33 @@ class Lease:
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[None]:
-        """Renew the lease in the background while the server itself works (hashing, committing)."""
+        """Renew the lease in the background while the server itself works (hashing, committing).
+
+        The renewing task starts only once a third of the lease has gone by: most work is
+        done long before, and then costs no task at all.
+        """
 
         async def renew_forever() -> None:
             while True:
-                await asyncio.sleep(self.seconds / 3)
                 await self.renew()
                 stop_if_cancelled()
+                await asyncio.sleep(self.seconds / 3)
 
-        task = asyncio.create_task(renew_forever())
+        tasks: list[asyncio.Task[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.seconds / 3, lambda: tasks.append(asyncio.create_task(renew_forever()))
+        )
         try:
             yield
         finally:
-            task.cancel()
-            # Not `await task` under suppress(CancelledError): that would also swallow a cancellation
-            # of this task arriving meanwhile (the sweeper would then never stop at shutdown).
-            await asyncio.wait([task])
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()
+            timer.cancel()
+            for task in tasks:
+                task.cancel()
+                # Not `await task` under suppress(CancelledError): that would also swallow a cancellation
+                # of this task arriving meanwhile (the sweeper would then never stop at shutdown).
+                await asyncio.wait([task])
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()
 
 
 class Leases:

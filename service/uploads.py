@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from blobstore import ContentHasher, StagingArea, StagingFile, StorageFull, hash_file
 from service import metrics
@@ -47,14 +48,16 @@ class ChunkWriter:
     Each write goes to a worker thread at its own offset, so writes need not wait for
     each other; the hash takes the same buffers one after another on a thread of its
     own. The event loop meanwhile receives the next buffer. Memory stays within
-    IN_FLIGHT + 1 buffers.
+    IN_FLIGHT + 1 buffers. The staging file is opened by the first write and closed by
+    the last, on their threads: a small body costs one trip to a thread in all.
     """
 
-    def __init__(self, staging: StagingFile, hasher: ContentHasher | None) -> None:
-        self.staging = staging
+    def __init__(self, open_file: Callable[[], StagingFile], offset: int, hasher: ContentHasher | None) -> None:
         self.hasher = hasher
-        self.received = staging.position
-        self.flushed = staging.position  # where the buffer starts: all before it is handed to writes
+        self.received = offset
+        self.flushed = offset  # where the buffer starts: all before it is handed to writes
+        self.file: StagingFile | None = None
+        self._open_file = open_file
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._pending: set[asyncio.Future[object]] = set()
@@ -67,25 +70,42 @@ class ChunkWriter:
         if self._buffered >= WRITE_SIZE:
             await self._flush()
 
-    async def drain(self) -> None:
-        """Write (and hash) everything received so far; afterwards `flushed == received`."""
-        if self._chunks:
-            await self._flush()
-        await self._wait_below(1)
+    async def drain(self, close: bool = False) -> None:
+        """Write (and hash) everything received so far; afterwards `flushed == received`.
 
-    async def _flush(self) -> None:
+        With `close` the file is closed after (opened first, if the body was empty: the staging
+        file of every session written to exists), in the last write's trip when it can be.
+        """
+        if self._chunks:
+            await self._flush(close)
+        await self._wait_below(1)
+        if close and (self.file is None or not self.file.closed):
+            await asyncio.to_thread(self._write, b"", self.flushed, hash=False, close=True)
+
+    async def truncate(self, length: int) -> None:
+        """Cut the file back to `length` (after `abandon`): drop bytes the service never acknowledged."""
+        if self.file is not None:
+            await asyncio.to_thread(self.file.truncate, length)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    async def _flush(self, close: bool = False) -> None:
+        if self.file is None:
+            await self._wait_below(1)  # the first write opens the file: the others wait for it
         await self._wait_below(IN_FLIGHT)
         data = b"".join(self._chunks)  # one copy, without the regrowing of an appended buffer
         self._chunks, self._buffered = [], 0
         offset, self.flushed = self.flushed, self.flushed + len(data)
-        if self.hasher is None:
-            done = asyncio.ensure_future(asyncio.to_thread(self.staging.write_at, data, offset))
-        elif not self._pending and len(data) < WRITE_SIZE:
-            # The small rest of a body, nothing else going: one trip to a thread, not two.
-            done = asyncio.ensure_future(asyncio.to_thread(self._write_and_hash, data, offset))
+        alone = not self._pending
+        if self.hasher is None or (alone and len(data) < WRITE_SIZE):
+            # No hash, or the small rest of a body with nothing else going: one trip to a thread, not two.
+            hash_it, close_it = self.hasher is not None, close and alone
+            done = asyncio.ensure_future(asyncio.to_thread(self._write, data, offset, hash=hash_it, close=close_it))
         else:
             self._hashed = asyncio.ensure_future(self._hash_after(self._hashed, data))
-            done = asyncio.gather(asyncio.to_thread(self.staging.write_at, data, offset), self._hashed)
+            done = asyncio.gather(asyncio.to_thread(self._write, data, offset), self._hashed)
         self._pending.add(done)
 
     async def _hash_after(self, previous: asyncio.Future[None] | None, data: bytes) -> None:
@@ -93,9 +113,16 @@ class ChunkWriter:
             await previous
         await asyncio.to_thread(self.hasher.update, data)
 
-    def _write_and_hash(self, data: bytes, offset: int) -> None:
-        self.staging.write_at(data, offset)
-        self.hasher.update(data)
+    def _write(self, data: bytes, offset: int, hash: bool = False, close: bool = False) -> None:
+        """On a worker thread: open the file if no write has yet, write at `offset`, then maybe hash and close."""
+        if self.file is None:
+            self.file = self._open_file()
+        if data:
+            self.file.write_at(data, offset)
+        if hash:
+            self.hasher.update(data)
+        if close:
+            self.file.close()
 
     async def _wait_below(self, limit: int) -> None:
         """Wait until fewer than `limit` buffers are in flight; a failed write or hash raises here."""
@@ -200,8 +227,10 @@ class UploadCore:
                 if content_length is not None and content_length > remaining:
                     raise _too_large(session, content_length)
                 chunks = _until_stalled(body, self.stall_seconds)
-                session, hasher = await self._receive(session, lease, chunks, checkpoints=content_length is not None)
-                if session.offset < session.size:
+                session, received, hasher = await self._receive(
+                    session, lease, chunks, checkpoints=content_length is not None
+                )
+                if received < session.size:
                     return session
                 async with lease.kept_alive():
                     return await self._complete(session, lease, hasher)
@@ -228,17 +257,17 @@ class UploadCore:
 
     async def _receive(
         self, session: Session, lease: Lease, body: AsyncIterator[bytes], checkpoints: bool
-    ) -> tuple[Session, ContentHasher | None]:
-        """Copy the body to the staging file and move the offset past it.
+    ) -> tuple[Session, int, ContentHasher | None]:
+        """Copy the body to the staging file: (the session, the bytes now in the file, the hasher).
 
-        With a declared length (known to fit) the offset also moves while a long body
-        streams in, so a dead process loses little. Without one, nothing counts until
-        the body ends, so that a body running past the size is refused whole (413).
-        Either way a client that goes away or stalls keeps what arrived.
+        The offset moves past the body, unless the body completed the upload: then it moves
+        with the completion, in one step. With a declared length (known to fit) the offset
+        also moves while a long body streams in, so a dead process loses little. Without
+        one, nothing counts until the body ends, so that a body running past the size is
+        refused whole (413). Either way a client that goes away or stalls keeps what arrived.
         """
         hasher = self._hasher_for(session)
-        staging = await asyncio.to_thread(self.staging.open, session.id, session.offset)
-        writer = ChunkWriter(staging, hasher)
+        writer = ChunkWriter(functools.partial(self.staging.open, session.id, session.offset), session.offset, hasher)
         try:
             try:
                 async for chunk in body:
@@ -251,7 +280,7 @@ class UploadCore:
                         raise _too_large(session, writer.received + len(chunk) - session.offset)
                     await writer.add(chunk)
                 await _still_held(lease)
-                await writer.drain()
+                await writer.drain(close=True)
             except (BodyBrokenOff, BodyStalled, asyncio.CancelledError):
                 # Keep what arrived (also when shutdown cuts the request off), so the client resumes there.
                 await _still_held(lease)
@@ -261,20 +290,21 @@ class UploadCore:
             except (UploadTooLarge, StorageFull) as error:
                 await writer.abandon()
                 await _still_held(lease)
-                await asyncio.to_thread(staging.truncate, session.offset)
+                await writer.truncate(session.offset)
                 if isinstance(error, StorageFull):
                     raise InsufficientStorage(
                         "the data volume is full; the session is kept at its offset, resume once space is freed",
                         offset=session.offset,
                     ) from error
                 raise
-            session = await self.sessions.advance(session, lease, writer.flushed)
-            if hasher is not None and session.offset < session.size:
-                self._keep_hasher(session, hasher)
-            return session, hasher
+            if writer.flushed < session.size:
+                session = await self.sessions.advance(session, lease, writer.flushed)
+                if hasher is not None:
+                    self._keep_hasher(session, hasher)
+            return session, writer.flushed, hasher
         finally:
             await writer.abandon()
-            staging.close()
+            writer.close()
 
     def _hasher_for(self, session: Session) -> ContentHasher | None:
         """A hasher that has seen the session's bytes up to its offset, or None (hash the file at the end)."""
@@ -289,6 +319,22 @@ class UploadCore:
             self._hashers.popitem(last=False)
 
     async def _complete(self, session: Session, lease: Lease, hasher: ContentHasher | None) -> Entry:
+        """Commit the whole content, then mark the session complete; should the commit fail, the
+        offset records that every byte is in, so that an empty request at the size completes it."""
+        try:
+            entry = await self._commit(session, hasher)
+        except DigestMismatch:
+            raise  # the session is gone with its data
+        except BaseException:
+            if session.offset < session.size:
+                await self.sessions.advance(session, lease, session.size)
+            raise
+        await self.sessions.advance(session, lease, session.size, complete=True)
+        await asyncio.to_thread(self.staging.remove, session.id)
+        metrics.SESSIONS.labels("completed").inc()
+        return entry
+
+    async def _commit(self, session: Session, hasher: ContentHasher | None) -> Entry:
         path = self.staging.path(session.id)
         if hasher is not None:
             digests = hasher.digests()
@@ -319,11 +365,8 @@ class UploadCore:
             raise InsufficientStorage(
                 "the data volume is full; all the content is kept: once space is freed, resume at the "
                 "reported offset (the size: an empty request) to complete the upload",
-                offset=session.offset,
+                offset=session.size,
             ) from error
-        await self.sessions.advance(session, lease, session.size, complete=True)
-        await asyncio.to_thread(self.staging.remove, session.id)
-        metrics.SESSIONS.labels("completed").inc()
         return entry
 
     async def cancel(self, session_id: str, principal: Principal) -> None:

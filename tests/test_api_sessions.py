@@ -559,6 +559,34 @@ async def test_every_redis_key_the_service_writes_starts_with_the_prefix(make_ap
     assert sorted(key for key in written if not key.startswith("x:")) == []
 
 
+async def test_every_request_lets_go_of_the_locks_it_took(make_app, redis):
+    """Locks end with the work: a whole upload, a chunked one, a replacement, a duplicate, a digest
+    mismatch, a cancel and a delete each leave no lock behind in Redis (a long lease: none runs out)."""
+
+    async def no_locks_left() -> None:
+        assert await redis.keys("x:lock:*") == []
+
+    app = make_app(redis_prefix="x:", lock_lease_seconds=30)
+    async with http_client(app) as client:
+        await upload(client, "b", "k", b"content")
+        await no_locks_left()
+        await upload(client, "b", "chunked", b"abcdefgh", chunk=3)
+        await no_locks_left()
+        await upload(client, "b", "k", b"replaced")
+        await no_locks_left()
+        await upload(client, "b", "same", b"replaced")
+        await no_locks_left()
+        mismatch = await start_session(client, "b", "bad", 1, digest="blake3:" + b3(b"y"))
+        assert_error(await send(client, mismatch, b"x"), 422)
+        await no_locks_left()
+        cancelled = await start_session(client, "b", "cancelled", 5)
+        assert (await send(client, cancelled, b"ab")).status_code == 200
+        await no_locks_left()
+        assert (await client.delete(session_path(cancelled))).status_code == 204
+        assert (await client.delete("/v1/files/b/same")).status_code == 200
+        await no_locks_left()
+
+
 async def test_public_url_sets_the_base_of_every_url(make_app):
     base = "https://files.example.com"
     async with http_client(make_app(public_url=base)) as client:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from service.entries import Entry, EntryStore
@@ -129,6 +130,28 @@ async def test_leases_hold_waits_for_the_holder(leases):
         assert await leases.acquire("x") is None
         assert await lease.renew()
     assert await leases.acquire("x") is not None
+
+
+async def test_a_lease_kept_alive_outlives_its_term_and_ends_with_the_work(redis, keys):
+    """kept_alive renews a lease of 0.3 s through a second of work; afterwards nothing renews it."""
+    leases = Leases(redis, keys, seconds=0.3)
+    lease = await leases.acquire("x")
+    async with lease.kept_alive():
+        deadline = anyio.current_time() + 1.0
+        while anyio.current_time() < deadline:
+            assert await redis.get(lease.key) == lease.token
+            await anyio.sleep(0.05)
+    with anyio.fail_after(2):
+        while await redis.exists(lease.key):  # no renewal left running: the lease runs out
+            await anyio.sleep(0.05)
+    assert await leases.acquire("x") is not None
+
+
+async def test_index_put_can_let_go_of_a_lease_in_the_same_step(index, leases, redis, keys):
+    lease = await leases.acquire("blob:1", "entry:b/k")
+    await index.put(entry("k", digest="1" * 64), release=lease)
+    assert lease.released and await redis.keys("t:lock:*") == []
+    assert await redis.hget(keys.refs, "1" * 64) == "1"
 
 
 async def test_index_counts_references_and_lists_in_byte_order(index, redis, keys):
