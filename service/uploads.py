@@ -15,12 +15,13 @@ import contextlib
 import functools
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
-from blobstore import ContentHasher, StagingArea, StagingFile, StorageFull, hash_file
+from blobstore import ContentHasher, StagingArea, StorageFull, hash_file
 from service import metrics
 from service.auth import Action, Principal
 from service.catalog import Catalog
+from service.chunkwriter import ChunkWriter
 from service.entries import Entry
 from service.errors import (
     BodyBrokenOff,
@@ -37,112 +38,7 @@ from service.leases import Lease
 from service.models import CreateUploadRequest
 from service.sessions import LostLease, Session, SessionStore
 
-WRITE_SIZE = 1024 * 1024
-IN_FLIGHT = 4
 KEPT_HASHERS = 256
-
-
-class ChunkWriter:
-    """Gathers body chunks into writes of WRITE_SIZE and keeps up to IN_FLIGHT of them going at once.
-
-    Each write goes to a worker thread at its own offset, so writes need not wait for
-    each other; the hash takes the same buffers one after another on a thread of its
-    own. The event loop meanwhile receives the next buffer. Memory stays within
-    IN_FLIGHT + 1 buffers. The staging file is opened by the first write and closed by
-    the last, on their threads: a small body costs one trip to a thread in all.
-    """
-
-    def __init__(self, open_file: Callable[[], StagingFile], offset: int, hasher: ContentHasher | None) -> None:
-        self.hasher = hasher
-        self.received = offset
-        self.flushed = offset  # where the buffer starts: all before it is handed to writes
-        self.file: StagingFile | None = None
-        self._open_file = open_file
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._pending: set[asyncio.Future[object]] = set()
-        self._hashed: asyncio.Future[None] | None = None
-
-    async def add(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        self.received += len(chunk)
-        if self._buffered >= WRITE_SIZE:
-            await self._flush()
-
-    async def drain(self, close: bool = False) -> None:
-        """Write (and hash) everything received so far; afterwards `flushed == received`.
-
-        With `close` the file is closed after (opened first, if the body was empty: the staging
-        file of every session written to exists), in the last write's trip when it can be.
-        """
-        if self._chunks:
-            await self._flush(close)
-        await self._wait_below(1)
-        if close and (self.file is None or not self.file.closed):
-            await asyncio.to_thread(self._write, b"", self.flushed, hash=False, close=True)
-
-    async def truncate(self, length: int) -> None:
-        """Cut the file back to `length` (after `abandon`): drop bytes the service never acknowledged."""
-        if self.file is not None:
-            await asyncio.to_thread(self.file.truncate, length)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-    async def _flush(self, close: bool = False) -> None:
-        if self.file is None:
-            await self._wait_below(1)  # the first write opens the file: the others wait for it
-        await self._wait_below(IN_FLIGHT)
-        data = b"".join(self._chunks)  # one copy, without the regrowing of an appended buffer
-        self._chunks, self._buffered = [], 0
-        offset, self.flushed = self.flushed, self.flushed + len(data)
-        alone = not self._pending
-        if self.hasher is None or (alone and len(data) < WRITE_SIZE):
-            # No hash, or the small rest of a body with nothing else going: one trip to a thread, not two.
-            hash_it, close_it = self.hasher is not None, close and alone
-            done = asyncio.ensure_future(asyncio.to_thread(self._write, data, offset, hash=hash_it, close=close_it))
-        else:
-            self._hashed = asyncio.ensure_future(self._hash_after(self._hashed, data))
-            done = asyncio.gather(asyncio.to_thread(self._write, data, offset), self._hashed)
-        self._pending.add(done)
-
-    async def _hash_after(self, previous: asyncio.Future[None] | None, data: bytes) -> None:
-        if previous is not None:
-            await previous
-        await asyncio.to_thread(self.hasher.update, data)
-
-    def _write(self, data: bytes, offset: int, hash: bool = False, close: bool = False) -> None:
-        """On a worker thread: open the file if no write has yet, write at `offset`, then maybe hash and close."""
-        if self.file is None:
-            self.file = self._open_file()
-        if data:
-            self.file.write_at(data, offset)
-        if hash:
-            self.hasher.update(data)
-        if close:
-            self.file.close()
-
-    async def _wait_below(self, limit: int) -> None:
-        """Wait until fewer than `limit` buffers are in flight; a failed write or hash raises here."""
-        while len(self._pending) >= limit:
-            done, _ = await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
-            self._pending -= done
-            for future in done:
-                future.result()
-
-    async def abandon(self) -> None:
-        """Drop what is buffered and wait out writes still on their threads, whatever their outcome."""
-        self._chunks, self._buffered = [], 0
-        pending, self._pending = self._pending, set()
-        if self._hashed is not None:
-            pending.add(self._hashed)
-        if pending:
-            await asyncio.wait(pending)
-            for future in pending:
-                if not future.cancelled():
-                    future.exception()
 
 
 class UploadCore:
