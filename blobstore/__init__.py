@@ -6,7 +6,7 @@ stage, place and delete; this package decides *how*, durably.
 
 from blobstore.digests import ContentHasher, Digests, hash_file
 from blobstore.durable import StorageFull, fsync_dir, write_atomic
-from blobstore.staging import StagingArea, StagingFile
+from blobstore.staging import StagingArea, StagingFile, StagingLost
 from blobstore.store import BlobStore
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Digests",
     "StagingArea",
     "StagingFile",
+    "StagingLost",
     "StorageFull",
     "fsync_dir",
     "hash_file",

@@ -12,6 +12,10 @@ from pathlib import Path
 from blobstore.durable import contained, make_dirs, space_checked
 
 
+class StagingLost(Exception):
+    """A staging file holds fewer bytes than its upload acknowledged: they are lost."""
+
+
 class StagingFile:
     """An open staging file, written at an explicit position (`pwrite`), never appended blindly."""
 
@@ -59,14 +63,25 @@ class StagingArea:
         return contained(self.root, self.root / name)
 
     def open(self, name: str, offset: int) -> StagingFile:
-        """Open for writing at `offset`, cutting off any bytes past it left by a broken write."""
+        """Open for writing at `offset`, cutting off any bytes past it left by a broken write.
+
+        At offset 0 the file is made (or emptied); past 0 it must hold at least `offset`
+        bytes, else StagingLost: carrying on would fill the gap with zeros.
+        """
         path = self.path(name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if offset == 0 else 0)
-        fd = os.open(path, flags, 0o644)
+        if offset == 0:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        else:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                raise StagingLost(f"{path} is gone, {offset} bytes with it") from None
         try:
-            if offset != 0 and os.fstat(fd).st_size != offset:
+            if offset != 0 and (size := os.fstat(fd).st_size) != offset:
+                if size < offset:
+                    raise StagingLost(f"{path} holds {size} bytes, not {offset}")
                 os.ftruncate(fd, offset)
-        except OSError:
+        except BaseException:
             os.close(fd)
             raise
         return StagingFile(path, fd, offset)

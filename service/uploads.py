@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 
-from blobstore import ContentHasher, StagingArea, StorageFull, hash_file
+from blobstore import ContentHasher, StagingArea, StagingLost, StorageFull, hash_file
 from service import metrics
 from service.auth import Action, Principal
 from service.catalog import Catalog
@@ -123,9 +123,19 @@ class UploadCore:
                 if content_length is not None and content_length > remaining:
                     raise _too_large(session, content_length)
                 chunks = _until_stalled(body, self.stall_seconds)
-                session, received, hasher = await self._receive(
-                    session, lease, chunks, checkpoints=content_length is not None
-                )
+                try:
+                    session, received, hasher = await self._receive(
+                        session, lease, chunks, checkpoints=content_length is not None
+                    )
+                except StagingLost:
+                    # The acknowledged bytes are gone (a partial file removed by hand, say): start again at 0.
+                    await self.sessions.advance(session, lease, 0)
+                    self._hashers.pop(session.id, None)
+                    raise OffsetMismatch(
+                        f"the partial data of this upload ({session.offset} bytes) was lost; "
+                        "the session starts again at offset 0",
+                        offset=0,
+                    ) from None
                 if received < session.size:
                     return session
                 async with lease.kept_alive():

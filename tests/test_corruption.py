@@ -282,6 +282,28 @@ async def test_a_blob_corrupted_after_upload_is_cut_off(make_app, caplog, size, 
     assert "corrupt" in caplog.text
 
 
+@pytest.mark.parametrize("damage", ["removed", "cut short"])
+async def test_lost_partial_data_restarts_the_session_instead_of_filling_in_zeros(client, settings, damage):
+    """The bytes a session acknowledged vanish from the volume: the next chunk gets 409 at offset 0
+    (nothing is written past a gap), and the upload sent again from 0 stores the true content."""
+    content = os.urandom(3000)
+    session_id = await start_session(client, "b", "k", len(content))
+    assert (await send(client, session_id, content[:2000], offset=0)).json()["offset"] == 2000
+    partial = settings.data_dir / "partial" / session_id
+    if damage == "removed":
+        partial.unlink()
+    else:
+        partial.write_bytes(content[:500])
+    refused = await send(client, session_id, content[2000:], offset=2000)
+    assert refused.status_code == 409 and refused.json()["offset"] == 0, refused.text
+    assert refused.headers["upload-offset"] == "0"
+    assert (await client.get(f"/v1/files/session:{session_id}")).json()["offset"] == 0
+    assert (await send(client, session_id, b"", offset=0)).json()["offset"] == 0  # nothing is kept either
+    done = await send(client, session_id, content, offset=0)
+    assert done.status_code == 200 and done.json()["digest"] == f"blake3:{b3(content)}"
+    assert (await download(client, "b", "k")).content == content
+
+
 async def test_a_range_of_a_corrupt_blob_is_served_as_it_is(make_app):
     """Only whole downloads are verified: a range cannot be checked without reading everything."""
     app = make_app()
