@@ -54,16 +54,16 @@ table.insert(result, 1, 1)
 return result
 """
 
-# KEYS: session, lock. ARGV: token, expected offset, new offset, lease ms, ttl s, new state.
+# KEYS: session, lock. ARGV: token, expected offset, new offset, lease ms, ttl s, new state, let go (1/0).
 # Returns 1 moved, -1 lock lost, -2 session gone, -3 offset moved under us.
-# Completing a session lets go of its lock in the same step: no writer may follow anyway.
+# The last move of a request lets go of the lock in the same step (as completing always does).
 _ADVANCE = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
 local current = redis.call('hget', KEYS[1], 'offset')
 if not current then return -2 end
 if tonumber(current) ~= tonumber(ARGV[2]) then return -3 end
 redis.call('hset', KEYS[1], 'offset', ARGV[3], 'state', ARGV[6])
-if ARGV[6] == 'complete' then
+if ARGV[6] == 'complete' or ARGV[7] == '1' then
   redis.call('del', KEYS[2])
 else
   redis.call('pexpire', KEYS[2], ARGV[4])
@@ -191,9 +191,11 @@ class SessionStore:
         fields = dict(zip(result[1::2], result[2::2]))
         return Session.from_redis(session_id, fields), lease
 
-    async def advance(self, session: Session, lease: Lease, offset: int, complete: bool = False) -> Session:
+    async def advance(
+        self, session: Session, lease: Lease, offset: int, complete: bool = False, release: bool = False
+    ) -> Session:
         """Move the offset from `session.offset` to `offset`, renew the TTL, and renew the lease
-        (or, when `complete`, let go of it)."""
+        (or, when `complete` or `release`, let go of it: the request is done with the session)."""
         moved = await self._advance(
             keys=[self.keys.session(session.id), lease.key],
             args=[
@@ -203,6 +205,7 @@ class SessionStore:
                 lease.milliseconds,
                 self.ttl_seconds,
                 COMPLETE if complete else OPEN,
+                1 if release else 0,
             ],
         )
         if moved == -2:
@@ -210,7 +213,7 @@ class SessionStore:
         if moved != 1:
             raise LostLease("its lock lease ran out" if moved == -1 else "its offset moved")
         lease.renewed()
-        lease.released = complete
+        lease.released = complete or release
         return replace(session, offset=offset, completed=complete)
 
     async def delete(self, session_id: str) -> None:

@@ -129,7 +129,7 @@ class UploadCore:
                     )
                 except StagingLost:
                     # The acknowledged bytes are gone (a partial file removed by hand, say): start again at 0.
-                    await self.sessions.advance(session, lease, 0)
+                    await self.sessions.advance(session, lease, 0, release=True)
                     self._hashers.pop(session.id, None)
                     raise OffsetMismatch(
                         f"the partial data of this upload ({session.offset} bytes) was lost; "
@@ -191,7 +191,7 @@ class UploadCore:
                 # Keep what arrived (also when shutdown cuts the request off), so the client resumes there.
                 await _still_held(lease)
                 await writer.drain()
-                await self.sessions.advance(session, lease, writer.flushed)
+                await self.sessions.advance(session, lease, writer.flushed, release=True)
                 raise
             except (UploadTooLarge, StorageFull) as error:
                 await writer.abandon()
@@ -204,7 +204,7 @@ class UploadCore:
                     ) from error
                 raise
             if writer.flushed < session.size:
-                session = await self.sessions.advance(session, lease, writer.flushed)
+                session = await self.sessions.advance(session, lease, writer.flushed, release=True)
                 if hasher is not None:
                     self._keep_hasher(session, hasher)
             return session, writer.flushed, hasher
@@ -233,7 +233,7 @@ class UploadCore:
             raise  # the session is gone with its data
         except BaseException:
             if session.offset < session.size:
-                await self.sessions.advance(session, lease, session.size)
+                await self.sessions.advance(session, lease, session.size, release=True)
             raise
         await self.sessions.advance(session, lease, session.size, complete=True)
         await asyncio.to_thread(self.staging.remove, session.id)
@@ -299,17 +299,44 @@ def _check_access(session: Session, principal: Principal, action: Action) -> Non
 
 
 async def _until_stalled(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
-    """The body's chunks, or BodyStalled when the client sends nothing for `seconds`."""
+    """The body's chunks, or BodyStalled when the client sends nothing for `seconds`.
+
+    One timer per body, not one per chunk (a GiB arrives in thousands of them): each chunk
+    only notes the time, and the timer, when it comes due, looks whether the body has
+    been waited on for `seconds` since; if not, it sets itself again for when it could be.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
     chunks = aiter(body)
-    while True:
-        try:
-            async with asyncio.timeout(seconds):
+    waiting_since: float | None = None
+    stalled = False
+
+    def check() -> None:
+        nonlocal timer, stalled
+        if waiting_since is not None and loop.time() - waiting_since >= seconds:
+            stalled = True
+            task.cancel()
+        else:
+            timer = loop.call_at((waiting_since or loop.time()) + seconds, check)
+
+    timer = loop.call_at(loop.time() + seconds, check)
+    try:
+        while True:
+            waiting_since = loop.time()
+            try:
                 chunk = await anext(chunks)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise BodyStalled(f"the client sent nothing for {seconds:g} s; what arrived before is kept") from None
-        yield chunk
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if stalled and task.uncancel() == 0:
+                    raise BodyStalled(
+                        f"the client sent nothing for {seconds:g} s; what arrived before is kept"
+                    ) from None
+                raise
+            waiting_since = None
+            yield chunk
+    finally:
+        timer.cancel()
 
 
 async def _still_held(lease: Lease) -> None:
