@@ -39,6 +39,7 @@ from service.models import CreateUploadRequest
 from service.sessions import LostLease, Session, SessionStore
 
 KEPT_HASHERS = 256
+CHEAP_TO_RESEND = 1024 * 1024  # a completing body up to this size is recorded with the completion
 
 
 class UploadCore:
@@ -166,8 +167,10 @@ class UploadCore:
     ) -> tuple[Session, int, ContentHasher | None]:
         """Copy the body to the staging file: (the session, the bytes now in the file, the hasher).
 
-        The offset moves past the body, unless the body completed the upload: then it moves
-        with the completion, in one step. With a declared length (known to fit) the offset
+        The offset moves past the body, unless the body completed the upload and was small:
+        then it moves with the completion, in one step (a commit cut short costs the client
+        that little body again; a larger one is recorded first, so that it costs an empty
+        request). With a declared length (known to fit) the offset
         also moves while a long body streams in, so a dead process loses little. Without
         one, nothing counts until the body ends, so that a body running past the size is
         refused whole (413). Either way a client that goes away or stalls keeps what arrived.
@@ -207,6 +210,8 @@ class UploadCore:
                 session = await self.sessions.advance(session, lease, writer.flushed, release=True)
                 if hasher is not None:
                     self._keep_hasher(session, hasher)
+            elif writer.flushed - session.offset > CHEAP_TO_RESEND:
+                session = await self.sessions.advance(session, lease, writer.flushed)
             return session, writer.flushed, hasher
         finally:
             await writer.abandon()

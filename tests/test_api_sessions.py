@@ -559,6 +559,32 @@ async def test_every_redis_key_the_service_writes_starts_with_the_prefix(make_ap
     assert sorted(key for key in written if not key.startswith("x:")) == []
 
 
+@pytest.mark.parametrize("last_body", [1000, 3 * 1024 * 1024])
+async def test_the_offset_when_the_commit_starts_spares_a_large_last_body_from_being_sent_again(
+    make_app, monkeypatch, last_body
+):
+    """Should the process die during the commit (a long fsync), the client resumes from the session's
+    offset: a large last body is recorded before the commit (only an empty request is left to send),
+    a small one moves the offset only with the completion (one round trip less per small file)."""
+    content = os.urandom(1000 + last_body)
+    app = make_app()
+    catalog = app.state.services.catalog
+    seen = []
+    real_commit = catalog.commit
+
+    async def commit(entry, source):
+        seen.append((await app.state.services.sessions.get(session_id)).offset)
+        await real_commit(entry, source)
+
+    monkeypatch.setattr(catalog, "commit", commit)
+    async with http_client(app) as client:
+        session_id = await start_session(client, "b", "k", len(content))
+        assert (await send(client, session_id, content[:1000], offset=0)).status_code == 200
+        done = await send(client, session_id, content[1000:], offset=1000)
+        assert done.status_code == 200 and done.json()["digest"] == f"blake3:{b3(content)}"
+    assert seen == [len(content) if last_body > 1024 * 1024 else 1000]
+
+
 async def test_every_request_lets_go_of_the_locks_it_took(make_app, redis):
     """Locks end with the work: a whole upload, a chunked one, a replacement, a duplicate, a digest
     mismatch, a cancel and a delete each leave no lock behind in Redis (a long lease: none runs out)."""
