@@ -16,6 +16,7 @@ from service.auth import Authenticator, new_token
 from service.client import commands as client_commands
 from service.config import ConfigError, Settings
 from service.logs import logging_config
+from service.tuning import exec_with_allocator_tunables
 
 
 def load_settings() -> Settings:
@@ -28,6 +29,7 @@ def serve(arguments: argparse.Namespace) -> int:
     import uvicorn
 
     settings = load_settings()
+    exec_with_allocator_tunables()
     if settings.redis_url is None and arguments.workers > 1:
         raise ConfigError(
             "--workers above 1 needs a shared Redis: set FILES_REDIS_URL "

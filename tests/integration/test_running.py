@@ -62,6 +62,17 @@ def test_python_dash_m_service_serves_the_api(services) -> None:
     assert expect(service.api.http.get("/openapi.json"), 200).json()["openapi"].startswith("3.")
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator tunables exist on Linux only")
+def test_the_serving_process_runs_with_the_allocator_tuned_from_its_start(services) -> None:
+    """`serve` starts itself again with GLIBC_TUNABLES set (same process id); the measured speed-up
+    of large bodies depends on it (service/tuning.py)."""
+    service = services.start()
+    expect(service.api.http.get("/healthz"), 200)
+    environment = Path(f"/proc/{service.pid}/environ").read_bytes()
+    assert b"glibc.malloc.mmap_threshold=33554432" in environment
+    assert b"glibc.malloc.trim_threshold=268435456" in environment
+
+
 def test_two_workers_on_redis_serve_requests(services) -> None:
     service = services.start(workers=2)
     wait_for(lambda: len(service.worker_pids()) == 2, 20, "two worker processes")
