@@ -19,18 +19,12 @@ class StagingLost(Exception):
 class StagingFile:
     """An open staging file, written at an explicit position (`pwrite`), never appended blindly."""
 
-    def __init__(self, path: Path, fd: int, position: int) -> None:
+    def __init__(self, path: Path, fd: int) -> None:
         self.path = path
-        self.position = position
         self._fd = fd
 
-    def write(self, data: bytes | memoryview) -> None:
-        """Write at `position` and move it on."""
-        self.write_at(data, self.position)
-        self.position += len(data)
-
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        """Write at `offset`, leaving `position` alone: several of these may run at once."""
+        """Write all of `data` at `offset`."""
         view = memoryview(data)
         with space_checked():
             while view:
@@ -41,7 +35,6 @@ class StagingFile:
     def truncate(self, length: int) -> None:
         """Drop everything from `length` on: bytes the service never acknowledged."""
         os.ftruncate(self._fd, length)
-        self.position = length
 
     @property
     def closed(self) -> bool:
@@ -84,7 +77,7 @@ class StagingArea:
         except BaseException:
             os.close(fd)
             raise
-        return StagingFile(path, fd, offset)
+        return StagingFile(path, fd)
 
     def remove(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)

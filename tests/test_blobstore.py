@@ -24,7 +24,7 @@ def staging(tmp_path: Path) -> StagingArea:
 
 def stage(staging: StagingArea, name: str, content: bytes) -> Path:
     file = staging.open(name, 0)
-    file.write(content)
+    file.write_at(content, 0)
     file.close()
     return staging.path(name)
 
@@ -97,16 +97,16 @@ def test_blobs_skips_files_not_named_like_blobs(blobs, staging):
 def test_staging_open_cuts_off_bytes_past_the_offset(staging):
     stage(staging, "s", b"0123456789")
     file = staging.open("s", 4)
-    file.write(b"ab")
+    file.write_at(b"ab", 4)
     file.close()
     assert staging.path("s").read_bytes() == b"0123ab"
 
 
 def test_staging_truncate_and_remove(staging):
     file = staging.open("s", 0)
-    file.write(b"abcdef")
+    file.write_at(b"abcdef", 0)
     file.truncate(2)
-    file.write(b"Z")
+    file.write_at(b"Z", 2)
     file.close()
     assert staging.path("s").read_bytes() == b"abZ"
     assert staging.names() == ["s"]
@@ -155,5 +155,5 @@ def test_a_full_filesystem_raises_storage_full(staging, monkeypatch):
 
     monkeypatch.setattr(os, "pwrite", no_space)
     with pytest.raises(StorageFull):
-        file.write(b"data")
+        file.write_at(b"data", 0)
     file.close()
