@@ -107,6 +107,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     fetch = add("download", download, "download a file, resuming a PATH.part left by an interrupted download")
     fetch.add_argument("target", type=file_name, metavar="bucket/key")
     fetch.add_argument("path", nargs="?", type=Path, metavar="PATH", help="default: the key's last segment, here")
+    fetch.add_argument("--force", action="store_true", help="replace PATH if it exists (never replaced without)")
 
     listing = add("ls", ls, "list the buckets, or the files of a bucket")
     listing.add_argument("location", nargs="?", type=location, metavar="bucket[/prefix]")
@@ -312,6 +313,8 @@ def download(arguments: argparse.Namespace) -> int:
     path: Path = arguments.path or Path(Path(key).name)
     if path.is_dir():
         path /= Path(key).name
+    if path.exists() and not arguments.force:
+        raise ClientError(f"{path} exists; add --force to replace it")
     part = path.with_name(path.name + ".part")
     retries = Retries()
     with connect(arguments) as client:

@@ -286,6 +286,24 @@ def test_download_whole_and_resumed_from_a_part_file(client: Client) -> None:
     assert not part.exists()
 
 
+def test_download_never_replaces_a_local_file_without_force(client: Client) -> None:
+    content = os.urandom(100_000)
+    source = client.file("model.bin", content)
+    client.run("upload", str(source), "down/model.bin")
+    changed = os.urandom(1000)
+    client.service.api.upload("down", "model.bin", changed)
+
+    # The default name is the file uploaded from, and naming it explicitly is no licence either.
+    for path, shown in ((), "model.bin"), ((str(source),), str(source)), ((".",), "model.bin"):
+        refused = client.run("download", "down/model.bin", *path, status=1)
+        assert refused.stderr == f"files-service: {shown} exists; add --force to replace it\n"
+    assert source.read_bytes() == content
+    assert not list(client.directory.glob("*.part"))
+
+    client.run("download", "down/model.bin", "--force")
+    assert source.read_bytes() == changed
+
+
 def test_download_of_content_that_does_not_match_its_etag_keeps_no_file(client: Client) -> None:
     content = os.urandom(MiB)
     client.service.api.upload("down", "file.bin", content)
