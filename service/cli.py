@@ -15,6 +15,7 @@ import tempfile
 from service.auth import Authenticator, new_token
 from service.client import commands as client_commands
 from service.config import ConfigError, Settings
+from service.listening import CannotListen, check_can_listen
 from service.logs import logging_config
 from service.tuning import exec_with_allocator_tunables
 
@@ -28,6 +29,11 @@ def load_settings() -> Settings:
 def serve(arguments: argparse.Namespace) -> int:
     import uvicorn
 
+    try:
+        check_can_listen(arguments.host, arguments.port)
+    except CannotListen as error:
+        print(f"files-service: {error}", file=sys.stderr)
+        return 1
     settings = load_settings()
     exec_with_allocator_tunables()
     if settings.redis_url is None and arguments.workers > 1:
