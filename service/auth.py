@@ -12,7 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -21,7 +21,10 @@ from service.config import ConfigError
 from service.errors import Forbidden, Unauthorized
 
 Action = Literal["read", "write", "delete"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
 ALL_BUCKETS = "*"
+# What `token new` grants unless told otherwise.
+DEFAULT_GRANTS: dict[str, list[Action]] = {ALL_BUCKETS: ["read", "write"]}
 
 
 class TokenEntry(BaseModel):
@@ -93,11 +96,7 @@ class Authenticator:
         except OSError as error:
             raise ConfigError(f"FILES_AUTH_TOKENS_FILE cannot be read: {error}") from None
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc']) or 'the file'}: {item['msg']}, got {_short(item['input'])}"
-                for item in error.errors()
-            )
-            raise ConfigError(f"FILES_AUTH_TOKENS_FILE is not a valid token file: {problems}") from None
+            raise ConfigError(f"FILES_AUTH_TOKENS_FILE is not a valid token file: {problems(error)}") from None
 
     def authenticate(self, authorization: str | None) -> Principal:
         if self.open:
@@ -115,15 +114,23 @@ class Authenticator:
         return found
 
 
-def new_token(name: str) -> tuple[str, dict]:
-    """A fresh random token and the entry to paste into the token file (read and write everywhere)."""
+def new_token(name: str, buckets: dict[str, list[Action]] | None = None) -> tuple[str, dict]:
+    """A fresh random token and its token-file entry (by default: read and write everywhere)."""
     token = secrets.token_hex(32)  # hex: never starts with '-', so `--token VALUE` always parses
     entry = {
         "name": name,
         "sha256": hashlib.sha256(token.encode()).hexdigest(),
-        "buckets": {ALL_BUCKETS: ["read", "write"]},
+        "buckets": buckets or DEFAULT_GRANTS,
     }
     return token, entry
+
+
+def problems(error: ValidationError) -> str:
+    """A token file's validation errors, on one line: where each is, what is wrong, what was found."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'the file'}: {item['msg']}, got {_short(item['input'])}"
+        for item in error.errors()
+    )
 
 
 def _short(value: object, limit: int = 60) -> str:

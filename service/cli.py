@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
 import tempfile
 
-from service.auth import Authenticator, new_token
+from service import tokens
+from service.auth import Authenticator
 from service.client import commands as client_commands
 from service.config import ConfigError, Settings
 from service.listening import CannotListen, check_can_listen
@@ -82,15 +82,6 @@ def fsck(arguments: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def token(arguments: argparse.Namespace) -> int:
-    secret, entry = new_token(arguments.name)
-    print(f"token: {secret}")
-    print('Give the token to its user; add this entry to the "tokens" list of FILES_AUTH_TOKENS_FILE')
-    print('(it grants read and write on every bucket: narrow "buckets" as needed):')
-    print(json.dumps(entry, indent=2))
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="files-service", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -110,12 +101,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--repair", action="store_true", help="fix what is found")
     check.set_defaults(handler=fsck)
 
-    tokens = commands.add_parser("token", help="access tokens")
-    token_commands = tokens.add_subparsers(dest="token_command", required=True)
-    make = token_commands.add_parser("new", help="print a new random token and its token-file entry")
-    make.add_argument("name", help="a name for the token's holder, e.g. ci-uploader")
-    make.set_defaults(handler=token)
-
+    tokens.register(commands)
     client_commands.register(commands)
     return top
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import socket
+import stat
 from pathlib import Path
 
+import pytest
 from clirun import run_cli
+
+
+def sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def test_serve_on_a_busy_port_says_so_in_one_line_before_it_starts_anything(tmp_path: Path) -> None:
@@ -34,3 +42,75 @@ def test_serve_on_an_address_of_another_machine_says_so(tmp_path: Path) -> None:
     result = run_cli("serve", "--host", "192.0.2.1", "--port", "8321", env={"FILES_DATA_DIR": str(tmp_path)})
     assert result.returncode == 1, result
     assert result.stderr == "files-service: cannot listen on 192.0.2.1:8321: cannot assign requested address\n"
+
+
+# --- token new --file ----------------------------------------------------------------------------
+
+
+def test_token_new_with_a_file_creates_it_private_then_appends_and_refuses_a_taken_name(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    first = run_cli("token", "new", "ci", "--file", str(path))
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == f"added token 'ci' (*: read, write) to {path}; restart the service to use it\n"
+    ci_token = first.stdout.strip()
+    assert first.stdout == f"{ci_token}\n" and len(ci_token) == 64
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    second = run_cli("token", "new", "reader", "--buckets", "models=read", "--buckets", "*=read", "--file", str(path))
+    assert second.returncode == 0, second.stderr
+    assert "(models: read; *: read)" in second.stderr
+    reader_token = second.stdout.strip()
+    assert json.loads(path.read_text()) == {
+        "tokens": [
+            {"name": "ci", "sha256": sha256(ci_token), "buckets": {"*": ["read", "write"]}},
+            {"name": "reader", "sha256": sha256(reader_token), "buckets": {"models": ["read"], "*": ["read"]}},
+        ]
+    }
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    before = path.read_bytes()
+    taken = run_cli("token", "new", "ci", "--buckets", "models=delete", "--file", str(path))
+    assert taken.returncode == 1
+    assert taken.stderr == f"files-service: {path} has a token named 'ci' already; choose another name\n"
+    assert taken.stdout == ""
+    assert path.read_bytes() == before
+    assert sorted(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_token_new_keeps_the_mode_and_other_fields_of_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"comment": "kept", "tokens": []}))
+    path.chmod(0o640)
+    made = run_cli("token", "new", "ci", "--buckets", "models=delete,read,write,read", "--file", str(path))
+    assert made.returncode == 0, made.stderr
+    document = json.loads(path.read_text())
+    assert document["comment"] == "kept"
+    assert document["tokens"][0]["buckets"] == {"models": ["read", "write", "delete"]}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_token_new_refuses_an_invalid_token_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text('{"tokens": [{"name": "x"}]}')
+    refused = run_cli("token", "new", "ci", "--file", str(path))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(
+        f"files-service: {path} is not a valid token file: tokens.0.sha256: Field required"
+    )
+    assert path.read_text() == '{"tokens": [{"name": "x"}]}'
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("models", "is not BUCKET=ACTIONS"),
+        ("models=", "the actions are read, write, delete"),
+        ("models=read,admin", "the actions are read, write, delete"),
+        ("a.b=read", "bucket must be"),
+    ],
+)
+def test_token_new_refuses_a_wrong_grant(tmp_path: Path, spec: str, problem: str) -> None:
+    refused = run_cli("token", "new", "ci", "--buckets", spec, "--file", str(tmp_path / "tokens.json"))
+    assert refused.returncode == 2
+    assert problem in refused.stderr.splitlines()[-1]
+    assert not (tmp_path / "tokens.json").exists()

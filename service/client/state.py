@@ -7,13 +7,12 @@ any moment leaves either the old or the new version, never a torn one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from service.atomic import replace_file
 from service.client import ClientError
 
 
@@ -83,16 +82,4 @@ class SessionState:
         return [upload for upload in self.uploads() if upload.source.slot != source.slot]
 
     def _write(self, uploads: list[Upload]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"uploads": [asdict(upload) for upload in uploads]}, indent=2)
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".sessions-")
-        try:
-            with os.fdopen(descriptor, "w") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        replace_file(self.path, json.dumps({"uploads": [asdict(upload) for upload in uploads]}, indent=2))

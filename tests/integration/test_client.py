@@ -405,3 +405,36 @@ def test_token_from_files_token(services, client_for, tmp_path: Path) -> None:
     assert "may not delete" in holder.run("rm", "guarded/t.bin", status=1).stderr
     # `--token=` form: a token may start with "-", which argparse would take for an option.
     assert anonymous.run("ls", f"--token={token}").stdout.split() == ["guarded"]
+
+
+def test_tokens_added_by_token_new_file_work_with_their_grants(services, client_for, tmp_path: Path) -> None:
+    tokens_file = tmp_path / "tokens.json"
+
+    def new_token(*arguments: str) -> str:
+        made = subprocess.run(
+            service_command("token", "new", *arguments, "--file", str(tokens_file)),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return made.stdout.strip()
+
+    writer = new_token("writer", "--buckets", "models=read,write,delete")
+    reader = new_token("reader", "--buckets", "*=read")
+    guarded = services.start(FILES_AUTH_TOKENS_FILE=str(tokens_file))
+
+    writing = client_for(guarded, token=writer)
+    content = os.urandom(50_000)
+    writing.run("upload", str(writing.file("w.bin", content)), "models/w.bin")
+    assert "may not write" in writing.run("upload", str(writing.file("o.bin", b"o")), "other/o.bin", status=1).stderr
+
+    reading = client_for(guarded, token=reader)
+    assert reading.run("ls").stdout.split() == ["models"]
+    reading.run("download", "models/w.bin", "copy.bin")
+    assert (reading.directory / "copy.bin").read_bytes() == content
+    assert "may not write" in reading.run("upload", str(reading.file("r.bin", b"r")), "models/r.bin", status=1).stderr
+    assert "may not delete" in reading.run("rm", "models/w.bin", status=1).stderr
+
+    writing.run("rm", "models/w.bin")
+    expect(guarded.api.info("models", "w.bin"), 401)
+    assert reading.run("ls", "models").stdout.splitlines() == ["KEY  BYTES  MIME TYPE  CREATED"]
