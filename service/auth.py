@@ -69,6 +69,12 @@ class Principal:
             return True
         return action in self.grants.get(bucket, frozenset()) or action in self.grants.get(ALL_BUCKETS, frozenset())
 
+    def actions(self) -> dict[str, list[Action]]:
+        """The actions per bucket ('*' for every bucket), in the order read, write, delete."""
+        if self.open:
+            return {ALL_BUCKETS: list(ACTIONS)}
+        return {bucket: [action for action in ACTIONS if action in granted] for bucket, granted in self.grants.items()}
+
     def require(self, action: Action, bucket: str) -> None:
         if not self.may(action, bucket):
             raise Forbidden(f"this token may not {action} in bucket {bucket!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from service import names
+from service.auth import Action
 
 
 def _check(error: str | None, value: str) -> str:
@@ -87,6 +88,14 @@ class BucketList(BaseModel):
 class FileList(BaseModel):
     data: list[FileResponse]
     has_more: bool
+
+
+class TokenInfo(BaseModel):
+    """What the calling token may do: clients check it before work that a refusal would waste."""
+
+    name: str | None = Field(description="The token's name; null when the service is open.")
+    open: bool = Field(description="No tokens are configured: every request may do everything.")
+    buckets: dict[str, list[Action]] = Field(description="The actions per bucket, '*' standing for every bucket.")
 
 
 class ErrorResponse(BaseModel):

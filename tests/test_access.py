@@ -328,6 +328,33 @@ async def test_metrics_need_a_valid_token(guarded):
     assert (await guarded.get("/metrics", headers=bearer("read-b"))).status_code == 200
 
 
+# --- what a token may do: GET /v1/token --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "buckets"),
+    [
+        ("no-write-b", {"b": ["read", "delete"]}),
+        ("star", {"*": ["read", "write", "delete"]}),
+    ],
+)
+async def test_a_token_is_told_its_name_and_grants(guarded, token, buckets):
+    response = await guarded.get("/v1/token", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"name": token, "open": False, "buckets": buckets}
+
+
+async def test_the_token_route_needs_a_valid_token(guarded):
+    assert_unauthenticated(await guarded.get("/v1/token"))
+    assert_unauthenticated(await guarded.get("/v1/token", headers={"Authorization": "Bearer nobody"}))
+
+
+async def test_an_open_service_tells_everyone_it_may_do_everything(client):
+    response = await client.get("/v1/token")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"name": None, "open": True, "buckets": {"*": ["read", "write", "delete"]}}
+
+
 # --- sessions belong to their creator ----------------------------------------------------------
 
 SESSION_ACTIONS = [action for action in ACTIONS if action.session]

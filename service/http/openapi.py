@@ -15,6 +15,7 @@ from service.models import (
     FileList,
     FileResponse,
     FileUploadResponse,
+    TokenInfo,
 )
 
 REF = "#/components/schemas/{model}"
@@ -34,6 +35,7 @@ MODELS: list[type[BaseModel]] = [
     BucketList,
     FileList,
     ErrorResponse,
+    TokenInfo,
 ]
 ERRORS = {
     400: "A name, field, header or query value breaks the rules.",
@@ -177,6 +179,11 @@ def build_openapi() -> dict[str, Any]:
                     "Redis answers and the data directory is writable.",
                     {200: plain, 503: _json(_ref(ErrorResponse), "Not ready.")},
                     [],
+                )
+            },
+            "/v1/token": {
+                "get": _operation(
+                    "What the calling token may do, per bucket.", {200: _json(_ref(TokenInfo), "The token.")}, [401]
                 )
             },
             "/v1/files": {

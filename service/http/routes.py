@@ -30,6 +30,7 @@ from service.models import (
     FileList,
     FileResponse,
     FileUploadResponse,
+    TokenInfo,
 )
 from service.services import Services
 from service.sessions import Session
@@ -67,6 +68,7 @@ class FilesAPI:
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/openapi.json", self.openapi_json, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/v1/token", self.token, methods=["GET"]),
             Route("/v1/files", self.create_upload, methods=["POST"]),
             Route("/v1/files", self.list_buckets, methods=["GET"]),
             Route("/v1/files/session:{session_id}", self.upload_content, methods=["POST"]),
@@ -126,6 +128,10 @@ class FilesAPI:
         if problems:
             return JSONResponse({"detail": "; ".join(problems), "code": "not_ready"}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    async def token(self, request: Request) -> Response:
+        principal = self.principal(request)
+        return json_response(TokenInfo(name=principal.name, open=principal.open, buckets=principal.actions()))
 
     async def create_upload(self, request: Request) -> Response:
         principal = self.principal(request)  # before the body: without a valid token, 401 whatever it holds
