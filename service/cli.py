@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import tempfile
+from importlib.metadata import version
 
 from service import tokens
 from service.auth import Authenticator
@@ -18,6 +19,17 @@ from service.config import ConfigError, Settings
 from service.listening import CannotListen, check_can_listen
 from service.logs import logging_config
 from service.tuning import exec_with_allocator_tunables
+
+SERVE_ENVIRONMENT = """\
+environment (the settings that matter most; README.md lists them all):
+  FILES_DATA_DIR          blobs, entries and partial uploads (default ./data)
+  FILES_REDIS_URL         a shared Redis, e.g. redis://127.0.0.1:6379/0 (default: an embedded
+                          in-process stand-in, one process only, sessions lost on restart)
+  FILES_AUTH_TOKENS_FILE  bearer tokens (files-service token new); unset: open to every request
+  FILES_PUBLIC_URL        the base of the url fields (default: from each request)
+  FILES_LOG_LEVEL         debug, info, warning, error or critical (default info)
+  FILES_LOG_FORMAT        json or text (default json)
+"""
 
 
 def load_settings() -> Settings:
@@ -83,17 +95,32 @@ def fsck(arguments: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="files-service", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="files-service", description=__doc__, parents=[client_commands.connection_options(after_command=False)]
+    )
+    top.add_argument("--version", action="version", version=f"%(prog)s {version('files-service')}")
     commands = top.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("serve", help="run the HTTP service")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8321)
-    run.add_argument("--workers", type=int, default=1)
+    run = commands.add_parser(
+        "serve",
+        help="run the HTTP service",
+        description="Run the HTTP service. The options say where it listens; every other setting\n"
+        "comes from a FILES_* environment variable.",
+        epilog=SERVE_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+    run.add_argument("--port", type=int, default=8321, help="the TCP port to listen on (default: %(default)s)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes; above 1 needs FILES_REDIS_URL (default: %(default)s)",
+    )
     run.add_argument(
         "--log-level",
         choices=["critical", "error", "warning", "info", "debug"],
-        help="default: FILES_LOG_LEVEL or info",
+        help="the least severe log lines shown (default: FILES_LOG_LEVEL, else info)",
     )
     run.set_defaults(handler=serve)
 

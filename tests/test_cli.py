@@ -6,6 +6,7 @@ import hashlib
 import json
 import socket
 import stat
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,26 @@ def test_token_new_refuses_a_wrong_grant(tmp_path: Path, spec: str, problem: str
     assert refused.returncode == 2
     assert problem in refused.stderr.splitlines()[-1]
     assert not (tmp_path / "tokens.json").exists()
+
+
+# --- the command line itself -----------------------------------------------------------------------
+
+
+def test_version_is_the_package_version() -> None:
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"files-service {version('files-service')}\n")
+
+
+def test_serve_help_describes_each_option_its_default_and_the_environment() -> None:
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps lines where it likes
+    for described in (
+        "--host HOST the address to listen on (default: 127.0.0.1)",
+        "--port PORT the TCP port to listen on (default: 8321)",
+        "--workers WORKERS worker processes; above 1 needs FILES_REDIS_URL (default: 1)",
+        "(default: FILES_LOG_LEVEL, else info)",
+    ):
+        assert described in text, result.stdout
+    for variable in ("FILES_DATA_DIR", "FILES_REDIS_URL", "FILES_AUTH_TOKENS_FILE", "FILES_LOG_FORMAT"):
+        assert f"\n  {variable} " in result.stdout, result.stdout

@@ -6,10 +6,11 @@ import argparse
 import io
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.client import ClientError
-from service.client.commands import chunk_size
+from service.client.commands import Retries, chunk_size, service_url
 from service.client.progress import Progress, human
 from service.client.state import SessionState, Source, Upload
 
@@ -33,6 +34,52 @@ def test_chunk_size_accepts_numbers_and_suffixes(text: str, expected: int) -> No
 def test_chunk_size_refuses_the_rest(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         chunk_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "url"),
+    [
+        ("127.0.0.1:8321", "http://127.0.0.1:8321"),
+        ("localhost:8321", "http://localhost:8321"),
+        (" files.example.com ", "http://files.example.com"),
+        ("https://files.example.com/base/", "https://files.example.com/base"),
+        ("http://[::1]:8321", "http://[::1]:8321"),
+    ],
+)
+def test_service_url_without_a_scheme_means_http(text: str, url: str) -> None:
+    assert service_url(text) == url
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("ftp://host", "its scheme is 'ftp', not http or https"),
+        ("http://", "it names no host"),
+        ("host:http", "port could not be cast to integer value as 'http'"),
+        ("host:70000", "port out of range 0-65535"),
+        ("http://a host", "it contains a space"),
+        ("http://host/?x=1", "it has a query or fragment"),
+    ],
+)
+def test_service_url_says_what_is_wrong(text: str, problem: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        service_url(text)
+    assert str(raised.value) == (
+        f"the service URL {text!r} (--url or FILES_URL) is not usable: {problem}; e.g. http://127.0.0.1:8321"
+    )
+
+
+def test_no_retries_with_zero_seconds() -> None:
+    refused = httpx.ConnectError("refused")
+    calls = []
+
+    def operation() -> None:
+        calls.append(1)
+        raise refused
+
+    with pytest.raises(httpx.ConnectError):
+        Retries(0).call(operation)
+    assert calls == [1]
 
 
 def test_human_sizes() -> None:

@@ -79,6 +79,10 @@ class FilesClient:
     def _json(self, method: str, url: str, **kwargs: Any) -> Any:
         return _checked(self.http.request(method, url, **kwargs)).json()
 
+    def token(self) -> dict:
+        """What the token may do: `{"name", "open", "buckets": {bucket or "*": [actions]}}`."""
+        return self._json("GET", "/v1/token")
+
     def create_session(self, bucket: str, key: str, size: int, mime_type: str, digest: str | None = None) -> dict:
         """Start an upload; a FileUploadResponse, or already a FileResponse for an empty file."""
         body: dict[str, Any] = {"bucket": bucket, "key": key, "mime_type": mime_type, "size": size}

@@ -21,11 +21,13 @@ from collections.abc import Callable, Container, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from blake3 import blake3
 
 from service import names
+from service.auth import ACTIONS, ALL_BUCKETS
 from service.client import ClientError
 from service.client.api import DEFAULT_URL, ApiError, FilesClient
 from service.client.progress import Progress, human
@@ -40,10 +42,12 @@ PIECE_SIZE = 256 * 1024
 OCTET_STREAM = "application/octet-stream"
 UNIT_SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-ATTEMPTS = 8
 FIRST_DELAY = 0.5
 MAX_DELAY = 15.0
-FAILED, INTERRUPTED = 1, 130  # argparse exits with 2 for usage errors
+DEFAULT_RETRY_SECONDS = 60.0
+# How often an upload whose session vanishes midway starts a new one before it gives up.
+NEW_SESSIONS = 3
+FAILED, USAGE, INTERRUPTED = 1, 2, 130  # 2 as argparse exits for usage errors
 
 
 # --- arguments ---------------------------------------------------------------------------------
@@ -81,17 +85,78 @@ def regular_file(text: str) -> Path:
     return path
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    """Add the client commands to the `files-service` parser."""
-    server = argparse.ArgumentParser(add_help=False)
-    server.add_argument(
-        "--url", default=os.environ.get("FILES_URL", DEFAULT_URL), help="the service (env FILES_URL; %(default)s)"
+def connection_options(after_command: bool) -> argparse.ArgumentParser:
+    """--url, --token and --retry-seconds, for before a client command (`files-service --url U ls`) and after it.
+
+    Only the top level has defaults: after the command an option counts only when given,
+    so that it does not hide the same option given before the command.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+
+    def default(value: str | None) -> str | None:
+        return argparse.SUPPRESS if after_command else value
+
+    options.add_argument(
+        "--url",
+        default=default(os.environ.get("FILES_URL", DEFAULT_URL)),
+        help=f"the service, e.g. https://files.example.com or 127.0.0.1:8321 (env FILES_URL; default {DEFAULT_URL})",
     )
-    server.add_argument(
+    options.add_argument(
         "--token",
-        default=os.environ.get("FILES_TOKEN"),
+        default=default(os.environ.get("FILES_TOKEN")),
         help="bearer token (env FILES_TOKEN); write --token=T, as a token may start with '-'",
     )
+    options.add_argument(
+        "--retry-seconds",
+        type=retry_seconds,
+        default=default(os.environ.get("FILES_RETRY_SECONDS", str(DEFAULT_RETRY_SECONDS))),
+        metavar="N",
+        help="how long to keep retrying a service that is unreachable, busy or restarting, counted from the "
+        f"first failure in a row; 0: no retries (env FILES_RETRY_SECONDS; default {DEFAULT_RETRY_SECONDS:g})",
+    )
+    return options
+
+
+def retry_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more (also for FILES_RETRY_SECONDS): {text!r}")
+    return seconds
+
+
+def service_url(text: str) -> str:
+    """The service's base URL, checked; `host:port` without a scheme means http://host:port."""
+    candidate = text.strip()
+    if "://" not in candidate:
+        candidate = f"http://{candidate}"
+    if (problem := url_problem(candidate)) is not None:
+        raise ValueError(f"the service URL {text!r} (--url or FILES_URL) is not usable: {problem}; e.g. {DEFAULT_URL}")
+    return candidate.rstrip("/")
+
+
+def url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError as error:
+        return str(error).lower()
+    if parts.scheme not in ("http", "https"):
+        return f"its scheme is {parts.scheme!r}, not http or https"
+    if not parts.hostname:
+        return "it names no host"
+    if any(character.isspace() for character in url):
+        return "it contains a space"
+    if parts.query or parts.fragment:
+        return "it has a query or fragment"
+    return None
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the client commands to the `files-service` parser (whose top level takes `connection_options(False)`)."""
+    server = connection_options(after_command=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, parents=[server], help=help, description=help)
@@ -126,11 +191,15 @@ def reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpars
         # httpx logs every request at INFO, which the service's logging set-up would show.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         try:
+            arguments.url = service_url(arguments.url)
+        except ValueError as error:
+            return fail(str(error), USAGE)
+        try:
             return handler(arguments)
         except (ApiError, ClientError) as error:
             return fail(str(error))
         except httpx.TransportError as error:
-            return fail(f"cannot talk to {error.request.url.host}:{error.request.url.port}: {describe(error)}")
+            return fail(f"cannot talk to {error.request.url.netloc.decode()}: {describe(error)}")
         except KeyboardInterrupt:
             return fail("interrupted", INTERRUPTED)
         except BrokenPipeError:
@@ -160,28 +229,37 @@ def connect(arguments: argparse.Namespace, url: str | None = None) -> FilesClien
 
 
 class Retries:
-    """Bounded tries with exponential backoff for errors that may pass (network, busy, 503).
+    """Tries again after errors that may pass (network, busy, 503), with exponential backoff, for `seconds`.
 
-    Each success resets the count, so a long transfer over a flaky network goes on as long as
-    it keeps making progress, and gives up only after ATTEMPTS failures in a row.
+    The time counts from the first failure in a row: each success starts it afresh, so a long
+    transfer over a flaky network goes on as long as it keeps making progress.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
         self.failures = 0
+        self.first_failure = 0.0
 
     def failed(self, error: httpx.TransportError | ApiError) -> None:
-        """Wait before the next try; re-raise the error when it will not pass or tries are used up."""
-        self.failures += 1
-        if (isinstance(error, ApiError) and not error.transient) or self.failures >= ATTEMPTS:
+        """Wait before the next try; re-raise the error when it will not pass or the time is up."""
+        if isinstance(error, ApiError) and not error.transient:
             raise error
-        delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (self.failures - 1))
-        print(f"files-service: {describe(error)}; retrying in {delay:g} s", file=sys.stderr)
+        now = time.monotonic()
+        if self.failures == 0:
+            self.first_failure = now
+        self.failures += 1
+        left = self.first_failure + self.seconds - now
+        if left <= 0:
+            raise error
+        delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (self.failures - 1), left)
+        print(f"files-service: {describe(error)}; retrying in {delay:.3g} s", file=sys.stderr)
         time.sleep(delay)
 
     def succeeded(self) -> None:
         self.failures = 0
 
     def call(self, operation: Callable[[], T]) -> T:
+        """The operation's result, tried again while its failures may pass."""
         while True:
             try:
                 result = operation()
@@ -199,10 +277,11 @@ def upload(arguments: argparse.Namespace) -> int:
     path: Path = arguments.path
     bucket, key = arguments.target
     stat = path.stat()
-    source = Source(arguments.url.rstrip("/"), bucket, key, str(path), stat.st_size, stat.st_mtime_ns)
+    source = Source(arguments.url, bucket, key, str(path), stat.st_size, stat.st_mtime_ns)
     state = SessionState()
-    retries = Retries()
+    retries = Retries(arguments.retry_seconds)
     with connect(arguments) as client:
+        check_may_write(client, bucket, retries)
         known = state.find(source)
         offset = 0
         if known is not None and known.source != source:
@@ -227,14 +306,39 @@ def upload(arguments: argparse.Namespace) -> int:
             if isinstance(known, dict):  # an empty file is complete at once
                 return show_file(known)
             state.remember(known)
-        try:
-            file = send(client, known, offset, arguments.chunk_size, retries)
-        except ApiError as error:
-            if error.status in (404, 422):  # the server has dropped the session
-                state.forget(known)
-            raise
+        new_sessions = 0
+        while True:
+            try:
+                file = send(client, known, offset, arguments.chunk_size, retries)
+                break
+            except ApiError as error:
+                if error.code not in ("session_not_found", "digest_mismatch"):
+                    raise
+                state.forget(known)  # the server has dropped the session
+                if error.code == "digest_mismatch" or new_sessions == NEW_SESSIONS:
+                    raise
+            new_sessions += 1
+            # 404: the session is gone midway, as when a service restarts with its embedded Redis.
+            print(
+                f"upload session {known.session_id} is gone (did the service restart?); starting a new one",
+                file=sys.stderr,
+            )
+            renewed = open_session(client, source, known.mime_type, known.digest, retries)
+            if isinstance(renewed, dict):  # the same content is stored already
+                return show_file(renewed)
+            known, offset = renewed, 0
+            state.remember(known)
     state.forget(known)
     return show_file(file)
+
+
+def check_may_write(client: FilesClient, bucket: str, retries: Retries) -> None:
+    """Refuse at once, before hashing a large file, an upload the token may not make."""
+    token = retries.call(client.token)
+    granted = {*token["buckets"].get(bucket, []), *token["buckets"].get(ALL_BUCKETS, [])}
+    if not token["open"] and "write" not in granted:
+        has = ", ".join(action for action in ACTIONS if action in granted) or "nothing"
+        raise ClientError(f"token {token['name']!r} may not write to bucket {bucket!r} (it has: {has})")
 
 
 def start_upload(client: FilesClient, source: Source, mime_type: str | None, retries: Retries) -> Upload | dict:
@@ -243,6 +347,11 @@ def start_upload(client: FilesClient, source: Source, mime_type: str | None, ret
     with open(source.path, "rb") as file:
         digest = "blake3:" + hashlib.file_digest(file, lambda: blake3(max_threads=blake3.AUTO)).hexdigest()
     mime_type = mime_type or mimetypes.guess_type(source.path)[0] or OCTET_STREAM
+    return open_session(client, source, mime_type, digest, retries)
+
+
+def open_session(client: FilesClient, source: Source, mime_type: str, digest: str, retries: Retries) -> Upload | dict:
+    """A new session for the source; or, when the server completed it at once (empty content), the file."""
     created = retries.call(lambda: client.create_session(source.bucket, source.key, source.size, mime_type, digest))
     if "bucket" in created:
         return created
@@ -316,7 +425,7 @@ def download(arguments: argparse.Namespace) -> int:
     if path.exists() and not arguments.force:
         raise ClientError(f"{path} exists; add --force to replace it")
     part = path.with_name(path.name + ".part")
-    retries = Retries()
+    retries = Retries(arguments.retry_seconds)
     with connect(arguments) as client:
         file = retries.call(lambda: client.info(bucket, key))
         total, expected = file["bytes"], file["digest"].removeprefix("blake3:")
@@ -363,12 +472,13 @@ def download(arguments: argparse.Namespace) -> int:
 
 
 def ls(arguments: argparse.Namespace) -> int:
+    retries = Retries(arguments.retry_seconds)
     with connect(arguments) as client:
         if arguments.location is None:
-            buckets = client.buckets()
+            buckets = retries.call(client.buckets)
             print(json.dumps(buckets, indent=2) if arguments.json else "\n".join(buckets))
             return 0
-        files = list(client.list(*arguments.location))
+        files = retries.call(lambda: list(client.list(*arguments.location)))
     if arguments.json:
         print(json.dumps(files, indent=2))
         return 0
@@ -397,13 +507,13 @@ def print_table(headers: list[str], rows: list[list[str]], right: Container[int]
 
 def info(arguments: argparse.Namespace) -> int:
     with connect(arguments) as client:
-        print(json.dumps(client.info(*arguments.target), indent=2))
+        print(json.dumps(Retries(arguments.retry_seconds).call(lambda: client.info(*arguments.target)), indent=2))
     return 0
 
 
 def rm(arguments: argparse.Namespace) -> int:
     with connect(arguments) as client:
-        file = client.delete(*arguments.target)
+        file = Retries(arguments.retry_seconds).call(lambda: client.delete(*arguments.target))
     print(f"removed {file['bucket']}/{file['key']} ({file['bytes']} bytes, {file['digest']})")
     return 0
 

@@ -54,12 +54,14 @@ class Client:
             env["FILES_TOKEN"] = self.token
         return env
 
-    def run(self, *arguments: str, status: int = 0) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *arguments: str, status: int = 0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command to its end (killed if it outlives COMMAND_SECONDS) and check its exit status."""
         done = subprocess.run(
             service_command(*arguments),
             check=False,
-            env=self.environment(),
+            env={**self.environment(), **(env or {})},
             cwd=self.directory,
             capture_output=True,
             text=True,
@@ -266,6 +268,24 @@ def test_upload_rides_out_a_service_restart(client: Client) -> None:
     assert_content(client.service.api.content("restart", "file.bin"), content)
 
 
+def test_upload_starts_a_new_session_when_a_restart_lost_its_own(services, client_for) -> None:
+    """With the embedded Redis stand-in, a restarted service knows no session of before."""
+    client = client_for(services.start(redis_url=None))
+    content = os.urandom(SLOW_FILE_BYTES)
+    path = client.file("lost.bin", content)
+    process, session_id, _ = upload_in_progress(client, path, "restart/lost.bin")
+
+    client.service.kill()
+    client.service.launch()
+    client.service.wait_ready()
+
+    assert process.wait_exit(COMMAND_SECONDS) == 0, process.log_tail()
+    assert f"upload session {session_id} is gone (did the service restart?); starting a new one" in process.log_text()
+    assert_content(client.service.api.content("restart", "lost.bin"), content)
+    expect(client.service.api.session(session_id), 404)
+    assert client.uploads() == []
+
+
 # --- download ------------------------------------------------------------------------------------
 
 
@@ -375,9 +395,49 @@ def test_errors_say_what_went_wrong(client: Client) -> None:
     assert "not a positive size" in client.run("upload", exists, "a/b", "--chunk-size", "lots", status=2).stderr
     assert "not a readable file" in client.run("upload", "missing.bin", "a/b", status=2).stderr
 
-    nobody = f"http://127.0.0.1:{free_port()}"
-    unreachable = client.run("ls", "--url", nobody, status=1)
-    assert unreachable.stderr.startswith("files-service: cannot talk to 127.0.0.1")
+    port = free_port()
+    unreachable = client.run("ls", "--url", f"http://127.0.0.1:{port}", "--retry-seconds", "0", status=1)
+    assert unreachable.stderr == f"files-service: cannot talk to 127.0.0.1:{port}: [Errno 111] Connection refused\n"
+    wrong = client.run("ls", "--url", "ftp://127.0.0.1", status=2)
+    assert wrong.stderr == (
+        "files-service: the service URL 'ftp://127.0.0.1' (--url or FILES_URL) is not usable: "
+        "its scheme is 'ftp', not http or https; e.g. http://127.0.0.1:8321\n"
+    )
+    assert "port out of range" in client.run("ls", "--url", "127.0.0.1:99999", status=2).stderr
+
+
+def test_global_options_go_before_or_after_the_command_and_a_url_needs_no_scheme(client: Client) -> None:
+    client.service.api.upload("opts", "k", b"v")
+    host_and_port = client.service.base_url.removeprefix("http://")
+    nobody = f"127.0.0.1:{free_port()}"
+    # FILES_URL points at nobody: each form below must have been taken, or `ls` fails.
+    with_nobody = {"FILES_URL": nobody, "FILES_RETRY_SECONDS": "0"}
+    for arguments in (
+        ["--url", host_and_port, "ls"],
+        ["ls", "--url", host_and_port],
+        ["--url", nobody, "ls", "--url", host_and_port],
+    ):
+        assert client.run(*arguments, env=with_nobody).stdout.split() == ["opts"], arguments
+    listed = client.run("--url", client.service.base_url + "/", "--retry-seconds", "0", "ls", "opts", env=with_nobody)
+    assert listed.stdout.splitlines()[1].split()[:2] == ["k", "1"]
+    refused = client.run("--url", host_and_port, "ls", "--url", nobody, env=with_nobody, status=1)
+    assert refused.stderr.startswith(f"files-service: cannot talk to {nobody}")
+
+
+def test_every_command_waits_for_a_service_that_comes_back_within_the_retry_time(client: Client) -> None:
+    client.service.api.upload("back", "k", b"v")
+    client.service.kill()
+    listing = client.start("ls", "back", "--retry-seconds", "60")
+    wait_for(lambda: "retrying" in listing.log_text(), 30, "ls to retry the stopped service")
+    client.service.launch()  # the same port, Redis and data directory
+    client.service.wait_ready()
+    assert listing.wait_exit(COMMAND_SECONDS) == 0, listing.log_tail()
+    assert re.search(r"^k +1 ", listing.log_text(), re.MULTILINE), listing.log_text()
+
+    client.service.kill()
+    gave_up = client.run("info", "back/k", env={"FILES_RETRY_SECONDS": "1"}, status=1)
+    assert "retrying in" in gave_up.stderr
+    assert gave_up.stderr.splitlines()[-1].startswith("files-service: cannot talk to 127.0.0.1")
 
 
 # --- access tokens -------------------------------------------------------------------------------
@@ -426,13 +486,16 @@ def test_tokens_added_by_token_new_file_work_with_their_grants(services, client_
     writing = client_for(guarded, token=writer)
     content = os.urandom(50_000)
     writing.run("upload", str(writing.file("w.bin", content)), "models/w.bin")
-    assert "may not write" in writing.run("upload", str(writing.file("o.bin", b"o")), "other/o.bin", status=1).stderr
+    elsewhere = writing.run("upload", str(writing.file("o.bin", b"o")), "other/o.bin", status=1)
+    assert elsewhere.stderr == "files-service: token 'writer' may not write to bucket 'other' (it has: nothing)\n"
 
     reading = client_for(guarded, token=reader)
     assert reading.run("ls").stdout.split() == ["models"]
     reading.run("download", "models/w.bin", "copy.bin")
     assert (reading.directory / "copy.bin").read_bytes() == content
-    assert "may not write" in reading.run("upload", str(reading.file("r.bin", b"r")), "models/r.bin", status=1).stderr
+    refused = reading.run("upload", str(reading.file("r.bin", b"r")), "models/r.bin", status=1)
+    # Refused before the file is hashed, which for a large file takes a while.
+    assert refused.stderr == "files-service: token 'reader' may not write to bucket 'models' (it has: read)\n"
     assert "may not delete" in reading.run("rm", "models/w.bin", status=1).stderr
 
     writing.run("rm", "models/w.bin")
