@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import mimetypes
 import os
 import re
@@ -118,12 +119,10 @@ def connection_options(after_command: bool) -> argparse.ArgumentParser:
 
 
 def retry_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more (also for FILES_RETRY_SECONDS): {text!r}")
+    with contextlib.suppress(ValueError):
+        if 0 <= (seconds := float(text)) < math.inf:
+            return seconds
+    raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more (also for FILES_RETRY_SECONDS): {text!r}")
     return seconds
 
 
