@@ -4,80 +4,110 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from annotated_types import Ge, Le
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 GiB = 1024**3
+PREFIX = "FILES_"
 
 
 class ConfigError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
-@dataclass(frozen=True)
-class Settings:
+def lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def origins(value: Any) -> Any:
+    """`a, b/` in the environment is the two origins `a` and `b`: a list, not the JSON pydantic-settings expects."""
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(origin.strip().rstrip("/") for origin in value if origin.strip())
+
+
+def without_trailing_slash(value: Any) -> Any:
+    return value.rstrip("/") if isinstance(value, str) else value
+
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["json", "text"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; `FILES_<NAME>` in the environment sets `<name>`, an empty one is unset."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, frozen=True)
+
     data_dir: Path = Path("./data")
     redis_url: str | None = None
     redis_prefix: str = "files:"
-    session_ttl_seconds: int = 86400
-    max_upload_bytes: int = 10 * GiB
-    public_url: str | None = None
-    lock_lease_seconds: float = 30.0
-    sweep_interval_seconds: float = 30.0
-    blob_grace_seconds: float = 3600.0
-    max_json_bytes: int = 64 * 1024
-    max_header_bytes: int = 16 * 1024
-    max_open_sessions: int = 1000
-    body_stall_seconds: float = 60.0
+    session_ttl_seconds: int = Field(86400, ge=1)
+    max_upload_bytes: int = Field(10 * GiB, ge=0)
+    public_url: Annotated[str | None, BeforeValidator(without_trailing_slash)] = None
+    lock_lease_seconds: float = Field(30.0, ge=1, le=30)
+    sweep_interval_seconds: float = Field(30.0, ge=0.1, le=30)
+    blob_grace_seconds: float = Field(3600.0, ge=0)
+    max_json_bytes: int = Field(64 * 1024, ge=1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    max_open_sessions: int = Field(1000, ge=1)
+    body_stall_seconds: float = Field(60.0, ge=0.1)
     auth_tokens_file: Path | None = None
-    cors_origins: tuple[str, ...] = ()
-    log_level: str = "info"
-    log_format: str = "json"
-    shutdown_grace_seconds: float = 30.0
+    cors_origins: Annotated[tuple[str, ...], NoDecode, BeforeValidator(origins)] = ()
+    log_level: Annotated[LogLevel, BeforeValidator(lower)] = "info"
+    log_format: Annotated[LogFormat, BeforeValidator(lower)] = "json"
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what the constructor is given: `from_env` is the one place that reads the environment."""
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        def number(name: str, default: float, kind: type = int, low: float = 0, high: float | None = None):
-            raw = environ.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
-            if value < low or (high is not None and value > high):
-                bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-                raise ConfigError(f"{name} must be {bound}, got {raw!r}")
-            return value
+        try:
+            return cls(**Environment(cls, environ)())
+        except ValidationError as error:
+            raise ConfigError(explain(cls, error.errors()[0], environ)) from None
 
-        def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-            value = (environ.get(name) or default).lower()
-            if value not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {environ.get(name)!r}")
-            return value
 
-        public_url = environ.get("FILES_PUBLIC_URL") or None
-        return cls(
-            data_dir=Path(environ.get("FILES_DATA_DIR") or "./data"),
-            redis_url=environ.get("FILES_REDIS_URL") or None,
-            redis_prefix=environ.get("FILES_REDIS_PREFIX", "files:"),
-            session_ttl_seconds=number("FILES_SESSION_TTL_SECONDS", 86400, low=1),
-            max_upload_bytes=number("FILES_MAX_UPLOAD_BYTES", 10 * GiB),
-            public_url=public_url.rstrip("/") if public_url else None,
-            lock_lease_seconds=number("FILES_LOCK_LEASE_SECONDS", 30.0, float, low=1, high=30),
-            sweep_interval_seconds=number("FILES_SWEEP_INTERVAL_SECONDS", 30.0, float, low=0.1, high=30),
-            blob_grace_seconds=number("FILES_BLOB_GRACE_SECONDS", 3600.0, float),
-            max_json_bytes=number("FILES_MAX_JSON_BYTES", 64 * 1024, low=1024),
-            max_header_bytes=number("FILES_MAX_HEADER_BYTES", 16 * 1024, low=1024),
-            max_open_sessions=number("FILES_MAX_OPEN_SESSIONS", 1000, low=1),
-            body_stall_seconds=number("FILES_BODY_STALL_SECONDS", 60.0, float, low=0.1),
-            auth_tokens_file=Path(tokens) if (tokens := environ.get("FILES_AUTH_TOKENS_FILE")) else None,
-            log_level=choice("FILES_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")),
-            log_format=choice("FILES_LOG_FORMAT", "json", ("json", "text")),
-            shutdown_grace_seconds=number("FILES_SHUTDOWN_GRACE_SECONDS", 30.0, float),
-            cors_origins=tuple(
-                origin.strip().rstrip("/")
-                for origin in environ.get("FILES_CORS_ORIGINS", "").split(",")
-                if origin.strip()
-            ),
-        )
+class Environment(EnvSettingsSource):
+    """The `FILES_` variables of a given mapping (the process's, or a test's) rather than always `os.environ`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self.environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def explain(settings_cls: type[Settings], error: ErrorDetails, environ: Mapping[str, str]) -> str:
+    """Pydantic's complaint about one field as one line that names the variable: `FILES_X must be ..., got '...'`."""
+    field = str(error["loc"][0])
+    name = PREFIX + field.upper()
+    got = repr(environ.get(name))
+    info = settings_cls.model_fields[field]
+    if error["type"] in ("int_parsing", "float_parsing", "int_from_float"):
+        return f"{name} must be a {getattr(info.annotation, '__name__', info.annotation)}, got {got}"
+    if error["type"] == "literal_error":
+        return f"{name} must be one of {', '.join(get_args(info.annotation))}, got {got}"
+    low = next((bound.ge for bound in info.metadata if isinstance(bound, Ge)), None)
+    high = next((bound.le for bound in info.metadata if isinstance(bound, Le)), None)
+    if low is not None:
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        return f"{name} must be {bound}, got {got}"
+    return f"{name}: {error['msg']}, got {got}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         lock_lease_seconds=2.0,
-        sweep_interval_seconds=60.0,
+        sweep_interval_seconds=30.0,
         blob_grace_seconds=0.0,
     )
 
@@ -49,7 +48,7 @@ def make_app(settings: Settings, redis_server: fakeredis.FakeServer) -> Callable
 
     def make(**changes: object) -> Starlette:
         client = fakeredis.FakeAsyncRedis(server=redis_server, decode_responses=True)
-        return create_app(dataclasses.replace(settings, **changes), client=client)
+        return create_app(settings.model_copy(update=changes), client=client)
 
     return make
 

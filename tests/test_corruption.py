@@ -7,7 +7,6 @@ that shares the app's server, as a separate `files-service fsck` shares the serv
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import secrets
@@ -79,7 +78,7 @@ class Stock:
 
 @pytest.fixture
 async def stock(settings, redis_server, make_app) -> AsyncIterator[Stock]:
-    settings = dataclasses.replace(settings, blob_grace_seconds=GRACE)
+    settings = settings.model_copy(update={"blob_grace_seconds": GRACE})
     app = make_app(blob_grace_seconds=GRACE)
     async with app_client(app, raise_app_exceptions=False) as client:
         await upload(client, "b", "damaged", DAMAGED)

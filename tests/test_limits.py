@@ -3,7 +3,6 @@ a stalled request body, and the defaults the README documents."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import time
@@ -300,8 +299,7 @@ def test_settings_read_every_limit_from_the_environment():
         "FILES_CORS_ORIGINS": "https://a.example/, https://b.example",
     }
     settings = Settings.from_env(environ)
-    expected = dataclasses.replace(
-        Settings(),
+    expected = Settings(
         max_json_bytes=2048,
         max_header_bytes=4096,
         max_open_sessions=7,
