@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import time
+from typing import Any
 
-# Attributes every LogRecord has; anything else on a record came in through `extra=`.
-# uvicorn's `color_message` (the message again, with terminal colours) is left out too.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message",
-    "asctime",
-    "taskName",
-    "color_message",
-}
-
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -29,18 +22,26 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class JSONFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        line.update({key: value for key, value in vars(record).items() if key not in _STANDARD and value is not None})
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+class JSONFormatter(JsonFormatter):
+    """python-json-logger's lines with our field names: time (UTC, milliseconds), level, logger, message,
+    then every `extra=` field that is set, and `exception` with its traceback."""
+
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "exception"},
+            # uvicorn's `color_message` is the message again, with terminal colours.
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],
+            json_default=str,
+        )
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        log_data["level"] = log_data["level"].lower()
+        return {key: value for key, value in log_data.items() if value is not None}
 
 
 def logging_config(level: str, format: str) -> dict:
