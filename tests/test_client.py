@@ -104,6 +104,23 @@ def test_progress_writes_whole_lines_when_not_a_terminal() -> None:
     assert "3.9 MiB / 4.0 MiB" in lines[-1] and "/s" in lines[-1] and "left" in lines[-1]
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_one_line_in_place_on_a_terminal() -> None:
+    stream = Terminal()
+    with Progress("b/k", 2**20, stream=stream) as progress:
+        progress.advance(2**19)
+        progress.update(0)  # a retry that starts the chunk again
+        progress.advance(2**20)
+    text = stream.getvalue()
+    assert text.startswith("\r") and text.endswith("\n") and text.count("\n") == 1
+    last = text.rstrip("\n").split("\r")[-1]
+    assert last.startswith("b/k [########################] 100% 1.0 MiB / 1.0 MiB") and last.endswith("done"), last
+
+
 def test_state_remembers_one_upload_per_slot_and_writes_atomically(tmp_path: Path) -> None:
     state = SessionState(tmp_path / "deep" / "sessions.json")
     source = Source("http://h:1", "b", "k", "/data/f", 10, 123)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from datetime import timedelta
-from typing import Self, TextIO
+from typing import Any, Self, TextIO
+
+from tqdm import tqdm
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-BAR_WIDTH = 24
+LINE = "{desc} [{bar:24}] {percentage:3.0f}% {done} / {size}  {speed}/s  {left}"
 # On a terminal the line is redrawn in place, often enough to look live but not so often that
 # drawing costs more than the transfer; in a log every redraw is a new line, so fewer of them.
 TTY_INTERVAL = 0.1
@@ -25,59 +26,75 @@ def human(count: float) -> str:
 
 
 class Progress:
-    """How far a transfer has got, drawn on `stream` at most once per interval and once at the end.
+    """How far a transfer has got, drawn on `stream` by tqdm at most once per interval and once at the end.
 
     `update` takes the absolute position, so a transfer that resumes or goes back after a
     retry shows where it really is; the rate counts only the bytes this process moved.
     """
 
     def __init__(self, label: str, total: int, position: int = 0, stream: TextIO | None = None) -> None:
-        self.label = label
-        self.total = total
-        self.position = position
-        self.moved = 0
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.interval = TTY_INTERVAL if self.tty else LINE_INTERVAL
-        self.started = time.monotonic()
-        self.drawn_at = float("-inf")
+        stream = stream or sys.stderr
+        tty = stream.isatty()
+        self.bar = Bar(
+            tty,
+            desc=label,
+            total=total,
+            initial=position,
+            file=stream,
+            mininterval=TTY_INTERVAL if tty else LINE_INTERVAL,
+            bar_format=LINE,
+            ascii=".#",
+            leave=tty,
+        )
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         """Show where the transfer stopped, also when it failed, and end the line."""
-        self.draw()
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
 
     def advance(self, count: int) -> None:
-        self.moved += count
-        self.update(self.position + count)
+        self.bar.moved += count
+        self.bar.update(count)
 
     def update(self, position: int) -> None:
-        self.position = position
-        if time.monotonic() - self.drawn_at >= self.interval:
-            self.draw()
+        self.bar.update(position - self.bar.n)
 
-    def draw(self) -> None:
-        now = time.monotonic()
-        self.drawn_at = now
-        elapsed = now - self.started
-        rate = self.moved / elapsed if elapsed > 0 else 0.0
-        fraction = self.position / self.total if self.total else 1.0
-        if self.position >= self.total:
-            left = "done"
+
+class Bar(tqdm):
+    """tqdm with our units (KiB, MiB) and rate, and whole lines where redrawing in place is not possible."""
+
+    def __init__(self, tty: bool, **options: Any) -> None:
+        self.tty = tty
+        self.moved = 0
+        super().__init__(**options)
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        values = super().format_dict
+        rate = self.moved / values["elapsed"] if values["elapsed"] > 0 else 0.0
+        left = self.total - self.n
+        if left <= 0:
+            values["left"] = "done"
         elif rate > 0:
-            left = f"{timedelta(seconds=round((self.total - self.position) / rate))} left"
+            values["left"] = f"{timedelta(seconds=round(left / rate))} left"
         else:
-            left = "--:--:-- left"
-        filled = round(fraction * BAR_WIDTH)
-        line = (
-            f"{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%} "
-            f"{human(self.position)} / {human(self.total)}  {human(rate)}/s  {left}"
-        )
-        # "\r" + clearing to the end of the line redraws in place on a terminal.
-        self.stream.write(f"\r{line}\x1b[K" if self.tty else f"{line}\n")
-        self.stream.flush()
+            values["left"] = "--:--:-- left"
+        values.update(done=human(self.n), size=human(self.total), speed=human(rate))
+        return values
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool | None:
+        if self.tty:
+            return super().display(msg, pos)
+        if msg is not None:  # tqdm clearing the line (msg ''): a log has nothing to clear
+            return False
+        self.fp.write(f"{self}\n")
+        self.fp.flush()
+        return True
+
+    def close(self) -> None:
+        """Where the transfer stopped; on a terminal tqdm's own last draw, in a log one more whole line."""
+        if not self.tty and not self.disable:
+            self.display()
+        super().close()
