@@ -81,17 +81,9 @@ def _stopped(signum: int, frame: object) -> None:
 
 
 def fsck(arguments: argparse.Namespace) -> int:
-    from service.fsck import fsck as check
-    from service.services import Services
+    from service.fsck import check_data_dir
 
-    async def run() -> int:
-        services = Services.build(load_settings())
-        try:
-            return await check(services, arguments.repair, print)
-        finally:
-            await services.client.aclose()
-
-    return asyncio.run(run())
+    return asyncio.run(check_data_dir(load_settings(), arguments.repair, print))
 
 
 def parser() -> argparse.ArgumentParser:

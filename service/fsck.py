@@ -6,18 +6,23 @@ What it finds:
   since its content cannot be served);
 - unreferenced blob: a blob no entry needs, older than FILES_BLOB_GRACE_SECONDS (repair: deleted,
   unless an entry is unreadable: it may be the one that needs the blob);
-- stray partial: a staging file whose session Redis does not know (repair: deleted);
+- stray partial: a staging file whose session Redis does not know (repair: deleted), judged as
+  `Sessions` below says;
 - stray temporary: a leftover `.<name>.tmp` from an interrupted write, over an hour old (repair: deleted);
 - unreadable entry: an entry file that is not a valid entry (reported only: a person should look).
 
-Safe beside running workers with a shared Redis: deletions go through the same
-leases as the service's own. With the embedded Redis stand-in, run it only while
-the service is stopped (it cannot see that process's sessions).
+Safe beside running services: it holds the data directory's lock (service/dirlock.py) for its
+whole run, without waiting for it. Without FILES_REDIS_URL it asks for it alone: if it gets it, no
+service runs (and none can start until it ends), so no session of an embedded Redis stand-in is
+alive and every partial file is stray; if not, a service runs whose sessions it cannot see, and
+partial files are reported as not checked, never removed. With FILES_REDIS_URL it shares the lock
+with services on that Redis, and deletions go through the same leases as theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import time
 from collections.abc import Callable
@@ -28,10 +33,20 @@ from pydantic import ValidationError
 
 from blobstore import hash_file
 from blobstore.durable import make_dirs
+from service.config import Settings
+from service.dirlock import DataDirLock
 from service.entries import Entry
 from service.services import Services
 
 TEMPORARY_AGE_SECONDS = 3600
+
+
+class Sessions(enum.Enum):
+    """What fsck knows of the upload sessions that may own partial files."""
+
+    ALONE = "alone"  # no service runs: a partial file whose session its Redis does not know is stray
+    SHARED = "shared"  # services may run on its Redis: stray once also unwritten for a lock lease
+    HIDDEN = "hidden"  # a service runs whose sessions it cannot see: partial files are not checked
 
 
 @dataclass(frozen=True)
@@ -40,20 +55,22 @@ class Finding:
     path: Path
     detail: str
     repaired: bool = False
+    problem: bool = True  # False: noted, not a problem, never touched
 
     def line(self) -> str:
-        state = "repaired" if self.repaired else "found"
+        state = "repaired" if self.repaired else "found" if self.problem else "skipped"
         return f"{state:8} {self.kind:18} {self.path}  {self.detail}"
 
 
 class Checker:
-    def __init__(self, services: Services, repair: bool) -> None:
+    def __init__(self, services: Services, repair: bool, sessions: Sessions) -> None:
         self.services = services
         self.repair = repair
+        self.sessions = sessions
         self.findings: list[Finding] = []
 
-    def report(self, kind: str, path: Path, detail: str, repaired: bool = False) -> None:
-        self.findings.append(Finding(kind, path, detail, repaired))
+    def report(self, kind: str, path: Path, detail: str, repaired: bool = False, problem: bool = True) -> None:
+        self.findings.append(Finding(kind, path, detail, repaired, problem))
 
     async def run(self) -> list[Finding]:
         entries = await asyncio.to_thread(self.read_entries)
@@ -136,9 +153,15 @@ class Checker:
     async def check_partials(self) -> None:
         staging = self.services.staging
         names = await asyncio.to_thread(staging.names)
+        if self.sessions is Sessions.HIDDEN:
+            for name in names:
+                self.report("unchecked partial", staging.path(name), "partial of a running service", problem=False)
+            return
         known = await self.services.sessions.exist(names) if names else []
+        idle = self.services.settings.lock_lease_seconds if self.sessions is Sessions.SHARED else 0.0
+        cutoff = time.time() - idle
         for name, alive in zip(names, known):
-            if alive:
+            if alive or not await asyncio.to_thread(written_before, staging.path(name), cutoff):
                 continue
             if self.repair:
                 await asyncio.to_thread(staging.remove, name)
@@ -163,11 +186,44 @@ class Checker:
                     self.report("stray temporary", path, "left by an interrupted write", self.repair)
 
 
-async def fsck(services: Services, repair: bool, emit: Callable[[str], None]) -> int:
+def written_before(path: Path, cutoff: float) -> bool:
+    """Whether the file was last written before `cutoff`; a file gone meanwhile was not (nothing to do)."""
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+async def fsck(
+    services: Services, repair: bool, emit: Callable[[str], None], sessions: Sessions = Sessions.SHARED
+) -> int:
     """Run the check, print a line per finding; exit status 0 when nothing is left unrepaired."""
-    findings = await Checker(services, repair).run()
+    findings = await Checker(services, repair, sessions).run()
     for finding in findings:
         emit(finding.line())
-    left = [finding for finding in findings if not finding.repaired]
-    emit(f"fsck: {len(findings)} problem(s) found, {len(findings) - len(left)} repaired")
-    return 1 if left else 0
+    problems = [finding for finding in findings if finding.problem]
+    repaired = sum(finding.repaired for finding in problems)
+    emit(f"fsck: {len(problems)} problem(s) found, {repaired} repaired")
+    if unchecked := len(findings) - len(problems):
+        emit(
+            f"fsck: {unchecked} partial file(s) not checked: a running service holds the data directory and "
+            "keeps upload sessions this fsck cannot see; to check them, stop it, or run fsck with "
+            "FILES_REDIS_URL set to the service's Redis"
+        )
+    return 1 if repaired < len(problems) else 0
+
+
+async def check_data_dir(settings: Settings, repair: bool, emit: Callable[[str], None]) -> int:
+    """`files-service fsck`: the check under the data directory's lock, held until it ends."""
+    embedded = settings.redis_url is None
+    lock = DataDirLock.try_acquire(settings.data_dir, exclusive=embedded)
+    sessions = Sessions.HIDDEN if lock is None else Sessions.ALONE if embedded else Sessions.SHARED
+    try:
+        services = Services.build(settings)
+        try:
+            return await fsck(services, repair, emit, sessions)
+        finally:
+            await services.client.aclose()
+    finally:
+        if lock is not None:
+            lock.release()

@@ -140,8 +140,10 @@ async def unreferenced_blob(stock: Stock) -> Planted:
 async def stray_partial(stock: Stock) -> Planted:
     session_id = await start_session(stock.client, "b", "in-progress", 10)
     assert (await send(stock.client, session_id, b"01234", offset=0)).status_code == 200
-    stray = plant_file(stock.data / "partial" / secrets.token_hex(16), b"left behind")
-    return Planted([("stray partial", stray)], spared=[stock.data / "partial" / session_id])
+    stray = plant_file(stock.data / "partial" / secrets.token_hex(16), b"left behind", LONG_AGO)
+    # Unknown to Redis but written within a lock lease: a writer may still hold it (service/fsck.py).
+    fresh = plant_file(stock.data / "partial" / secrets.token_hex(16), b"just written")
+    return Planted([("stray partial", stray)], spared=[stock.data / "partial" / session_id, fresh])
 
 
 def stray_temporary(area: str) -> Callable[[Stock], Awaitable[Planted]]:

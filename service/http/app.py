@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from service.config import Settings
+from service.dirlock import hold_for_service
 from service.http.errors import HANDLERS
 from service.http.limits import HeaderLimit
 from service.http.observe import RequestObserver
@@ -28,7 +29,11 @@ CORS_EXPOSED_HEADERS = ["Upload-Offset", "ETag", "Content-Range", "Content-Lengt
 
 
 def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> Starlette:
-    services = Services.build(settings or Settings.from_env(), client)
+    """The app of one service process; a caller that passes its own Redis `client` (tests) minds the data directory."""
+    settings = settings or Settings.from_env()
+    # Claimed before anything else, so that a service that may not share it stops with one clear line.
+    dir_lock = hold_for_service(settings.data_dir, embedded=settings.redis_url is None) if client is None else None
+    services = Services.build(settings, client)
     api = FilesAPI(services)
     routes = api.routes()
     templates = {route.endpoint: route.path for route in routes}
@@ -50,8 +55,9 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await services.client.aclose()
+            if dir_lock is not None:
+                dir_lock.release()
 
-    settings = services.settings
     middleware = [
         Middleware(
             RequestObserver,
