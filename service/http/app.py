@@ -11,6 +11,7 @@ import redis.asyncio as redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount, Route
 
 from service.config import Settings
 from service.dirlock import hold_for_service
@@ -18,6 +19,7 @@ from service.http.errors import HANDLERS
 from service.http.limits import HeaderLimit
 from service.http.observe import RequestObserver
 from service.http.routes import FilesAPI
+from service.http.static import docs_routes
 from service.services import Services
 from service.tuning import tune_allocator, widen_io_threads
 
@@ -35,8 +37,9 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     dir_lock = hold_for_service(settings.data_dir, embedded=settings.redis_url is None) if client is None else None
     services = Services.build(settings, client)
     api = FilesAPI(services)
-    routes = api.routes()
-    templates = {route.endpoint: route.path for route in routes}
+    routes = [*api.routes(), *docs_routes()]
+    templates = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
+    templates |= {route.app: f"{route.path}/{{path}}" for route in routes if isinstance(route, Mount)}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -27,6 +27,19 @@ KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 MEDIA_TYPE_PATTERN = rf'^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"(?:[^"\\\x00-\x1f\x7f]|\\.)*"))*$'
 DIGEST_PATTERN = "^(?:blake3|sha256):[0-9a-fA-F]{64}$"
+BUCKET_DESCRIPTION = "The bucket: 1 to 63 characters of a-zA-Z0-9_- (no '.')."
+KEY_DESCRIPTION = (
+    "The file's key, 1 to 1024 characters of a-zA-Z0-9_-/.: segments separated by '/', none empty, '.' or '..'."
+)
+# The one security scheme; an operation that may answer 401 requires it, the others are open.
+BEARER = "bearer"
+SECURITY_SCHEMES = {
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from `files-service token new`, when FILES_AUTH_TOKENS_FILE is set.",
+    }
+}
 MODELS: list[type[BaseModel]] = [
     CreateUploadRequest,
     FileUploadResponse,
@@ -72,6 +85,8 @@ def _operation(
     for status in errors:
         responses[str(status)] = _json(_ref(ErrorResponse), ERRORS[status])
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if 401 in errors:
+        operation["security"] = [{BEARER: []}]
     if parameters:
         operation["parameters"] = list(parameters)
     if body is not None:
@@ -101,21 +116,16 @@ def build_openapi() -> dict[str, Any]:
     _, definitions = models_json_schema([(model, "serialization") for model in MODELS], ref_template=REF)
     request_schema = CreateUploadRequest.model_json_schema(ref_template=REF)
     fields = request_schema["properties"]
-    fields["bucket"] |= {"pattern": BUCKET_PATTERN, "minLength": 1, "maxLength": 63}
-    fields["key"] |= {"pattern": KEY_PATTERN, "minLength": 1, "maxLength": 1024}
+    fields["bucket"] |= {"pattern": BUCKET_PATTERN, "minLength": 1, "maxLength": 63, "description": BUCKET_DESCRIPTION}
+    fields["key"] |= {"pattern": KEY_PATTERN, "minLength": 1, "maxLength": 1024, "description": KEY_DESCRIPTION}
     fields["mime_type"] |= {"pattern": MEDIA_TYPE_PATTERN}
     for choice in fields["digest"]["anyOf"]:
         if choice.get("type") == "string":
             choice["pattern"] = DIGEST_PATTERN
     schemas = definitions["$defs"] | {"CreateUploadRequest": request_schema}
     session = _path("session_id", "The session id from POST /v1/files.", "^[0-9a-f]{32}$")
-    bucket = _path("bucket", "1 to 63 characters of a-zA-Z0-9_-.", BUCKET_PATTERN, "photos")
-    key = _path(
-        "key",
-        "The file's key, 1 to 1024 characters of a-zA-Z0-9_-/.: segments separated by '/', none empty, '.' or '..'.",
-        KEY_PATTERN,
-        "2024/cat.jpg",
-    )
+    bucket = _path("bucket", BUCKET_DESCRIPTION, BUCKET_PATTERN, "photos")
+    key = _path("key", KEY_DESCRIPTION, KEY_PATTERN, "2024/cat.jpg")
     key["schema"] |= {"minLength": 1, "maxLength": 1024}
     upload = _json(_ref(FileUploadResponse), "The session and its offset.")
     file = _json(_ref(FileResponse), "The file.")
@@ -164,6 +174,13 @@ def build_openapi() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         }
                     },
+                    [],
+                )
+            },
+            "/docs": {
+                "get": _operation(
+                    "Interactive API docs (Swagger UI) on this document; its Authorize button takes the token.",
+                    {200: {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
                     [],
                 )
             },
@@ -264,5 +281,5 @@ def build_openapi() -> dict[str, Any]:
                 ),
             },
         },
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }
