@@ -1,4 +1,4 @@
-"""Who may use a data directory at once: an advisory lock (`flock`) on `<data dir>/.service.lock`.
+"""Who may use a data directory at once: an advisory lock (`flock`) on `<data dir>/service.lock`.
 
 The partial file of an upload belongs to a session that only the session's Redis knows. A service
 on the embedded Redis stand-in keeps its sessions inside its own process, where no other process
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from service.config import ConfigError
 
-LOCK_FILE = ".service.lock"
+LOCK_FILE = "service.lock"
 
 
 class DataDirBusy(ConfigError):
