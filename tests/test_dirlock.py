@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import fakeredis
@@ -38,7 +37,7 @@ async def test_a_second_embedded_service_refuses_the_directory_until_the_first_h
     async with first.router.lifespan_context(first):
         with pytest.raises(DataDirBusy, match=re.escape(str(settings.data_dir.resolve()))):
             create_app(settings)
-        shared = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0")
+        shared = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
         with pytest.raises(DataDirBusy, match="holds the data directory"):
             create_app(shared)
     second = create_app(settings)  # the first let go of the directory as it stopped
