@@ -5,7 +5,7 @@ stage, place and delete; this package decides *how*, durably.
 """
 
 from blobstore.digests import ContentHasher, Digests, hash_file
-from blobstore.durable import StorageFull, fsync_dir, write_atomic
+from blobstore.durable import StorageFull, fsync_dir, remove_stale_temporaries, write_atomic
 from blobstore.staging import StagingArea, StagingFile, StagingLost
 from blobstore.store import BlobStore
 
@@ -19,5 +19,6 @@ __all__ = [
     "StorageFull",
     "fsync_dir",
     "hash_file",
+    "remove_stale_temporaries",
     "write_atomic",
 ]

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator
@@ -60,9 +61,35 @@ _PROCESS = f"{os.getpid()}-{secrets.token_hex(4)}"
 _COUNT = itertools.count()
 
 
+TEMPORARY = re.compile(r"\..+\.\d+-[0-9a-f]{8}-\d+\.tmp")
+
+
 def temporary_path(path: Path) -> Path:
     """A hidden name beside `path` that no other writer, in this process or another, will pick."""
     return path.with_name(f".{path.name}.{_PROCESS}-{next(_COUNT)}.tmp")
+
+
+def remove_stale_temporaries(root: Path, cutoff: float) -> int:
+    """Remove the temporaries below `root` whose inode last changed before `cutoff` (a unix time):
+    left by a writer that died between making one and renaming it. Returns how many went.
+
+    Age is the inode's ctime, not its mtime: a hard link made by os.link keeps the mtime of its
+    source (a staging file's last write, possibly long ago) but updates the ctime, so a blob
+    being placed this moment would look old by its mtime.
+    """
+    removed = 0
+    for directory, _, names in os.walk(root):
+        for name in names:
+            if not TEMPORARY.fullmatch(name):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                if os.lstat(path).st_ctime < cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # renamed or removed by its writer meanwhile
+    return removed
 
 
 def fsync_dir(path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from blobstore.durable import contained, make_dirs, space_checked
+from blobstore.durable import TEMPORARY, contained, make_dirs, space_checked
 
 
 class StagingLost(Exception):
@@ -83,6 +83,10 @@ class StagingArea:
         self.path(name).unlink(missing_ok=True)
 
     def names(self) -> list[str]:
-        """The name of every staging file."""
+        """The name of every staging file (temporaries of interrupted writes are no session's)."""
         with os.scandir(self.root) as listing:
-            return [item.name for item in listing if item.is_file(follow_symlinks=False)]
+            return [
+                item.name
+                for item in listing
+                if item.is_file(follow_symlinks=False) and not TEMPORARY.fullmatch(item.name)
+            ]

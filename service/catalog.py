@@ -8,6 +8,12 @@ Exclusion (all by leases in Redis, so it holds across processes and machines):
 - `entry:<bucket>/<key>` is held while one entry is replaced or removed, so the
   volume and the index change in the same order.
 A commit takes both in one step (all or none), so it cannot deadlock with a delete.
+
+Crashes: a commit or delete records its intent with its locks (`service/intents.py`); a
+process killed half-way leaves the intent behind, and `settle_stranded` later takes the same
+locks and makes the index agree with the volume for that key (the entry written: rolled
+forward; not written: rolled back, the blob freed if nothing needs it). docs/design.md has
+the failure table.
 """
 
 from __future__ import annotations
@@ -18,44 +24,64 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blobstore import BlobStore
+from blobstore.durable import OutsideRoot
 from service import metrics
+from service.crashpoints import crash_point
 from service.entries import Entry, EntryStore
-from service.errors import FileNotFound
+from service.errors import FileNotFound, Unavailable
 from service.index import EntryIndex
+from service.intents import Intent, Intents
 from service.leases import Leases
 
 
 class Catalog:
-    def __init__(self, entries: EntryStore, index: EntryIndex, blobs: BlobStore, leases: Leases) -> None:
+    def __init__(
+        self, entries: EntryStore, index: EntryIndex, blobs: BlobStore, leases: Leases, intents: Intents
+    ) -> None:
         self.entries = entries
         self.index = index
         self.blobs = blobs
         self.leases = leases
+        self.intents = intents
 
     async def commit(self, entry: Entry, source: Path) -> None:
         """Store the content in `source` (hashed to `entry.digest`) and write the entry for it."""
-        async with self.leases.hold(f"blob:{entry.digest}", f"entry:{entry.bucket}/{entry.key}") as lease:
+        intent = Intent(bucket=entry.bucket, key=entry.key, digest=entry.digest)
+        async with self.leases.hold(*intent.locks(), intent=intent.model_dump_json()) as lease:
             placed, replaced = await asyncio.to_thread(self._store, entry, source)
-            await self.index.put(entry, release=lease)
+            unindexed = await self.index.put(entry, release=lease)
+            crash_point("index-updated")
         if not placed:
             metrics.DEDUPLICATED.inc()
             metrics.BYTES_SAVED.inc(entry.bytes)
-        if replaced is not None and replaced.digest != entry.digest:
-            await self.release_blob(replaced.digest)
+        # The volume's old entry and the index's are the same one, unless a crash parted them.
+        for digest in {replaced.digest if replaced else None, unindexed} - {None, entry.digest}:
+            await self.release_blob(digest)
 
     def _store(self, entry: Entry, source: Path) -> tuple[bool, Entry | None]:
-        """Place the blob and write the entry (one trip to a worker thread): (newly placed?, entry replaced)."""
+        """Place the blob and write the entry (one trip to a worker thread): (newly placed?, entry replaced).
+
+        Should either fail, the intent stays behind (the lease lets go without dropping it) and
+        the sweeper settles it; a blob just placed that no entry can need goes at once.
+        """
         placed = self.blobs.place(source, entry.digest)
+        crash_point("blob-placed")
         try:
-            # Inside the try: a lookup that fails (a planted link, an unreadable entry) must not
-            # leave the blob just placed without an entry either.
             replaced = self.entries.put(entry)
         except BaseException:
-            # No entry can refer to a blob that appeared under our lease: leave none behind.
-            if placed:
+            if placed and not self._readable(entry):
                 self.blobs.delete(entry.digest)
             raise
+        crash_point("entry-written")
         return placed, replaced
+
+    def _readable(self, entry: Entry) -> bool:
+        """Whether `entry` can be read back from the volume: a write that failed after its rename
+        (flushing the directory) left it there, and its blob must stay."""
+        try:
+            return self.entries.exists(entry)
+        except (OSError, OutsideRoot, ValueError):  # a planted link, a damaged file: no reader gets it
+            return False
 
     async def get(self, bucket: str, key: str) -> Entry:
         entry = await asyncio.to_thread(self.entries.get, bucket, key)
@@ -64,11 +90,16 @@ class Catalog:
         return entry
 
     async def delete(self, bucket: str, key: str) -> Entry:
-        async with self.leases.hold(f"entry:{bucket}/{key}"):
-            entry = await self.get(bucket, key)
+        intent = Intent(bucket=bucket, key=key)
+        async with self.leases.hold(*intent.locks(), intent=intent.model_dump_json()) as lease:
+            entry = await asyncio.to_thread(self.entries.get, bucket, key)
+            if entry is None:
+                await lease.settle()
+                raise FileNotFound(f"no file {key!r} in bucket {bucket!r}")
             await asyncio.to_thread(self.entries.delete, bucket, key)
-            await self.index.remove(bucket, key)
-        await self.release_blob(entry.digest)
+            unindexed = await self.index.remove(bucket, key, release=lease)
+        for digest in {entry.digest, unindexed} - {None}:
+            await self.release_blob(digest)
         return entry
 
     async def buckets(self) -> list[str]:
@@ -87,6 +118,46 @@ class Catalog:
             if await self.index.unreferenced(digest):
                 return await asyncio.to_thread(self.blobs.delete, digest)
         return False
+
+    async def settle_stranded(self) -> int:
+        """Finish or undo the changes of processes that died half-way; the number settled.
+
+        Under the same locks as the change itself (so after any commit or delete of that key or
+        content in flight), the index is made to agree with the volume for the key: an entry
+        written is counted (rolled forward), one not written leaves the index as it was (rolled
+        back). Then the intent goes, and a blob the change placed is freed unless an entry or
+        another intent still names it.
+        """
+        await self.index.rebuild()
+        settled = 0
+        for token, intent in await self.intents.stranded():
+            try:
+                unindexed = await self._settle(token, intent)
+            except Unavailable:
+                continue  # the key is busy: the next sweep tries again
+            if unindexed is not None and unindexed != intent.digest:
+                await self.release_blob(unindexed)
+            settled += 1
+        return settled
+
+    async def _settle(self, token: str, intent: Intent) -> str | None:
+        async with self.leases.hold(*intent.locks()):
+            unindexed = await self._reconcile(intent.bucket, intent.key)
+            await self.intents.forget(token)
+            if intent.digest is not None and await self.index.unreferenced(intent.digest):
+                await asyncio.to_thread(self.blobs.delete, intent.digest)
+        return unindexed
+
+    async def _reconcile(self, bucket: str, key: str) -> str | None:
+        """Make the index hold what the volume holds for one key (under its entry lock); returns the
+        digest of the entry the index held before, when that changed."""
+        stored = await asyncio.to_thread(self.entries.get, bucket, key)
+        indexed = await self.index.get(bucket, key)
+        if stored == indexed:
+            return None
+        if stored is not None:
+            return await self.index.put(stored)
+        return await self.index.remove(bucket, key)
 
     async def sweep_blobs(self, grace_seconds: float) -> BlobSweep:
         """Delete blobs no entry refers to that are older than the grace period, and count the rest."""

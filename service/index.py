@@ -26,37 +26,47 @@ from service.errors import Unavailable
 from service.keyspace import KeySpace
 from service.leases import Lease, Leases, release_lua
 
-# KEYS: bucket keys, bucket entries, buckets, refs, then locks to let go of. ARGV: bucket, key, json,
-# digest, only-if-absent, the locks' token.
+# KEYS: bucket keys, bucket entries, buckets, refs, intents, then locks to let go of. ARGV: bucket, key,
+# json, digest, only-if-absent, the locks' token (which also names the intent to drop).
+# Returns the digest of the entry it replaced ('' for none), or 0 when only-if-absent found one.
 _PUT = (
     """
 local old = redis.call('hget', KEYS[2], ARGV[2])
+local replaced = ''
 if old then
   if ARGV[5] == '1' then return 0 end
-  local digest = string.match(old, '"digest":"(%x+)"')
-  if redis.call('hincrby', KEYS[4], digest, -1) <= 0 then redis.call('hdel', KEYS[4], digest) end
+  replaced = string.match(old, '"digest":"(%x+)"')
+  if redis.call('hincrby', KEYS[4], replaced, -1) <= 0 then redis.call('hdel', KEYS[4], replaced) end
 end
 redis.call('hset', KEYS[2], ARGV[2], ARGV[3])
 redis.call('zadd', KEYS[1], 0, ARGV[2])
 redis.call('zadd', KEYS[3], 0, ARGV[1])
 redis.call('hincrby', KEYS[4], ARGV[4], 1)
+if ARGV[6] ~= '' then redis.call('hdel', KEYS[5], ARGV[6]) end
 """
-    + release_lua(5, "ARGV[6]")
-    + "return 1\n"
+    + release_lua(6, "ARGV[6]")
+    + "return replaced\n"
 )
 
-# KEYS: as _PUT. ARGV: bucket, key, json that must still be there ('' for any).
-_REMOVE = """
+# KEYS: as _PUT. ARGV: bucket, key, json that must still be there ('' for any), the locks' token.
+# Returns the digest of the entry it removed, '' for none.
+_REMOVE = (
+    """
+if ARGV[4] ~= '' then redis.call('hdel', KEYS[5], ARGV[4]) end
+"""
+    + release_lua(6, "ARGV[4]")
+    + """
 local old = redis.call('hget', KEYS[2], ARGV[2])
-if not old then return 0 end
-if ARGV[3] ~= '' and old ~= ARGV[3] then return 0 end
+if not old then return '' end
+if ARGV[3] ~= '' and old ~= ARGV[3] then return '' end
 local digest = string.match(old, '"digest":"(%x+)"')
 if redis.call('hincrby', KEYS[4], digest, -1) <= 0 then redis.call('hdel', KEYS[4], digest) end
 redis.call('hdel', KEYS[2], ARGV[2])
 redis.call('zrem', KEYS[1], ARGV[2])
 if redis.call('zcard', KEYS[1]) == 0 then redis.call('zrem', KEYS[3], ARGV[1]) end
-return 1
+return digest
 """
+)
 
 # KEYS: ready, bucket keys, bucket entries. ARGV: min, max, count.
 # Returns {0} when the index is not ready, else {1, json, ...}.
@@ -79,10 +89,15 @@ table.insert(result, 1, 1)
 return result
 """
 
-# KEYS: ready, refs. ARGV: digest. 1 when the index is ready and no entry refers to the digest.
+# KEYS: ready, refs, intents. ARGV: digest. 1 when the index is ready, no entry refers to the digest
+# and no intent names it (a commit that died after writing its entry has one, its entry no count yet).
 _UNREFERENCED = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 if redis.call('hexists', KEYS[2], ARGV[1]) == 1 then return 0 end
+local named = '"digest":"' .. ARGV[1] .. '"'
+for _, intent in ipairs(redis.call('hvals', KEYS[3])) do
+  if string.find(intent, named, 1, true) then return 0 end
+end
 return 1
 """
 
@@ -110,20 +125,34 @@ class EntryIndex:
         self._finish = client.register_script(_FINISH)
 
     def _entry_keys(self, bucket: str) -> list[str]:
-        return [self.keys.bucket_keys(bucket), self.keys.bucket_entries(bucket), self.keys.buckets, self.keys.refs]
+        keys = self.keys
+        return [keys.bucket_keys(bucket), keys.bucket_entries(bucket), keys.buckets, keys.refs, keys.intents]
 
-    async def put(self, entry: Entry, release: Lease | None = None) -> None:
-        """Count the entry in; with `release`, let go of that lease in the same step."""
+    async def put(self, entry: Entry, release: Lease | None = None) -> str | None:
+        """Count the entry in; with `release`, let go of that lease and drop its intent in the same step.
+
+        Returns the digest of the entry the index held for that key before, if any.
+        """
         locks, token = (list(release.keys), release.token) if release is not None else ([], "")
-        await self._put(
+        replaced = await self._put(
             keys=self._entry_keys(entry.bucket) + locks,
             args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 0, token],
         )
         if release is not None:
             release.released = True
+        return replaced or None
 
-    async def remove(self, bucket: str, key: str) -> None:
-        await self._remove(keys=self._entry_keys(bucket), args=[bucket, key, ""])
+    async def remove(self, bucket: str, key: str, release: Lease | None = None) -> str | None:
+        """Take the key out; with `release`, as `put`. Returns the digest of the entry removed, if any."""
+        locks, token = (list(release.keys), release.token) if release is not None else ([], "")
+        removed = await self._remove(keys=self._entry_keys(bucket) + locks, args=[bucket, key, "", token])
+        if release is not None:
+            release.released = True
+        return removed or None
+
+    async def get(self, bucket: str, key: str) -> Entry | None:
+        value = await self.client.hget(self.keys.bucket_entries(bucket), key)
+        return Entry.model_validate_json(value) if value is not None else None
 
     async def buckets(self) -> list[str]:
         result = await self._buckets(keys=[self.keys.ready, self.keys.buckets])
@@ -151,7 +180,7 @@ class EntryIndex:
 
     async def unreferenced(self, digest: str) -> bool:
         """True only when the index is complete and no entry refers to `digest`."""
-        return bool(await self._unreferenced(keys=[self.keys.ready, self.keys.refs], args=[digest]))
+        return bool(await self._unreferenced(keys=[self.keys.ready, self.keys.refs, self.keys.intents], args=[digest]))
 
     async def referenced(self) -> set[str] | None:
         """Every digest some entry refers to, or None while the index is not complete."""
@@ -191,7 +220,7 @@ class EntryIndex:
             for entry in batch:
                 await self._put(
                     keys=self._entry_keys(entry.bucket),
-                    args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 1],
+                    args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 1, ""],
                     client=pipe,
                 )
             await pipe.execute()
@@ -199,5 +228,5 @@ class EntryIndex:
         gone = await asyncio.to_thread(lambda: [entry for entry in batch if not self.entries.exists(entry)])
         for entry in gone:
             await self._remove(
-                keys=self._entry_keys(entry.bucket), args=[entry.bucket, entry.key, entry.model_dump_json()]
+                keys=self._entry_keys(entry.bucket), args=[entry.bucket, entry.key, entry.model_dump_json(), ""]
             )

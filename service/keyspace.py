@@ -10,6 +10,7 @@ class KeySpace:
         self.refs = f"{prefix}index:refs"
         self.ready = f"{prefix}index:ready"
         self.blob_stats = f"{prefix}stats:blobs"
+        self.intents = f"{prefix}intents"
 
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"

@@ -2,6 +2,11 @@
 
 A holder that dies leaves its lock behind for at most one lease. Holders of
 long work renew the lease while they make progress.
+
+A lease may carry an intent: a record of the change its holder is about to make
+(`<prefix>intents`, field: the lease's token), written in the same step as the locks
+are taken and removed by the script that finishes the change. A record whose locks
+are no longer held by its token outlived its holder: see `service/catalog.py`.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from service.errors import Unavailable
 from service.keyspace import KeySpace
 
 # Every script takes the lease's keys as KEYS and its token as ARGV[1]: one lease may hold several locks.
+# _ACQUIRE: with an intent (ARGV[3]), the last KEY is the intents hash, not a lock.
 _ACQUIRE = """
-for i, key in ipairs(KEYS) do
-  if not redis.call('set', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+local locks = #KEYS
+if ARGV[3] then locks = locks - 1 end
+for i = 1, locks do
+  if not redis.call('set', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
     for j = 1, i - 1 do redis.call('del', KEYS[j]) end
     return 0
   end
 end
+if ARGV[3] then redis.call('hset', KEYS[#KEYS], ARGV[1], ARGV[3]) end
 return 1
 """
 
@@ -41,6 +50,8 @@ end
 
 
 _RELEASE = release_lua(1, "ARGV[1]") + "return 1\n"
+# KEYS: the intents hash, then the locks.
+_SETTLE = "redis.call('hdel', KEYS[1], ARGV[1])\n" + release_lua(2, "ARGV[1]") + "return 1\n"
 _RENEW = """
 for _, key in ipairs(KEYS) do
   if redis.call('get', key) ~= ARGV[1] then return 0 end
@@ -66,10 +77,13 @@ def stop_if_cancelled() -> None:
 class Lease:
     """Locks this process holds, taken and let go together; `keys` and `token` identify them in Redis."""
 
-    def __init__(self, leases: Leases, keys: tuple[str, ...], token: str, seconds: float) -> None:
+    def __init__(
+        self, leases: Leases, keys: tuple[str, ...], token: str, seconds: float, intent: str | None = None
+    ) -> None:
         self.keys = keys
         self.token = token
         self.seconds = seconds
+        self.intent = intent
         self.renewed_at = time.monotonic()
         self.released = False
         self._leases = leases
@@ -98,9 +112,20 @@ class Lease:
         return held
 
     async def release(self) -> None:
-        """Let go, unless a script that ended the work let go already (see `released`)."""
+        """Let go, unless a script that ended the work let go already (see `released`).
+
+        An intent stays: work cut short by an error may have changed the volume half-way, and
+        whoever settles intents (the sweeper) finds out which half.
+        """
         if not self.released:
             await self._leases.release_script(keys=list(self.keys), args=[self.token])
+            self.released = True
+
+    async def settle(self) -> None:
+        """Let go and drop the intent: the work ended having changed nothing."""
+        if not self.released:
+            keys = [self._leases.keys.intents, *self.keys]
+            await self._leases.settle_script(keys=keys, args=[self.token])
             self.released = True
 
     @contextlib.asynccontextmanager
@@ -146,6 +171,7 @@ class Leases:
         self.acquire_script = client.register_script(_ACQUIRE)
         self.release_script = client.register_script(_RELEASE)
         self.renew_script = client.register_script(_RENEW)
+        self.settle_script = client.register_script(_SETTLE)
 
     def token(self) -> str:
         return f"{self._token_prefix}-{next(self._token_count)}"
@@ -153,22 +179,27 @@ class Leases:
     def new(self, key: str, token: str, seconds: float | None = None) -> Lease:
         return Lease(self, (key,), token, seconds or self.seconds)
 
-    async def acquire(self, *names: str, seconds: float | None = None) -> Lease | None:
-        """Take the locks `names`, all or none, if they are free, without waiting."""
-        lease = Lease(self, tuple(self.keys.lock(name) for name in names), self.token(), seconds or self.seconds)
-        if await self.acquire_script(keys=list(lease.keys), args=[lease.token, lease.milliseconds]):
+    async def acquire(self, *names: str, seconds: float | None = None, intent: str | None = None) -> Lease | None:
+        """Take the locks `names`, all or none, if they are free, without waiting; with `intent`
+        (JSON), record it under the lease's token in the same step."""
+        keys = tuple(self.keys.lock(name) for name in names)
+        lease = Lease(self, keys, self.token(), seconds or self.seconds, intent)
+        args: list[str | int] = [lease.token, lease.milliseconds]
+        if intent is not None:
+            keys, args = (*keys, self.keys.intents), [*args, intent]
+        if await self.acquire_script(keys=list(keys), args=args):
             return lease
         return None
 
     @contextlib.asynccontextmanager
-    async def hold(self, *names: str, wait: float | None = None) -> AsyncIterator[Lease]:
+    async def hold(self, *names: str, wait: float | None = None, intent: str | None = None) -> AsyncIterator[Lease]:
         """Hold the locks `names` for a short critical section, waiting up to `wait` seconds for them.
 
         Taking several at once, all or none, cannot deadlock with another holder of some of them.
         """
         deadline = time.monotonic() + (self.seconds if wait is None else wait)
         delay = 0.002
-        while (lease := await self.acquire(*names)) is None:
+        while (lease := await self.acquire(*names, intent=intent)) is None:
             if time.monotonic() > deadline:
                 raise Unavailable(f"timed out waiting for the locks {', '.join(names)}; try again")
             await asyncio.sleep(delay)

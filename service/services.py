@@ -13,6 +13,7 @@ from service.config import Settings
 from service.connection import connect
 from service.entries import EntryStore
 from service.index import EntryIndex
+from service.intents import Intents
 from service.keyspace import KeySpace
 from service.leases import Leases
 from service.sessions import SessionStore
@@ -40,7 +41,11 @@ class Services:
         leases = Leases(client, keys, settings.lock_lease_seconds)
         entries = EntryStore(settings.data_dir / "entries")
         catalog = Catalog(
-            entries, EntryIndex(client, keys, leases, entries), BlobStore(settings.data_dir / "blobs"), leases
+            entries,
+            EntryIndex(client, keys, leases, entries),
+            BlobStore(settings.data_dir / "blobs"),
+            leases,
+            Intents(client, keys),
         )
         staging = StagingArea(settings.data_dir / "partial")
         sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)

@@ -1,4 +1,5 @@
-"""The background sweep: partial data of sessions Redis no longer knows, and blobs no entry needs.
+"""The background sweep: changes cut short by a crash, partial data of sessions Redis no longer
+knows, temporaries of interrupted writes, and blobs no entry needs.
 
 Every process runs the loop; a lease in Redis lets one sweep at a time.
 """
@@ -11,7 +12,7 @@ import time
 
 import redis.asyncio as redis
 
-from blobstore import StagingArea
+from blobstore import StagingArea, remove_stale_temporaries
 from service import metrics
 from service.catalog import Catalog
 from service.keyspace import KeySpace
@@ -61,7 +62,9 @@ class Sweeper:
         started = time.monotonic()
         try:
             async with lease.kept_alive():
+                settled = await self.catalog.settle_stranded()
                 partials = await self.sweep_staging()
+                temporaries = await asyncio.to_thread(self.sweep_temporaries)
                 blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)
                 await self.client.hset(self.keys.blob_stats, mapping={"blobs": blobs.blobs, "bytes": blobs.bytes})
         finally:
@@ -69,12 +72,17 @@ class Sweeper:
         metrics.SWEEPS.inc()
         metrics.SESSIONS.labels("expired").inc(partials)
         log.info(
-            "sweep removed %d partial file(s) and %d blob(s) in %.3f s",
+            "sweep settled %d change(s) cut short, removed %d partial file(s), %d temporary file(s) "
+            "and %d blob(s) in %.3f s",
+            settled,
             partials,
+            temporaries,
             blobs.deleted,
             time.monotonic() - started,
             extra={
                 "event": "sweep",
+                "intents_settled": settled,
+                "temporaries_removed": temporaries,
                 "partials_removed": partials,
                 "blobs_removed": blobs.deleted,
                 "blobs": blobs.blobs,
@@ -95,3 +103,13 @@ class Sweeper:
                 await asyncio.to_thread(self.staging.remove, name)
             removed += len(stale)
         return removed
+
+    def sweep_temporaries(self) -> int:
+        """Remove temporaries that no live writer can still be using: older than a lock's lease.
+
+        A writer makes, flushes and renames its temporary while it holds a lease (renewed while it
+        lives), so one older than a lease belongs to a writer that died.
+        """
+        cutoff = time.time() - self.leases.seconds
+        roots = (self.catalog.blobs.root, self.catalog.entries.root, self.staging.root)
+        return sum(remove_stale_temporaries(root, cutoff) for root in roots)

@@ -22,6 +22,7 @@ from service import metrics
 from service.auth import Action, Principal
 from service.catalog import Catalog
 from service.chunkwriter import ChunkWriter
+from service.crashpoints import crash_point
 from service.entries import Entry
 from service.errors import (
     BodyBrokenOff,
@@ -240,6 +241,7 @@ class UploadCore:
             if session.offset < session.size:
                 await self.sessions.advance(session, lease, session.size, release=True)
             raise
+        crash_point("committed")
         await self.sessions.advance(session, lease, session.size, complete=True)
         await asyncio.to_thread(self.staging.remove, session.id)
         metrics.SESSIONS.labels("completed").inc()

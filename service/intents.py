@@ -1,0 +1,47 @@
+"""Intents: what a catalog change in flight is about to do, kept in Redis until it is done.
+
+A commit or a delete records its intent in the same script that takes its locks, and the
+script that finishes the change in the index drops it: no round trip of its own. An intent
+whose locks are no longer held by its token outlived the process that made it (killed
+half-way); the sweeper settles it (`Catalog.settle_stranded`).
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+from pydantic import BaseModel, ConfigDict
+
+from service.keyspace import KeySpace
+
+
+class Intent(BaseModel):
+    """A change of one bucket/key: a commit of the content `digest`, or a delete (no digest)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    digest: str | None = None
+
+    def locks(self) -> tuple[str, ...]:
+        """The locks the change is made under, the same whoever makes or settles it."""
+        entry = f"entry:{self.bucket}/{self.key}"
+        return (f"blob:{self.digest}", entry) if self.digest is not None else (entry,)
+
+
+class Intents:
+    def __init__(self, client: redis.Redis, keys: KeySpace) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def stranded(self) -> list[tuple[str, Intent]]:
+        """(token, intent) of every intent whose entry lock its token no longer holds."""
+        recorded = await self.client.hgetall(self.keys.intents)
+        if not recorded:
+            return []
+        intents = [(token, Intent.model_validate_json(value)) for token, value in recorded.items()]
+        holders = await self.client.mget([self.keys.lock(intent.locks()[-1]) for _, intent in intents])
+        return [(token, intent) for (token, intent), holder in zip(intents, holders) if holder != token]
+
+    async def forget(self, token: str) -> None:
+        await self.client.hdel(self.keys.intents, token)
