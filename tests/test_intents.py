@@ -1,0 +1,235 @@
+"""Commits and deletes cut short by a crash, settled by the sweep; stale temporaries swept away.
+
+A crash point here raises instead of exiting the process: the request dies there, its locks go
+(as a dead process's lease runs out) and its intent stays in Redis, as after a kill.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from apihelpers import b3, blob_path, download, send, start_session, sweep, upload
+from conftest import http_client
+
+import service.catalog
+import service.uploads
+from blobstore.durable import temporary_path
+
+pytestmark = pytest.mark.anyio
+
+PREFIX = "files:"
+
+
+class Crash(BaseException):
+    """The process dying at a crash point (a BaseException: no handler of the service catches it)."""
+
+
+@pytest.fixture
+def crash_at(monkeypatch):
+    """`crash_at(point)`: the next commit to reach `point` dies there (once)."""
+
+    def arm(point: str) -> None:
+        armed = [point]
+
+        def crash_point(name: str) -> None:
+            if name in armed:
+                armed.clear()
+                raise Crash(point)
+
+        monkeypatch.setattr(service.catalog, "crash_point", crash_point)
+        monkeypatch.setattr(service.uploads, "crash_point", crash_point)
+
+    return arm
+
+
+async def crashed_upload(client, bucket: str, key: str, content: bytes) -> None:
+    """An upload whose commit dies, in a service whose index is complete (it has been listed)."""
+    await listed(client, bucket)
+    session_id = await start_session(client, bucket, key, len(content))
+    with pytest.raises(Crash):
+        await send(client, session_id, content, offset=0)
+
+
+async def listed(client, bucket: str) -> list[str]:
+    response = await client.get(f"/v1/files/{bucket}")
+    assert response.status_code == 200, response.text
+    return [entry["key"] for entry in response.json()["data"]]
+
+
+async def assert_whole(client, data: Path, bucket: str, key: str, content: bytes) -> None:
+    """The file is there to every reader: info, listing, download, its blob, its one reference."""
+    info = await client.get(f"/v1/files/{bucket}/{key}")
+    assert info.status_code == 200 and info.json()["digest"] == f"blake3:{b3(content)}"
+    assert key in await listed(client, bucket)
+    response = await download(client, bucket, key)
+    assert response.status_code == 200 and response.content == content
+    assert blob_path(data, b3(content)).exists()
+
+
+async def assert_absent(client, data: Path, bucket: str, key: str, content: bytes) -> None:
+    assert (await client.get(f"/v1/files/{bucket}/{key}")).status_code == 404
+    assert key not in await listed(client, bucket)
+    assert not blob_path(data, b3(content)).exists(), "the blob of a rolled-back commit was kept"
+
+
+async def references(redis, content: bytes) -> int:
+    return int(await redis.hget(f"{PREFIX}index:refs", b3(content)) or 0)
+
+
+async def test_a_commit_that_died_after_placing_its_blob_is_rolled_back(app, redis, settings, crash_at):
+    crash_at("blob-placed")
+    async with http_client(app) as client:
+        await crashed_upload(client, "b", "k", b"placed, never recorded")
+        assert blob_path(settings.data_dir, b3(b"placed, never recorded")).exists()
+        await sweep(app)
+        await assert_absent(client, settings.data_dir, "b", "k", b"placed, never recorded")
+    assert await redis.hlen(f"{PREFIX}intents") == 0
+
+
+@pytest.mark.parametrize("point", ["entry-written", "index-updated", "committed"])
+async def test_a_commit_that_died_after_writing_its_entry_is_rolled_forward(app, redis, settings, crash_at, point):
+    content = b"written, maybe never counted"
+    crash_at(point)
+    async with http_client(app) as client:
+        await crashed_upload(client, "b", "k", content)
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", content)
+        assert await references(redis, content) == 1
+        # The issue's sequence: the same content under another key, then that key deleted.
+        await upload(client, "b", "other", content)
+        assert (await client.delete("/v1/files/b/other")).status_code == 200
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", content)
+    assert await redis.hlen(f"{PREFIX}intents") == 0
+
+
+async def test_before_the_sweep_a_delete_of_the_same_content_keeps_the_blob_of_an_uncounted_entry(
+    app, redis, settings, crash_at
+):
+    """The intent names the content until it is settled: freeing the blob waits for it."""
+    content = b"counted only once settled"
+    crash_at("entry-written")
+    async with http_client(app) as client:
+        await crashed_upload(client, "b", "k", content)
+        await upload(client, "b", "other", content)
+        assert (await client.delete("/v1/files/b/other")).status_code == 200
+        assert (await download(client, "b", "k")).content == content
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", content)
+
+
+async def test_two_dead_commits_of_one_content_keep_the_blob_the_written_one_needs(app, redis, settings, crash_at):
+    """One died after placing the blob, the next (deduplicated onto it) after writing its entry:
+    settling the first must not free what the second's entry needs, whichever comes first."""
+    content = b"shared by two dead commits"
+    async with http_client(app) as client:
+        crash_at("blob-placed")
+        await crashed_upload(client, "b", "first", content)
+        crash_at("entry-written")
+        await crashed_upload(client, "b", "second", content)
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "second", content)
+        assert (await client.get("/v1/files/b/first")).status_code == 404
+        assert await references(redis, content) == 1
+
+
+async def test_a_replacement_rolled_forward_frees_the_content_it_replaced(app, redis, settings, crash_at):
+    async with http_client(app) as client:
+        await upload(client, "b", "k", b"old content")
+        crash_at("entry-written")
+        await crashed_upload(client, "b", "k", b"new content")
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", b"new content")
+        assert not blob_path(settings.data_dir, b3(b"old content")).exists()
+        assert await references(redis, b"old content") == 0
+
+
+async def test_a_delete_that_died_after_removing_the_entry_is_finished(app, redis, settings, monkeypatch):
+    content = b"deleted half-way"
+    async with http_client(app) as client:
+        await upload(client, "b", "k", content)
+        index = app.state.services.catalog.index
+
+        async def die(*args, **kwargs):
+            raise Crash("index.remove")
+
+        monkeypatch.setattr(index, "remove", die)
+        with pytest.raises(Crash):
+            await client.delete("/v1/files/b/k")
+        assert "k" in await listed(client, "b"), "the index still lists the entry gone from the volume"
+        monkeypatch.undo()
+        await sweep(app)
+        await assert_absent(client, settings.data_dir, "b", "k", content)
+
+
+async def test_an_intent_whose_process_still_holds_its_locks_is_left_alone(app, redis, settings):
+    services = app.state.services
+    intent = service.catalog.Intent(bucket="b", key="k", digest=b3(b"x"))
+    lease = await services.leases.acquire(*intent.locks(), intent=intent.model_dump_json())
+    assert lease is not None
+    assert await services.catalog.settle_stranded() == 0
+    assert await redis.hget(f"{PREFIX}intents", lease.token) == intent.model_dump_json()
+    await lease.release()
+    assert await services.catalog.settle_stranded() == 1
+    assert await redis.hlen(f"{PREFIX}intents") == 0
+
+
+async def test_finished_work_leaves_no_intent(client, redis):
+    await upload(client, "b", "k", b"content")
+    await upload(client, "b", "k", b"replaced")
+    await upload(client, "b", "same", b"replaced")
+    assert (await client.delete("/v1/files/b/same")).status_code == 200
+    assert (await client.delete("/v1/files/b/missing")).status_code == 404
+    assert await redis.hlen(f"{PREFIX}intents") == 0
+
+
+# --- temporaries ------------------------------------------------------------------------------
+
+
+def leave_temporaries(settings) -> list[Path]:
+    """A temporary in each of blobs/, entries/ and partial/, as a writer killed before its rename leaves."""
+    data = settings.data_dir
+    made = []
+    for target in (data / "blobs" / "ab" / "cd" / ("ab" * 32), data / "entries" / "b" / "ab" / "x.json"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        made.append(temporary_path(target))
+        made[-1].write_bytes(b"left behind")
+    made.append(temporary_path(data / "partial" / "some-session"))
+    made[-1].write_bytes(b"left behind")
+    return made
+
+
+async def test_the_sweep_removes_temporaries_once_older_than_a_lease_and_not_before(app, settings):
+    temporaries = leave_temporaries(settings)
+    await sweep(app)
+    assert all(path.exists() for path in temporaries), "a temporary younger than a lease was removed"
+    deadline = time.monotonic() + settings.lock_lease_seconds + 10
+    while any(path.exists() for path in temporaries):
+        assert time.monotonic() < deadline, [path for path in temporaries if path.exists()]
+        await sweep(app)
+
+
+async def test_a_fresh_link_to_an_old_file_is_young(app, settings):
+    """os.link keeps the source's mtime: the age that counts is the link's (the inode's ctime)."""
+    source = settings.data_dir / "partial" / "old-session"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(b"written an hour ago")
+    an_hour_ago = time.time() - 3600
+    os.utime(source, (an_hour_ago, an_hour_ago))
+    link = temporary_path(settings.data_dir / "blobs" / "ab" / "cd" / ("ab" * 32))
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.link(source, link)
+    assert link.stat().st_mtime < time.time() - 3000
+    await app.state.services.sweeper.sweep_once()
+    assert link.exists()
+
+
+async def test_a_temporary_in_partial_is_no_session_of_its_own(client, settings, app):
+    session_id = await start_session(client, "b", "k", 10)
+    assert (await send(client, session_id, b"12345", offset=0)).status_code == 200
+    [temporary] = [path for path in leave_temporaries(settings) if path.parent.name == "partial"]
+    await sweep(app)
+    assert temporary.exists() and (settings.data_dir / "partial" / session_id).exists()
