@@ -1,0 +1,89 @@
+"""A service process killed at each step of a commit (FILES_TEST_CRASH_AT): a fresh one converges.
+
+With no request on the key, within a minute: the file is wholly there (listed, info, downloaded
+byte for byte, counted once, its blob kept) or wholly absent (its blob freed), and storing the
+same content under another key and deleting that key never breaks it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from .harness import MiB, assert_content, b3, expect, resume, wait_for
+
+LEASE_SECONDS = 2  # FILES_LOCK_LEASE_SECONDS of the harness
+CONVERGE_SECONDS = 60
+# Where the process dies, and whether the file is there afterwards.
+CRASH_POINTS = {"blob-placed": False, "entry-written": True, "index-updated": True, "committed": True}
+
+
+def blob(data_dir, content: bytes):
+    digest = b3(content)
+    return data_dir / "blobs" / digest[:2] / digest[2:4] / digest
+
+
+def references(redis_server, prefix: str, content: bytes) -> int:
+    with redis_server.client() as client:
+        return int(client.hget(f"{prefix}index:refs", b3(content)) or 0)
+
+
+def state(api, data_dir, redis_server, prefix: str, content: bytes) -> tuple[bool, bool, int, bool, int]:
+    """(listed, info answers, download status, blob on disk, references counted)."""
+    listed = "k" in api.keys("crash")
+    info = api.info("crash", "k").status_code == 200
+    download = api.content("crash", "k").status_code
+    return listed, info, download, blob(data_dir, content).exists(), references(redis_server, prefix, content)
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+@pytest.mark.parametrize("size", [1000, 2 * MiB + 3], ids=["small", "large"])
+def test_a_commit_killed_at_each_step_converges(services, own_redis, data_dir, redis_prefix, point, size) -> None:
+    content = os.urandom(size)
+    victim = services.start(own_redis.url, name="victim", FILES_TEST_CRASH_AT=point)
+    session_id = victim.api.create("crash", "k", len(content))["id"]
+    with pytest.raises(httpx.TransportError):
+        victim.api.send(session_id, content, offset=0)
+    assert victim.wait_exit(10) == 137
+    assert blob(data_dir, content).exists(), "the process died before the commit placed its blob"
+
+    fresh = services.start(own_redis.url, name="fresh")
+    if CRASH_POINTS[point]:
+        whole = (True, True, 200, True, 1)
+        wait_for(lambda: state(fresh.api, data_dir, own_redis, redis_prefix, content) == whole, CONVERGE_SECONDS,
+                 "the file to be listed, downloadable and counted")  # fmt: skip
+        assert_content(fresh.api.content("crash", "k"), content)
+    else:
+        gone = (False, False, 404, False, 0)
+        wait_for(lambda: state(fresh.api, data_dir, own_redis, redis_prefix, content) == gone, CONVERGE_SECONDS,
+                 "the file to be wholly absent and its blob freed")  # fmt: skip
+
+    fresh.api.upload("crash", "other", content)
+    expect(fresh.api.delete("crash", "other"), 200)
+    if CRASH_POINTS[point]:
+        assert_content(fresh.api.content("crash", "k"), content)
+        assert references(own_redis, redis_prefix, content) == 1
+    else:
+        wait_for(lambda: not blob(data_dir, content).exists(), CONVERGE_SECONDS, "the other key's blob to be freed")
+    with own_redis.client() as client:
+        assert client.hlen(f"{redis_prefix}intents") == 0
+
+
+@pytest.mark.parametrize("point", ["blob-placed", "entry-written"])
+def test_the_retry_of_the_completing_request_succeeds_once_the_dead_workers_lease_runs_out(
+    services, own_redis, data_dir, point
+) -> None:
+    content = os.urandom(3 * MiB + 1)
+    victim = services.start(own_redis.url, name="victim", FILES_TEST_CRASH_AT=point)
+    session_id = victim.api.create("crash", "k", len(content))["id"]
+    with pytest.raises(httpx.TransportError):
+        victim.api.send(session_id, content, offset=0)
+    victim.wait_exit(10)
+
+    fresh = services.start(own_redis.url, name="fresh")
+    done = resume(fresh, session_id, content, LEASE_SECONDS + 30)
+    assert done["digest"] == f"blake3:{b3(content)}"
+    assert_content(fresh.api.content("crash", "k"), content)
+    wait_for(lambda: fresh.api.keys("crash") == ["k"], CONVERGE_SECONDS, "the file to be listed")
