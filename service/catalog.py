@@ -19,6 +19,7 @@ the failure table.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from service.errors import FileNotFound, Unavailable
 from service.index import EntryIndex
 from service.intents import Intent, Intents
 from service.leases import Leases
+
+log = logging.getLogger("files.catalog")
 
 
 class Catalog:
@@ -135,6 +138,9 @@ class Catalog:
                 unindexed = await self._settle(token, intent)
             except Unavailable:
                 continue  # the key is busy: the next sweep tries again
+            except (OSError, OutsideRoot, ValueError) as error:  # a damaged entry: fsck's, not the sweep's
+                log.warning("cannot settle the change of %s/%s cut short: %s", intent.bucket, intent.key, error)
+                continue
             if unindexed is not None and unindexed != intent.digest:
                 await self.release_blob(unindexed)
             settled += 1

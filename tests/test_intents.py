@@ -186,6 +186,20 @@ async def test_finished_work_leaves_no_intent(client, redis):
     assert await redis.hlen(f"{PREFIX}intents") == 0
 
 
+async def test_a_damaged_entry_under_one_intent_does_not_stop_the_others_being_settled(app, settings, crash_at):
+    async with http_client(app) as client:
+        crash_at("entry-written")
+        await crashed_upload(client, "b", "damaged", b"one")
+        crash_at("entry-written")
+        await crashed_upload(client, "b", "fine", b"two")
+        [damaged] = [
+            path for path in settings.data_dir.joinpath("entries").rglob("*.json") if b"damaged" in path.read_bytes()
+        ]
+        damaged.write_bytes(b"{not json")
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "fine", b"two")
+
+
 # --- temporaries ------------------------------------------------------------------------------
 
 
