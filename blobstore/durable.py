@@ -69,26 +69,35 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{_PROCESS}-{next(_COUNT)}.tmp")
 
 
-def remove_stale_temporaries(root: Path, cutoff: float) -> int:
-    """Remove the temporaries below `root` whose inode last changed before `cutoff` (a unix time):
-    left by a writer that died between making one and renaming it. Returns how many went.
+def stale_temporaries(root: Path, cutoff: float) -> Iterator[Path]:
+    """The temporaries below `root` whose inode last changed before `cutoff` (a unix time):
+    left by a writer that died between making one and renaming it.
 
     Age is the inode's ctime, not its mtime: a hard link made by os.link keeps the mtime of its
     source (a staging file's last write, possibly long ago) but updates the ctime, so a blob
     being placed this moment would look old by its mtime.
     """
-    removed = 0
     for directory, _, names in os.walk(root):
         for name in names:
             if not TEMPORARY.fullmatch(name):
                 continue
-            path = os.path.join(directory, name)
+            path = Path(directory, name)
             try:
                 if os.lstat(path).st_ctime < cutoff:
-                    os.unlink(path)
-                    removed += 1
+                    yield path
             except FileNotFoundError:
                 continue  # renamed or removed by its writer meanwhile
+
+
+def remove_stale_temporaries(root: Path, cutoff: float) -> int:
+    """Remove the stale temporaries below `root` (see `stale_temporaries`); returns how many went."""
+    removed = 0
+    for path in stale_temporaries(root, cutoff):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
     return removed
 
 

@@ -8,7 +8,8 @@ What it finds:
   unless an entry is unreadable: it may be the one that needs the blob);
 - stray partial: a staging file whose session Redis does not know (repair: deleted), judged as
   `Sessions` below says;
-- stray temporary: a leftover `.<name>.tmp` from an interrupted write, over an hour old (repair: deleted);
+- stray temporary: a leftover `.<name>.<writer>.tmp` from an interrupted write, unchanged for longer
+  than a lock lease, as the sweeper judges it (repair: deleted);
 - unreadable entry: an entry file that is not a valid entry (reported only: a person should look).
 
 Safe beside running services: it holds the data directory's lock (service/dirlock.py) for its
@@ -32,13 +33,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from blobstore import hash_file
-from blobstore.durable import make_dirs
+from blobstore.durable import make_dirs, stale_temporaries
 from service.config import Settings
 from service.dirlock import DataDirLock
 from service.entries import Entry
 from service.services import Services
-
-TEMPORARY_AGE_SECONDS = 3600
 
 
 class Sessions(enum.Enum):
@@ -168,22 +167,14 @@ class Checker:
             self.report("stray partial", staging.path(name), "no upload session owns it", self.repair)
 
     def check_temporaries(self) -> None:
-        cutoff = time.time() - TEMPORARY_AGE_SECONDS
-        data_dir = self.services.settings.data_dir
-        for area in ("blobs", "entries"):
-            for directory, _, files in os.walk(data_dir / area):
-                for name in files:
-                    path = Path(directory, name)
-                    if not (name.startswith(".") and name.endswith(".tmp")):
-                        continue
-                    try:
-                        if path.stat().st_mtime >= cutoff:
-                            continue
-                        if self.repair:
-                            path.unlink()
-                    except FileNotFoundError:
-                        continue
-                    self.report("stray temporary", path, "left by an interrupted write", self.repair)
+        """The sweeper's rule: a temporary older than a lock's lease belongs to a writer that died."""
+        cutoff = time.time() - self.services.settings.lock_lease_seconds
+        services = self.services
+        for root in (services.catalog.blobs.root, services.catalog.entries.root, services.staging.root):
+            for path in stale_temporaries(root, cutoff):
+                if self.repair:
+                    path.unlink(missing_ok=True)
+                self.report("stray temporary", path, "left by an interrupted write", self.repair)
 
 
 def written_before(path: Path, cutoff: float) -> bool:

@@ -7,6 +7,7 @@ that shares the app's server, as a separate `files-service fsck` shares the serv
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -23,6 +24,7 @@ from clirun import run_cli
 from conftest import BASE_URL
 from starlette.applications import Starlette
 
+from blobstore.durable import TEMPORARY, temporary_path
 from service.config import Settings
 from service.fsck import fsck
 from service.http.download import CorruptBlob
@@ -149,8 +151,13 @@ async def stray_partial(stock: Stock) -> Planted:
 def stray_temporary(area: str) -> Callable[[Stock], Awaitable[Planted]]:
     async def plant(stock: Stock) -> Planted:
         directory = (stock.blob() if area == "blobs" else stock.entry()).parent
-        old = plant_file(directory / ".x.tmp", b"interrupted", LONG_AGO)
-        young = plant_file(directory / ".y.tmp", b"being written right now")
+        old = plant_file(temporary_path(directory / "x"), b"interrupted")
+        # Age is the inode's ctime (blobstore.durable.stale_temporaries), which no call can set back: let a lease pass.
+        deadline = time.monotonic() + stock.settings.lock_lease_seconds + 10
+        while os.lstat(old).st_ctime >= time.time() - stock.settings.lock_lease_seconds:
+            assert time.monotonic() < deadline, "the clock did not move past a lease"
+            await asyncio.sleep(0.05)
+        young = plant_file(temporary_path(directory / "y"), b"being written right now")
         return Planted([("stray temporary", old)], spared=[young])
 
     return plant
@@ -238,7 +245,8 @@ AT_ONCE = {"corrupt-blob", "unreferenced-blob", "stray-temporary-in-blobs", "str
 async def test_several_kinds_of_damage_at_once_through_the_cli(stock):
     """The real command, on its embedded Redis (no FILES_REDIS_URL)."""
     planted = [await damage.plant(stock) for damage in DAMAGES if damage.id in AT_ONCE]
-    env = {"FILES_DATA_DIR": str(stock.data)}
+    # The stock's lease, which its planted temporaries have outlived.
+    env = {"FILES_DATA_DIR": str(stock.data), "FILES_LOCK_LEASE_SECONDS": str(stock.settings.lock_lease_seconds)}
 
     found = run_cli("fsck", env=env)
     assert found.returncode == 1, found.stdout + found.stderr
@@ -250,7 +258,9 @@ async def test_several_kinds_of_damage_at_once_through_the_cli(stock):
     again = run_cli("fsck", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 problem(s) found" in again.stdout
-    assert all(path.exists() for damage in planted for path in damage.spared)
+    # Young temporaries are left out: three runs of the command outlast the lease that kept them young.
+    spared = [path for damage in planted for path in damage.spared if not TEMPORARY.fullmatch(path.name)]
+    assert spared and all(path.exists() for path in spared)
     assert quarantine(stock) == [altered(DAMAGED)]
 
 
