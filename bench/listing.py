@@ -23,8 +23,8 @@ from results import Row
 from systems import RedisServer, Spec, start
 from workloads import Bench
 
-from blobstore import BlobStore
-from service.entries import Entry, EntryStore
+from service.storage.blobs import BlobStore
+from service.storage.entries import Entry, EntryStore
 
 LISTING_DB = 1
 WARMUP_PAGES = 5
@@ -44,7 +44,7 @@ def seed(data_dir: Path, count: int, content: bytes) -> list[str]:
     keys = [f"dataset/{index // 1000:03d}/part-{index:06d}.bin" for index in range(count)]
     root = str(store.root / BUCKET)
     if Path(_entry_path(root, keys[0])) != store.path(BUCKET, keys[0]):
-        raise RuntimeError("service.entries lays entries out differently now: update bench/listing.py")
+        raise RuntimeError("service.storage.entries lays entries out differently now: update bench/listing.py")
     template = Entry(
         bucket=BUCKET,
         key="",

@@ -25,7 +25,7 @@ from protocols import FilesAPI
 from results import Row
 from systems import System
 
-from blobstore import BlobStore
+from service.storage.blobs import BlobStore
 
 MiB = 1024 * 1024
 

@@ -12,13 +12,13 @@ import sys
 import tempfile
 from importlib.metadata import version
 
-from service import tokens
-from service.auth import Authenticator
 from service.client import commands as client_commands
 from service.config import ConfigError, Settings
-from service.listening import CannotListen, check_can_listen
-from service.logs import logging_config
-from service.tuning import exec_with_allocator_tunables
+from service.core.auth import Authenticator
+from service.ops import tokens
+from service.ops.listening import CannotListen, check_can_listen
+from service.ops.logs import logging_config
+from service.ops.tuning import exec_with_allocator_tunables
 
 SERVE_ENVIRONMENT = """\
 environment (the settings that matter most; README.md lists them all):
@@ -81,7 +81,7 @@ def _stopped(signum: int, frame: object) -> None:
 
 
 def fsck(arguments: argparse.Namespace) -> int:
-    from service.fsck import check_data_dir
+    from service.ops.fsck import check_data_dir
 
     return asyncio.run(check_data_dir(load_settings(), arguments.repair, print))
 

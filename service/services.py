@@ -6,19 +6,20 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 
-from blobstore import BlobStore, StagingArea
-from service.auth import Authenticator
-from service.catalog import Catalog
 from service.config import Settings
-from service.connection import connect
-from service.entries import EntryStore
-from service.index import EntryIndex
-from service.intents import Intents
-from service.keyspace import KeySpace
-from service.leases import Leases
-from service.sessions import SessionStore
-from service.sweeper import Sweeper
-from service.uploads import UploadCore
+from service.core.auth import Authenticator
+from service.core.catalog import Catalog
+from service.core.uploads import UploadCore
+from service.ops.sweeper import Sweeper
+from service.redis.connection import connect
+from service.redis.index import EntryIndex
+from service.redis.intents import Intents
+from service.redis.keyspace import KeySpace
+from service.redis.leases import Leases
+from service.redis.sessions import SessionStore
+from service.storage.blobs import BlobStore
+from service.storage.entries import EntryStore
+from service.storage.staging import StagingArea
 
 
 @dataclass(frozen=True)

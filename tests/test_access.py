@@ -24,7 +24,7 @@ from apihelpers import assert_error, session_path, start_session, upload
 from clirun import run_cli
 from conftest import http_client
 
-from service.auth import new_token
+from service.core.auth import new_token
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ import pytest
 from apihelpers import assert_error, b3, send, session_path, start, start_session, upload
 from conftest import BASE_URL, http_client
 
-from service.catalog import Catalog
+from service.core.catalog import Catalog
 
 pytestmark = pytest.mark.anyio
 

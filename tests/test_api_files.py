@@ -6,7 +6,7 @@ import pytest
 from apihelpers import assert_error, b3, blob_files, blob_path, content_url, download, entry_files, sweep, upload
 from conftest import http_client
 
-from service.entries import Entry, EntryStore
+from service.storage.entries import Entry, EntryStore
 
 pytestmark = pytest.mark.anyio
 

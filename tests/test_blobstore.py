@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from blobstore import BlobStore, ContentHasher, StagingArea, StorageFull, hash_file, write_atomic
+from service.core.digests import ContentHasher, hash_file
+from service.storage.blobs import BlobStore
+from service.storage.durable import StorageFull, write_atomic
+from service.storage.staging import StagingArea
 
 
 @pytest.fixture

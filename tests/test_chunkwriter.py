@@ -10,8 +10,10 @@ import threading
 import pytest
 from apihelpers import b3
 
-from blobstore import ContentHasher, StagingArea, StorageFull
-from service.chunkwriter import IN_FLIGHT, WRITE_SIZE, ChunkWriter
+from service.core.chunkwriter import IN_FLIGHT, WRITE_SIZE, ChunkWriter
+from service.core.digests import ContentHasher
+from service.storage.durable import StorageFull
+from service.storage.staging import StagingArea
 
 pytestmark = pytest.mark.anyio
 

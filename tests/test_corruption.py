@@ -24,11 +24,11 @@ from clirun import run_cli
 from conftest import BASE_URL
 from starlette.applications import Starlette
 
-from blobstore.durable import TEMPORARY, temporary_path
 from service.config import Settings
-from service.fsck import fsck
 from service.http.download import CorruptBlob
+from service.ops.fsck import fsck
 from service.services import Services
+from service.storage.durable import TEMPORARY, temporary_path
 
 pytestmark = pytest.mark.anyio
 
@@ -143,7 +143,7 @@ async def stray_partial(stock: Stock) -> Planted:
     session_id = await start_session(stock.client, "b", "in-progress", 10)
     assert (await send(stock.client, session_id, b"01234", offset=0)).status_code == 200
     stray = plant_file(stock.data / "partial" / secrets.token_hex(16), b"left behind", LONG_AGO)
-    # Unknown to Redis but written within a lock lease: a writer may still hold it (service/fsck.py).
+    # Unknown to Redis but written within a lock lease: a writer may still hold it (service/ops/fsck.py).
     fresh = plant_file(stock.data / "partial" / secrets.token_hex(16), b"just written")
     return Planted([("stray partial", stray)], spared=[stock.data / "partial" / session_id, fresh])
 
@@ -152,7 +152,7 @@ def stray_temporary(area: str) -> Callable[[Stock], Awaitable[Planted]]:
     async def plant(stock: Stock) -> Planted:
         directory = (stock.blob() if area == "blobs" else stock.entry()).parent
         old = plant_file(temporary_path(directory / "x"), b"interrupted")
-        # Age is the inode's ctime (blobstore.durable.stale_temporaries), which no call can set back: let a lease pass.
+        # Age is the inode's ctime (service.storage.durable.stale_temporaries), which no call can set back: let a lease pass.
         deadline = time.monotonic() + stock.settings.lock_lease_seconds + 10
         while os.lstat(old).st_ctime >= time.time() - stock.settings.lock_lease_seconds:
             assert time.monotonic() < deadline, "the clock did not move past a lease"
@@ -182,7 +182,7 @@ DAMAGES = [
     Damage("stray-partial", stray_partial),
     Damage("stray-temporary-in-blobs", stray_temporary("blobs")),
     Damage("stray-temporary-in-entries", stray_temporary("entries")),
-    # Reported only: a person should look at it (service/fsck.py).
+    # Reported only: a person should look at it (service/ops/fsck.py).
     Damage("unreadable-entry", unreadable_entry, repairable=False),
 ]
 

@@ -7,9 +7,9 @@ import re
 import fakeredis
 import pytest
 
-from service.dirlock import DataDirBusy, DataDirLock
-from service.fsck import Sessions, fsck
 from service.http.app import create_app
+from service.ops.dirlock import DataDirBusy, DataDirLock
+from service.ops.fsck import Sessions, fsck
 from service.services import Services
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import BASE_URL, http_client
 
-from service.auth import new_token
+from service.core.auth import new_token
 from service.http.openapi import build_openapi
 
 pytestmark = pytest.mark.anyio

@@ -14,9 +14,9 @@ import pytest
 from apihelpers import b3, blob_path, download, send, start_session, sweep, upload
 from conftest import http_client
 
-import service.catalog
-import service.uploads
-from blobstore.durable import temporary_path
+import service.core.catalog
+import service.core.uploads
+from service.storage.durable import temporary_path
 
 pytestmark = pytest.mark.anyio
 
@@ -39,8 +39,8 @@ def crash_at(monkeypatch):
                 armed.clear()
                 raise Crash(point)
 
-        monkeypatch.setattr(service.catalog, "crash_point", crash_point)
-        monkeypatch.setattr(service.uploads, "crash_point", crash_point)
+        monkeypatch.setattr(service.core.catalog, "crash_point", crash_point)
+        monkeypatch.setattr(service.core.uploads, "crash_point", crash_point)
 
     return arm
 
@@ -167,7 +167,7 @@ async def test_a_delete_that_died_after_removing_the_entry_is_finished(app, redi
 
 async def test_an_intent_whose_process_still_holds_its_locks_is_left_alone(app, redis, settings):
     services = app.state.services
-    intent = service.catalog.Intent(bucket="b", key="k", digest=b3(b"x"))
+    intent = service.core.catalog.Intent(bucket="b", key="k", digest=b3(b"x"))
     lease = await services.leases.acquire(*intent.locks(), intent=intent.model_dump_json())
     assert lease is not None
     assert await services.catalog.settle_stranded() == 0

@@ -17,8 +17,8 @@ from apihelpers import assert_error, download, send, session_path, start, start_
 from conftest import BASE_URL, http_client
 from starlette.applications import Starlette
 
-from service.auth import new_token
 from service.config import Settings
+from service.core.auth import new_token
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 
-from service.logs import JSONFormatter, RequestIdFilter, request_id
+from service.ops.logs import JSONFormatter, RequestIdFilter, request_id
 
 
 def formatted(level: int, message: str, *args: object, exc_info: object = None, **extra: object) -> dict:

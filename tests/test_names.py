@@ -2,7 +2,7 @@
 
 import pytest
 
-from service.names import bucket_error, digest_error, key_error, mime_type_error
+from service.core.names import bucket_error, digest_error, key_error, mime_type_error
 
 GOOD_KEYS = ["a", "a/b", "a.b", "a/b/c.tar.gz", "...a", "a..b", ".hidden", "x" * 1024, "A-Z_0-9/..x/y."]
 BAD_KEYS = [

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from service import names
-from service.errors import RangeNotSatisfiable
+from service.core import names
+from service.core.errors import RangeNotSatisfiable
 from service.http.download import parse_range
 
 pytestmark = pytest.mark.anyio

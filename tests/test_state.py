@@ -5,12 +5,12 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from service.entries import Entry, EntryStore
-from service.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
-from service.index import EntryIndex
-from service.keyspace import KeySpace
-from service.leases import Leases
-from service.sessions import LostLease, SessionStore
+from service.core.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
+from service.redis.index import EntryIndex
+from service.redis.keyspace import KeySpace
+from service.redis.leases import Leases
+from service.redis.sessions import LostLease, SessionStore
+from service.storage.entries import Entry, EntryStore
 
 pytestmark = pytest.mark.anyio
 

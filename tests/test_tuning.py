@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from service import tuning
+from service.ops import tuning
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux" or tuning.platform.libc_ver()[0] != "glibc", reason="glibc on Linux only"

@@ -27,12 +27,12 @@ from urllib.parse import urlsplit
 import httpx
 from blake3 import blake3
 
-from service import names
-from service.auth import ACTIONS, ALL_BUCKETS
 from service.client import ClientError
 from service.client.api import DEFAULT_URL, ApiError, FilesClient
 from service.client.progress import Progress, human
 from service.client.state import SessionState, Source, Upload
+from service.core import names
+from service.core.auth import ACTIONS, ALL_BUCKETS
 
 T = TypeVar("T")
 

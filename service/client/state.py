@@ -12,8 +12,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from service.atomic import replace_file
 from service.client import ClientError
+from service.storage.durable import write_atomic
 
 
 def default_path() -> Path:
@@ -82,4 +82,4 @@ class SessionState:
         return [upload for upload in self.uploads() if upload.source.slot != source.slot]
 
     def _write(self, uploads: list[Upload]) -> None:
-        replace_file(self.path, json.dumps({"uploads": [asdict(upload) for upload in uploads]}, indent=2))
+        write_atomic(self.path, json.dumps({"uploads": [asdict(upload) for upload in uploads]}, indent=2).encode(), 0o600)

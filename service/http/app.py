@@ -14,14 +14,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
 from service.config import Settings
-from service.dirlock import hold_for_service
 from service.http.errors import HANDLERS
 from service.http.limits import HeaderLimit
 from service.http.observe import RequestObserver
 from service.http.routes import FilesAPI
 from service.http.static import docs_routes
+from service.ops.dirlock import hold_for_service
+from service.ops.tuning import tune_allocator, widen_io_threads
 from service.services import Services
-from service.tuning import tune_allocator, widen_io_threads
 
 log = logging.getLogger("files.service")
 

@@ -10,7 +10,7 @@ import re
 from blake3 import blake3
 from starlette.types import Receive, Scope, Send
 
-from service.errors import RangeNotSatisfiable
+from service.core.errors import RangeNotSatisfiable
 
 log = logging.getLogger("files.download")
 

@@ -10,8 +10,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from blobstore.durable import OutsideRoot
-from service import errors
+from service.core import errors
+from service.storage.durable import OutsideRoot
 
 log = logging.getLogger("files.http")
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import metrics
 from service.http.errors import error_response
-from service.logs import request_id
+from service.ops import metrics
+from service.ops.logs import request_id
 
 log = logging.getLogger("files.access")
 error_log = logging.getLogger("files.http")

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from service.models import (
+from service.http.models import (
     BucketList,
     CompletedUploadResponse,
     CreateUploadRequest,

@@ -16,13 +16,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import metrics, names
-from service.auth import Principal
-from service.entries import Entry
-from service.errors import BodyBrokenOff, FileNotFound, InvalidRequest, SessionNotFound, UploadTooLarge
+from service.core import names
+from service.core.auth import Principal
+from service.core.errors import BodyBrokenOff, FileNotFound, InvalidRequest, SessionNotFound, UploadTooLarge
 from service.http.download import BlobResponse, etag_matches, parse_range
-from service.http.openapi import build_openapi
-from service.models import (
+from service.http.models import (
     Bucket,
     BucketList,
     CompletedUploadResponse,
@@ -32,8 +30,11 @@ from service.models import (
     FileUploadResponse,
     TokenInfo,
 )
+from service.http.openapi import build_openapi
+from service.ops import metrics
+from service.redis.sessions import Session
 from service.services import Services
-from service.sessions import Session
+from service.storage.entries import Entry
 
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 CONTENT_SUFFIX = ":content"

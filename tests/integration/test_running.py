@@ -65,7 +65,7 @@ def test_python_dash_m_service_serves_the_api(services) -> None:
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator tunables exist on Linux only")
 def test_the_serving_process_runs_with_the_allocator_tuned_from_its_start(services) -> None:
     """`serve` starts itself again with GLIBC_TUNABLES set (same process id); the measured speed-up
-    of large bodies depends on it (service/tuning.py)."""
+    of large bodies depends on it (service/ops/tuning.py)."""
     service = services.start()
     expect(service.api.http.get("/healthz"), 200)
     environment = Path(f"/proc/{service.pid}/environ").read_bytes()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from blobstore.durable import TEMPORARY
+from service.storage.durable import TEMPORARY
 
 from .harness import OCTET_STREAM, MiB, assert_content, b3, wait_for
 

@@ -23,7 +23,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from blobstore import ContentHasher, StagingFile
+from service.core.digests import ContentHasher
+from service.storage.staging import StagingFile
 
 WRITE_SIZE = 1024 * 1024
 IN_FLIGHT = 4

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from blobstore.durable import TEMPORARY, contained, make_dirs, space_checked
+from service.storage.durable import TEMPORARY, contained, make_dirs, space_checked
 
 
 class StagingLost(Exception):

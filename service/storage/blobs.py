@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISREG
 
-from blobstore.durable import (
+from service.storage.durable import (
     contained,
     fsync_dir,
     in_made_dirs,

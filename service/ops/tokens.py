@@ -10,9 +10,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service import names
-from service.atomic import replace_file
-from service.auth import ACTIONS, ALL_BUCKETS, Action, TokenFile, new_token, problems
+from service.core import names
+from service.core.auth import ACTIONS, ALL_BUCKETS, Action, TokenFile, new_token, problems
+from service.storage.durable import write_atomic
 
 
 class TokenFileError(Exception):
@@ -64,7 +64,7 @@ def add_entry(path: Path, entry: dict) -> None:
     if any(token["name"] == entry["name"] for token in document["tokens"]):
         raise TokenFileError(f"{path} has a token named {entry['name']!r} already; choose another name")
     document["tokens"].append(entry)
-    replace_file(path, json.dumps(document, indent=2) + "\n", mode)
+    write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), mode)
 
 
 def new(arguments: argparse.Namespace) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
-from service import names
-from service.auth import Action
+from service.core import names
+from service.core.auth import Action
 
 
 def _check(error: str | None, value: str) -> str:

@@ -9,7 +9,7 @@ Exclusion (all by leases in Redis, so it holds across processes and machines):
   volume and the index change in the same order.
 A commit takes both in one step (all or none), so it cannot deadlock with a delete.
 
-Crashes: a commit or delete records its intent with its locks (`service/intents.py`); a
+Crashes: a commit or delete records its intent with its locks (`service/redis/intents.py`); a
 process killed half-way leaves the intent behind, and `settle_stranded` later takes the same
 locks and makes the index agree with the volume for that key (the entry written: rolled
 forward; not written: rolled back, the blob freed if nothing needs it). docs/design.md has
@@ -24,15 +24,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from blobstore import BlobStore
-from blobstore.durable import OutsideRoot
-from service import metrics
-from service.crashpoints import crash_point
-from service.entries import Entry, EntryStore
-from service.errors import FileNotFound, Unavailable
-from service.index import EntryIndex
-from service.intents import Intent, Intents
-from service.leases import Leases
+from service.core.crashpoints import crash_point
+from service.core.errors import FileNotFound, Unavailable
+from service.ops import metrics
+from service.redis.index import EntryIndex
+from service.redis.intents import Intent, Intents
+from service.redis.leases import Leases
+from service.storage.blobs import BlobStore
+from service.storage.durable import OutsideRoot
+from service.storage.entries import Entry, EntryStore
 
 log = logging.getLogger("files.catalog")
 

@@ -12,7 +12,7 @@ What it finds:
   than a lock lease, as the sweeper judges it (repair: deleted);
 - unreadable entry: an entry file that is not a valid entry (reported only: a person should look).
 
-Safe beside running services: it holds the data directory's lock (service/dirlock.py) for its
+Safe beside running services: it holds the data directory's lock (service/ops/dirlock.py) for its
 whole run, without waiting for it. Without FILES_REDIS_URL it asks for it alone: if it gets it, no
 service runs (and none can start until it ends), so no session of an embedded Redis stand-in is
 alive and every partial file is stray; if not, a service runs whose sessions it cannot see, and
@@ -32,12 +32,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from blobstore import hash_file
-from blobstore.durable import make_dirs, stale_temporaries
 from service.config import Settings
-from service.dirlock import DataDirLock
-from service.entries import Entry
+from service.core.digests import hash_file
+from service.ops.dirlock import DataDirLock
 from service.services import Services
+from service.storage.durable import make_dirs, stale_temporaries
+from service.storage.entries import Entry
 
 
 class Sessions(enum.Enum):

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 
 import redis.asyncio as redis
 
-from service.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
-from service.keyspace import KeySpace
-from service.leases import Lease, Leases
+from service.core.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
+from service.redis.keyspace import KeySpace
+from service.redis.leases import Lease, Leases
 
 OPEN = "open"
 COMPLETE = "complete"

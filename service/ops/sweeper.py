@@ -12,12 +12,13 @@ import time
 
 import redis.asyncio as redis
 
-from blobstore import StagingArea, remove_stale_temporaries
-from service import metrics
-from service.catalog import Catalog
-from service.keyspace import KeySpace
-from service.leases import Leases, stop_if_cancelled
-from service.sessions import SessionStore
+from service.core.catalog import Catalog
+from service.ops import metrics
+from service.redis.keyspace import KeySpace
+from service.redis.leases import Leases, stop_if_cancelled
+from service.redis.sessions import SessionStore
+from service.storage.durable import remove_stale_temporaries
+from service.storage.staging import StagingArea
 
 log = logging.getLogger("files.sweeper")
 

@@ -21,10 +21,10 @@ import time
 
 import redis.asyncio as redis
 
-from service.entries import Entry, EntryStore
-from service.errors import Unavailable
-from service.keyspace import KeySpace
-from service.leases import Lease, Leases, release_lua
+from service.core.errors import Unavailable
+from service.redis.keyspace import KeySpace
+from service.redis.leases import Lease, Leases, release_lua
+from service.storage.entries import Entry, EntryStore
 
 # KEYS: bucket keys, bucket entries, buckets, refs, intents, then locks to let go of. ARGV: bucket, key,
 # json, digest, only-if-absent, the locks' token (which also names the intent to drop).

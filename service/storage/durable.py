@@ -125,12 +125,15 @@ def make_dirs(path: Path) -> None:
         fsync_dir(directory.parent)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new file whole."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new file whole.
+
+    The file is made with `mode` from the start (less the umask), so a secret is never readable by others.
+    """
     temporary = temporary_path(path)
     try:
         with space_checked():
-            fd = in_made_dirs(lambda: os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), path.parent)
+            fd = in_made_dirs(lambda: os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), path.parent)
             try:
                 view = memoryview(data)
                 while view:

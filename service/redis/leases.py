@@ -6,7 +6,7 @@ long work renew the lease while they make progress.
 A lease may carry an intent: a record of the change its holder is about to make
 (`<prefix>intents`, field: the lease's token), written in the same step as the locks
 are taken and removed by the script that finishes the change. A record whose locks
-are no longer held by its token outlived its holder: see `service/catalog.py`.
+are no longer held by its token outlived its holder: see `service/core/catalog.py`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
 
-from service.errors import Unavailable
-from service.keyspace import KeySpace
+from service.core.errors import Unavailable
+from service.redis.keyspace import KeySpace
 
 # Every script takes the lease's keys as KEYS and its token as ARGV[1]: one lease may hold several locks.
 # _ACQUIRE: with an intent (ARGV[3]), the last KEY is the intents hash, not a lock.

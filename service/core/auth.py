@@ -16,9 +16,9 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from service import names
 from service.config import ConfigError
-from service.errors import Forbidden, Unauthorized
+from service.core import names
+from service.core.errors import Forbidden, Unauthorized
 
 Action = Literal["read", "write", "delete"]
 ACTIONS: tuple[Action, ...] = get_args(Action)

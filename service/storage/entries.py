@@ -15,8 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from blobstore import write_atomic
-from blobstore.durable import contained, make_dirs, remove_durably
+from service.storage.durable import contained, make_dirs, remove_durably, write_atomic
 
 READ_SIZE = 64 * 1024
 

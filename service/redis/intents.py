@@ -11,7 +11,7 @@ from __future__ import annotations
 import redis.asyncio as redis
 from pydantic import BaseModel, ConfigDict
 
-from service.keyspace import KeySpace
+from service.redis.keyspace import KeySpace
 
 
 class Intent(BaseModel):

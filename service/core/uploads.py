@@ -17,14 +17,12 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 
-from blobstore import ContentHasher, StagingArea, StagingLost, StorageFull, hash_file
-from service import metrics
-from service.auth import Action, Principal
-from service.catalog import Catalog
-from service.chunkwriter import ChunkWriter
-from service.crashpoints import crash_point
-from service.entries import Entry
-from service.errors import (
+from service.core.auth import Action, Principal
+from service.core.catalog import Catalog
+from service.core.chunkwriter import ChunkWriter
+from service.core.crashpoints import crash_point
+from service.core.digests import ContentHasher, hash_file
+from service.core.errors import (
     BodyBrokenOff,
     BodyStalled,
     DigestMismatch,
@@ -35,9 +33,13 @@ from service.errors import (
     SessionNotFound,
     UploadTooLarge,
 )
-from service.leases import Lease
-from service.models import CreateUploadRequest
-from service.sessions import LostLease, Session, SessionStore
+from service.http.models import CreateUploadRequest
+from service.ops import metrics
+from service.redis.leases import Lease
+from service.redis.sessions import LostLease, Session, SessionStore
+from service.storage.durable import StorageFull
+from service.storage.entries import Entry
+from service.storage.staging import StagingArea, StagingLost
 
 KEPT_HASHERS = 256
 CHEAP_TO_RESEND = 1024 * 1024  # a completing body up to this size is recorded with the completion

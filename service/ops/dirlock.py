@@ -6,7 +6,7 @@ can see them: a second service, or fsck, would take its partial files for strays
 process holds the lock for its whole life, EXCLUSIVE on the embedded stand-in (it must be alone)
 and SHARED on a shared Redis (any number of workers, which all see the same sessions). fsck takes
 it for its whole run, without waiting, to learn whether a service whose sessions it cannot see may
-be writing (service/fsck.py). The lock goes with the process: a killed process holds nothing.
+be writing (service/ops/fsck.py). The lock goes with the process: a killed process holds nothing.
 """
 
 from __future__ import annotations

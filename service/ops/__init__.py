@@ -1,0 +1,1 @@
+"""Operating the service: the background sweep, fsck, metrics, logs and process tuning."""

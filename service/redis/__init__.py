@@ -1,0 +1,1 @@
+"""State in Redis: the connection, the key space, leases, upload sessions and the listing index."""
