@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from service.client import ClientError
-from service.client.commands import Retries, chunk_size, service_url
+from service.client.commands import chunk_size, service_url
 from service.client.progress import Progress, human
+from service.client.retries import Retries
 from service.client.state import SessionState, Source, Upload
 
 

@@ -62,10 +62,17 @@ def _checked(response: httpx.Response) -> httpx.Response:
 class FilesClient:
     """One service's API, with a bearer token when given; use as a context manager to close connections."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: httpx.Timeout = TIMEOUT) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: httpx.Timeout = TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """`transport` replaces the network, e.g. to call an app in the same process (tests)."""
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Self:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any, Self, TextIO
 
@@ -51,6 +52,9 @@ class Progress:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         """Show where the transfer stopped, also when it failed, and end the line."""
         self.bar.close()
 
@@ -71,20 +75,21 @@ class Bar(tqdm):
         super().__init__(**options)
 
     @property
-    def format_dict(self) -> dict[str, Any]:
+    def format_dict(self) -> MutableMapping[str, Any]:
         values = super().format_dict
         rate = self.moved / values["elapsed"] if values["elapsed"] > 0 else 0.0
-        left = self.total - self.n
+        left = values["total"] - values["n"]
         if left <= 0:
             values["left"] = "done"
         elif rate > 0:
             values["left"] = f"{timedelta(seconds=round(left / rate))} left"
         else:
             values["left"] = "--:--:-- left"
-        values.update(done=human(self.n), size=human(self.total), speed=human(rate))
+        values.update(done=human(values["n"]), size=human(values["total"]), speed=human(rate))
         return values
 
-    def display(self, msg: str | None = None, pos: int | None = None) -> bool | None:
+    # tqdm's stubs say display returns None, but tqdm.close reads its result: False for "nothing cleared".
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool | None:  # type: ignore[override]
         if self.tty:
             return super().display(msg, pos)
         if msg is not None:  # tqdm clearing the line (msg ''): a log has nothing to clear

@@ -82,4 +82,6 @@ class SessionState:
         return [upload for upload in self.uploads() if upload.source.slot != source.slot]
 
     def _write(self, uploads: list[Upload]) -> None:
-        write_atomic(self.path, json.dumps({"uploads": [asdict(upload) for upload in uploads]}, indent=2).encode(), 0o600)
+        write_atomic(
+            self.path, json.dumps({"uploads": [asdict(upload) for upload in uploads]}, indent=2).encode(), 0o600
+        )
