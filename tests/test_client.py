@@ -1,4 +1,4 @@
-"""The client's pieces that need no service: sizes, the progress bar, the state file."""
+"""The client's pieces that need no service: sizes, the progress bar, the console's lines, the state file."""
 
 from __future__ import annotations
 
@@ -11,6 +11,20 @@ import pytest
 
 from service.client import ClientError
 from service.client.commands import chunk_size, service_url
+from service.client.console import Console
+from service.client.events import (
+    DownloadResumed,
+    Event,
+    Hashing,
+    Retrying,
+    SessionGone,
+    SourceChanged,
+    TransferEnded,
+    TransferMoved,
+    TransferRepositioned,
+    TransferStarted,
+    UploadResumed,
+)
 from service.client.progress import Progress, human
 from service.client.retries import Retries
 from service.client.state import SessionState, Source, Upload
@@ -146,3 +160,41 @@ def test_state_file_that_is_not_json_is_reported(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ClientError, match="not a valid client state file"):
         SessionState(path).uploads()
+
+
+@pytest.mark.parametrize(
+    ("event", "line"),
+    [
+        (Retrying(httpx.ConnectError("refused"), 0.5), "files-service: refused; retrying in 0.5 s"),
+        (Retrying(httpx.ReadTimeout(""), 1.25), "files-service: ReadTimeout; retrying in 1.25 s"),
+        (Hashing("/d/f", 3 * 2**20), "computing the BLAKE3 digest of /d/f (3.0 MiB)"),
+        (UploadResumed("s1", 42), "resuming upload session s1 at byte 42"),
+        (SourceChanged("/d/f", "s1"), "/d/f has changed since upload session s1 began; starting anew"),
+        (SessionGone("s1", midway=False), "upload session s1 is gone; starting a new one"),
+        (
+            SessionGone("s1", midway=True),
+            "upload session s1 is gone (did the service restart?); starting a new one",
+        ),
+        (DownloadResumed(Path("f.part"), 7), "resuming f.part at byte 7"),
+    ],
+)
+def test_console_says_each_notice_in_one_line_on_stderr(
+    event: Event, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Console()(event)
+    assert capsys.readouterr() == ("", line + "\n")
+
+
+def test_console_draws_a_transfer_as_a_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    console = Console()
+    for event in (
+        TransferStarted("b/k", 2**20, 0),
+        TransferMoved(2**19),
+        TransferRepositioned(2**18),
+        TransferMoved(3 * 2**18),
+        TransferEnded(),
+    ):
+        console(event)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1].startswith("b/k [########################] 100% 1.0 MiB / 1.0 MiB")
