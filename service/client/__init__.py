@@ -1,4 +1,5 @@
-"""The command-line client: upload, download, list and delete files on a running files service."""
+"""The client: upload, download, list and delete files on a running files service, from the command line
+or from Python (`service.client.transfer`: `upload_file`, `download_file`)."""
 
 
 class ClientError(Exception):
