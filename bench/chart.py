@@ -28,13 +28,13 @@ def draw(outcome: dict, path: Path) -> None:
     colours = {name: plt.get_cmap("tab10")(index) for index, name in enumerate(systems)}
     lines = max(1, math.ceil(len(rows) / COLUMNS))
     figure, axes = plt.subplots(lines, COLUMNS, figsize=(13, 2.6 * lines), squeeze=False)
-    for axis, row in zip(axes.flat, rows):
+    for axis, row in zip(axes.flat, rows, strict=False):
         names = [name for name in systems if row.summary(name) is not None]
         summaries = [row.summary(name) for name in names]
         values = [summary[0] for summary in summaries]
         errors = [
-            [value - low for value, (_, low, _) in zip(values, summaries)],
-            [high - value for value, (_, _, high) in zip(values, summaries)],
+            [value - low for value, (_, low, _) in zip(values, summaries, strict=True)],
+            [high - value for value, (_, _, high) in zip(values, summaries, strict=True)],
         ]
         positions = range(len(names))
         axis.barh(positions, values, xerr=errors, color=[colours[name] for name in names], capsize=3)
@@ -44,7 +44,7 @@ def draw(outcome: dict, path: Path) -> None:
         better = "higher is better" if row.higher_is_better else "lower is better"
         axis.set_title(f"{row.workload}. {row.title}{statistic}\n{row.unit}, {better}", fontsize=9)
         axis.tick_params(axis="x", labelsize=8)
-        for position, value, (_, _, high) in zip(positions, values, summaries):
+        for position, value, (_, _, high) in zip(positions, values, summaries, strict=True):
             axis.text(high, position, f" {value:,.0f}" if value >= 10 else f" {value:.2f}", va="center", fontsize=7)
         axis.margins(x=0.18)
     for axis in list(axes.flat)[len(rows) :]:

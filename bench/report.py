@@ -52,7 +52,8 @@ def markdown(outcome: dict, chart: str | None) -> str:
         + (" **A quick smoke run: sizes are shrunk and the figures mean nothing.**" if quick else ""),
         "",
         (
-            f"Machine: {facts['cores']} cores ({facts['processor'] or 'unknown processor'}), {facts['memory']} of memory, "
+            f"Machine: {facts['cores']} cores ({facts['processor'] or 'unknown processor'}), "
+            f"{facts['memory']} of memory, "
             f"Linux {facts['kernel']}, Python {facts['python']}, Node.js {facts['node']}, {facts['glibc']}; "
             f"every system stored on {facts['disk']}. "
             f"Load average when it finished: {', '.join(str(load) for load in outcome['load_average'])}."
@@ -179,7 +180,8 @@ METHOD = [
         "so that it costs less than the servers it measures."
     ),
     (
-        "Uploads are timed from the first request to the last answer (plus the flush, for a system that does not flush). "
+        "Uploads are timed from the first request to the last answer "
+        "(plus the flush, for a system that does not flush). "
         "Every upload's content is distinct, so the service's deduplication never skips a write. "
         "The page cache is written back and dropped before each timed upload run."
     ),

@@ -4,9 +4,9 @@ Runs go round-robin: each repetition visits every system before the next begins,
 disturbance from outside (this machine is shared) spreads over all systems instead of
 landing on one; and each repetition starts one system further on, so that no system always
 runs in the same place (the run after another system's 1 GiB delete was measured to be the
-slow one: ext4 on this machine discards freed blocks). Before each timed upload the page cache is written back and dropped, so no
-run pays for the last one's writeback; downloads read a file already in the page cache, so
-they measure the servers, not the disk.
+slow one: ext4 on this machine discards freed blocks). Before each timed upload the page cache
+is written back and dropped, so no run pays for the last one's writeback; downloads read a file
+already in the page cache, so they measure the servers, not the disk.
 """
 
 from __future__ import annotations
@@ -190,7 +190,8 @@ async def downloads(bench: Bench, services: list[System], others: list[System]) 
             elapsed_split = await _download(system, targets[system.name], size, ranges)
             split.add(system.name, size / MiB / elapsed_split)
             bench.log(
-                f"  4: {system.name:<18} {size / MiB / elapsed:8.0f} MiB/s whole, {size / MiB / elapsed_split:8.0f} in ranges"
+                f"  4: {system.name:<18} {size / MiB / elapsed:8.0f} MiB/s whole, "
+                f"{size / MiB / elapsed_split:8.0f} in ranges"
             )
     return [whole, split]
 

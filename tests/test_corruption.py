@@ -152,7 +152,8 @@ def stray_temporary(area: str) -> Callable[[Stock], Awaitable[Planted]]:
     async def plant(stock: Stock) -> Planted:
         directory = (stock.blob() if area == "blobs" else stock.entry()).parent
         old = plant_file(temporary_path(directory / "x"), b"interrupted")
-        # Age is the inode's ctime (service.storage.durable.stale_temporaries), which no call can set back: let a lease pass.
+        # Age is the inode's ctime (service.storage.durable.stale_temporaries), which no call can set back:
+        # let a lease pass.
         deadline = time.monotonic() + stock.settings.lock_lease_seconds + 10
         while os.lstat(old).st_ctime >= time.time() - stock.settings.lock_lease_seconds:
             assert time.monotonic() < deadline, "the clock did not move past a lease"

@@ -159,7 +159,7 @@ class Checker:
         known = await self.services.sessions.exist(names) if names else []
         idle = self.services.settings.lock_lease_seconds if self.sessions is Sessions.SHARED else 0.0
         cutoff = time.time() - idle
-        for name, alive in zip(names, known):
+        for name, alive in zip(names, known, strict=True):
             if alive or not await asyncio.to_thread(written_before, staging.path(name), cutoff):
                 continue
             if self.repair:

@@ -99,7 +99,7 @@ class Sweeper:
         for start in range(0, len(names), STAGING_BATCH):
             batch = names[start : start + STAGING_BATCH]
             alive = await self.sessions.exist(batch)
-            stale = [name for name, known in zip(batch, alive) if not known]
+            stale = [name for name, known in zip(batch, alive, strict=True) if not known]
             for name in stale:
                 await asyncio.to_thread(self.staging.remove, name)
             removed += len(stale)

@@ -41,7 +41,7 @@ class Intents:
             return []
         intents = [(token, Intent.model_validate_json(value)) for token, value in recorded.items()]
         holders = await self.client.mget([self.keys.lock(intent.locks()[-1]) for _, intent in intents])
-        return [(token, intent) for (token, intent), holder in zip(intents, holders) if holder != token]
+        return [(token, intent) for (token, intent), holder in zip(intents, holders, strict=True) if holder != token]
 
     async def forget(self, token: str) -> None:
         await self.client.hdel(self.keys.intents, token)

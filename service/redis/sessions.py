@@ -188,7 +188,7 @@ class SessionStore:
             raise SessionCompleted("this upload session has already completed")
         if status == -1:
             raise SessionBusy("another request is writing to this upload session; retry when it is done")
-        fields = dict(zip(result[1::2], result[2::2]))
+        fields = dict(zip(result[1::2], result[2::2], strict=True))
         return Session.from_redis(session_id, fields), lease
 
     async def advance(

@@ -103,7 +103,7 @@ def test_completed_files_survive_redis_losing_its_data(services, own_redis, loss
 
     for process in processes:
         wait_for(
-            lambda: process.api.listing() == expected,
+            lambda process=process: process.api.listing() == expected,
             30,
             f"{process.name} to list every file again after Redis lost its data ({loss})",
             ignore=(UnexpectedStatus, httpx.TransportError),

@@ -115,7 +115,7 @@ def test_every_redis_key_starts_with_the_prefix(services, own_redis, data_dir, r
         for number in range(2):
             stray = data_dir / "partial" / f"{number:032x}"
             stray.write_bytes(b"left behind")
-            wait_for(lambda: not stray.exists(), 10, "a sweep to remove a stray partial file")
+            wait_for(lambda stray=stray: not stray.exists(), 10, "a sweep to remove a stray partial file")
     finally:
         touched = watcher.stop()
 

@@ -215,7 +215,8 @@ def test_soak_with_workers_killed_and_redis_restarted(services, own_redis, data_
 
     distinct = {entry["digest"]: entry["bytes"] for entry in listing.values()}
     wait_for(lambda: blob_bytes(data_dir) == sum(distinct.values()), CONVERGE_SECONDS,
-             f"the blobs to hold the {len(distinct)} distinct contents listed, {sum(distinct.values())} bytes")  # fmt: skip
+             f"the blobs to hold the {len(distinct)} distinct contents listed, "
+             f"{sum(distinct.values())} bytes")  # fmt: skip
     assert {path.name for path in (data_dir / "blobs").rglob("*") if path.is_file()} == {
         digest.removeprefix("blake3:") for digest in distinct
     }
