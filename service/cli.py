@@ -71,7 +71,8 @@ def serve(arguments: argparse.Namespace) -> int:
             loop="uvloop",
             http="httptools",
             log_config=logging_config(arguments.log_level or settings.log_level, settings.log_format),
-            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+            # uvicorn's hint says int, but it waits with asyncio.wait_for, which takes fractions of a second too.
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # type: ignore[arg-type]
         )
     return 0
 

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     services = Services.build(settings, client)
     api = FilesAPI(services)
     routes = [*api.routes(), *docs_routes()]
-    templates = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
+    templates: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
     templates |= {route.app: f"{route.path}/{{path}}" for route in routes if isinstance(route, Mount)}
 
     @contextlib.asynccontextmanager

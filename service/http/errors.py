@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -36,7 +37,7 @@ STATUS: dict[type[errors.FilesError], int] = {
 
 
 def error_response(
-    status: int, detail: str, code: str, headers: dict[str, str] | None = None, **fields: object
+    status: int, detail: str, code: str, headers: Mapping[str, str] | None = None, **fields: object
 ) -> JSONResponse:
     return JSONResponse({"detail": detail, "code": code, **fields}, status_code=status, headers=headers)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -78,7 +79,7 @@ def _operation(
     summary: str,
     ok: dict[int, dict[str, Any]],
     errors: list[int],
-    parameters: list[dict[str, Any]] = (),
+    parameters: Sequence[dict[str, Any]] = (),
     body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(status): response for status, response in ok.items()}

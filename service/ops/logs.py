@@ -26,7 +26,7 @@ class JSONFormatter(JsonFormatter):
     """python-json-logger's lines with our field names: time (UTC, milliseconds), level, logger, message,
     then every `extra=` field that is set, and `exception` with its traceback."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
     default_time_format = "%Y-%m-%dT%H:%M:%S"
     default_msec_format = "%s.%03dZ"
 

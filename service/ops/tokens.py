@@ -7,6 +7,7 @@ import json
 import stat
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -29,7 +30,7 @@ def grant(text: str) -> tuple[str, list[Action]]:
     actions = [action.strip() for action in listed.split(",") if action.strip()]
     if not actions or any(action not in ACTIONS for action in actions):
         raise argparse.ArgumentTypeError(f"{text!r}: the actions are {', '.join(ACTIONS)}, separated by commas")
-    return bucket, actions
+    return bucket, cast(list[Action], actions)
 
 
 def merged(grants: list[tuple[str, list[Action]]]) -> dict[str, list[Action]]:
@@ -49,6 +50,7 @@ def add_entry(path: Path, entry: dict) -> None:
 
     The file must be a valid token file without a token of the same name; what else it holds is kept.
     """
+    document: dict[str, Any]
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -8,6 +8,8 @@ half-way); the sweeper settles it (`Catalog.settle_stranded`).
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis.asyncio as redis
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +38,8 @@ class Intents:
 
     async def stranded(self) -> list[tuple[str, Intent]]:
         """(token, intent) of every intent whose entry lock its token no longer holds."""
-        recorded = await self.client.hgetall(self.keys.intents)
+        # The client decodes responses (connection.py), which redis-py's hints cannot know.
+        recorded = cast(dict[str, str], await self.client.hgetall(self.keys.intents))
         if not recorded:
             return []
         intents = [(token, Intent.model_validate_json(value)) for token, value in recorded.items()]

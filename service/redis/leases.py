@@ -155,8 +155,8 @@ class Lease:
                 # Not `await task` under suppress(CancelledError): that would also swallow a cancellation
                 # of this task arriving meanwhile (the sweeper would then never stop at shutdown).
                 await asyncio.wait([task])
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
 
 
 class Leases:

@@ -140,7 +140,7 @@ class SessionStore:
             completed=False,
             created_at=int(time.time()),
         )
-        mapping = {
+        mapping: dict[str, str | int] = {
             "bucket": bucket,
             "key": key,
             "mime_type": mime_type,
