@@ -12,15 +12,19 @@ from pathlib import Path
 
 import pytest
 from apihelpers import b3, blob_path, download, send, start_session, sweep, upload
-from conftest import http_client
+from conftest import http_client, on_both_redises
 
 import service.core.catalog
 import service.core.uploads
+from service.redis.keyspace import KeySpace
 from service.storage.durable import temporary_path
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, on_both_redises]
 
-PREFIX = "files:"
+
+@pytest.fixture
+def keys(settings) -> KeySpace:
+    return KeySpace(settings.redis_prefix)
 
 
 class Crash(BaseException):
@@ -75,35 +79,37 @@ async def assert_absent(client, data: Path, bucket: str, key: str, content: byte
     assert not blob_path(data, b3(content)).exists(), "the blob of a rolled-back commit was kept"
 
 
-async def references(redis, content: bytes) -> int:
-    return int(await redis.hget(f"{PREFIX}index:refs", b3(content)) or 0)
+async def references(redis, keys: KeySpace, content: bytes) -> int:
+    return int(await redis.hget(keys.refs, b3(content)) or 0)
 
 
-async def test_a_commit_that_died_after_placing_its_blob_is_rolled_back(app, redis, settings, crash_at):
+async def test_a_commit_that_died_after_placing_its_blob_is_rolled_back(app, redis, settings, crash_at, keys):
     crash_at("blob-placed")
     async with http_client(app) as client:
         await crashed_upload(client, "b", "k", b"placed, never recorded")
         assert blob_path(settings.data_dir, b3(b"placed, never recorded")).exists()
         await sweep(app)
         await assert_absent(client, settings.data_dir, "b", "k", b"placed, never recorded")
-    assert await redis.hlen(f"{PREFIX}intents") == 0
+    assert await redis.hlen(keys.intents) == 0
 
 
 @pytest.mark.parametrize("point", ["entry-written", "index-updated", "committed"])
-async def test_a_commit_that_died_after_writing_its_entry_is_rolled_forward(app, redis, settings, crash_at, point):
+async def test_a_commit_that_died_after_writing_its_entry_is_rolled_forward(
+    app, redis, settings, crash_at, point, keys
+):
     content = b"written, maybe never counted"
     crash_at(point)
     async with http_client(app) as client:
         await crashed_upload(client, "b", "k", content)
         await sweep(app)
         await assert_whole(client, settings.data_dir, "b", "k", content)
-        assert await references(redis, content) == 1
+        assert await references(redis, keys, content) == 1
         # The issue's sequence: the same content under another key, then that key deleted.
         await upload(client, "b", "other", content)
         assert (await client.delete("/v1/files/b/other")).status_code == 200
         await sweep(app)
         await assert_whole(client, settings.data_dir, "b", "k", content)
-    assert await redis.hlen(f"{PREFIX}intents") == 0
+    assert await redis.hlen(keys.intents) == 0
 
 
 async def test_before_the_sweep_a_delete_of_the_same_content_keeps_the_blob_of_an_uncounted_entry(
@@ -121,7 +127,9 @@ async def test_before_the_sweep_a_delete_of_the_same_content_keeps_the_blob_of_a
         await assert_whole(client, settings.data_dir, "b", "k", content)
 
 
-async def test_two_dead_commits_of_one_content_keep_the_blob_the_written_one_needs(app, redis, settings, crash_at):
+async def test_two_dead_commits_of_one_content_keep_the_blob_the_written_one_needs(
+    app, redis, settings, crash_at, keys
+):
     """One died after placing the blob, the next (deduplicated onto it) after writing its entry:
     settling the first must not free what the second's entry needs, whichever comes first."""
     content = b"shared by two dead commits"
@@ -133,10 +141,10 @@ async def test_two_dead_commits_of_one_content_keep_the_blob_the_written_one_nee
         await sweep(app)
         await assert_whole(client, settings.data_dir, "b", "second", content)
         assert (await client.get("/v1/files/b/first")).status_code == 404
-        assert await references(redis, content) == 1
+        assert await references(redis, keys, content) == 1
 
 
-async def test_a_replacement_rolled_forward_frees_the_content_it_replaced(app, redis, settings, crash_at):
+async def test_a_replacement_rolled_forward_frees_the_content_it_replaced(app, redis, settings, crash_at, keys):
     async with http_client(app) as client:
         await upload(client, "b", "k", b"old content")
         crash_at("entry-written")
@@ -144,7 +152,7 @@ async def test_a_replacement_rolled_forward_frees_the_content_it_replaced(app, r
         await sweep(app)
         await assert_whole(client, settings.data_dir, "b", "k", b"new content")
         assert not blob_path(settings.data_dir, b3(b"old content")).exists()
-        assert await references(redis, b"old content") == 0
+        assert await references(redis, keys, b"old content") == 0
 
 
 async def test_a_delete_that_died_after_removing_the_entry_is_finished(app, redis, settings, monkeypatch):
@@ -165,25 +173,25 @@ async def test_a_delete_that_died_after_removing_the_entry_is_finished(app, redi
         await assert_absent(client, settings.data_dir, "b", "k", content)
 
 
-async def test_an_intent_whose_process_still_holds_its_locks_is_left_alone(app, redis, settings):
+async def test_an_intent_whose_process_still_holds_its_locks_is_left_alone(app, redis, settings, keys):
     services = app.state.services
     intent = service.core.catalog.Intent(bucket="b", key="k", digest=b3(b"x"))
     lease = await services.leases.acquire(*intent.locks(), intent=intent.model_dump_json())
     assert lease is not None
     assert await services.catalog.settle_stranded() == 0
-    assert await redis.hget(f"{PREFIX}intents", lease.token) == intent.model_dump_json()
+    assert await redis.hget(keys.intents, lease.token) == intent.model_dump_json()
     await lease.release()
     assert await services.catalog.settle_stranded() == 1
-    assert await redis.hlen(f"{PREFIX}intents") == 0
+    assert await redis.hlen(keys.intents) == 0
 
 
-async def test_finished_work_leaves_no_intent(client, redis):
+async def test_finished_work_leaves_no_intent(client, redis, keys):
     await upload(client, "b", "k", b"content")
     await upload(client, "b", "k", b"replaced")
     await upload(client, "b", "same", b"replaced")
     assert (await client.delete("/v1/files/b/same")).status_code == 200
     assert (await client.delete("/v1/files/b/missing")).status_code == 404
-    assert await redis.hlen(f"{PREFIX}intents") == 0
+    assert await redis.hlen(keys.intents) == 0
 
 
 async def test_a_damaged_entry_under_one_intent_does_not_stop_the_others_being_settled(app, settings, crash_at):

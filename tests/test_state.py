@@ -1,9 +1,10 @@
-"""The session state machine, the leases and the listing index, on fakeredis without HTTP."""
+"""The session state machine, the leases and the listing index, without HTTP, on fakeredis and a real Redis."""
 
 from __future__ import annotations
 
 import anyio
 import pytest
+from conftest import on_both_redises
 
 from service.core.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
 from service.redis.index import EntryIndex
@@ -12,12 +13,12 @@ from service.redis.leases import Leases
 from service.redis.sessions import LostLease, SessionStore
 from service.storage.entries import Entry, EntryStore
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, on_both_redises]
 
 
 @pytest.fixture
-def keys() -> KeySpace:
-    return KeySpace("t:")
+def keys(settings) -> KeySpace:
+    return KeySpace(settings.redis_prefix)
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ async def test_a_lease_kept_alive_outlives_its_term_and_ends_with_the_work(redis
 async def test_index_put_can_let_go_of_a_lease_in_the_same_step(index, leases, redis, keys):
     lease = await leases.acquire("blob:1", "entry:b/k")
     await index.put(entry("k", digest="1" * 64), release=lease)
-    assert lease.released and await redis.keys("t:lock:*") == []
+    assert lease.released and await redis.keys(keys.lock("*")) == []
     assert await redis.hget(keys.refs, "1" * 64) == "1"
 
 

@@ -1,7 +1,7 @@
 """Fixtures of the integration tests: real Redis servers and `files-service serve` processes.
 
-- `shared_redis_url`: FILES_TEST_REDIS_URL, else a redis-server started for the session; tests
-  on it never flush it and each uses a prefix of its own (`redis_prefix`).
+- `shared_redis_url` (tests/conftest.py): FILES_TEST_REDIS_URL, else a redis-server started for the
+  session; tests on it never flush it and each uses a prefix of its own (`redis_prefix`).
 - `own_redis`: a redis-server of the test's own, on a free port, for tests that flush, kill or
   restart Redis or look at every key in it.
 - `services`: starts service processes on one data directory; all are stopped at teardown.
@@ -11,7 +11,6 @@ When a test fails, the output of every process it started is added to its report
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,28 +39,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
         for process in item.stash.get(PROCESSES, []):
             report.sections.append((f"output of {process.name} ({process.log_path})", process.log_tail(LOG_CHARACTERS)))
     return report
-
-
-@pytest.fixture(scope="session")
-def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("FILES_TEST_REDIS_URL")
-    if url:
-        try:
-            with contextlib.closing(redis.Redis.from_url(url, socket_timeout=5)) as client:
-                client.ping()
-        except redis.RedisError as error:
-            unavailable(f"FILES_TEST_REDIS_URL={url} does not answer: {error}")
-        yield url
-        return
-    if redis_server_binary() is None:
-        unavailable("no Redis for the integration tests: FILES_TEST_REDIS_URL is unset and redis-server is not on PATH")
-    directory = tmp_path_factory.mktemp("shared-redis")
-    server = RedisServer(directory, directory / "redis.log")
-    try:
-        server.start()
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
