@@ -81,22 +81,26 @@ def redis_server() -> fakeredis.FakeServer:
 
 
 @pytest.fixture
-async def connect_redis(
-    request: pytest.FixtureRequest, redis_kind: str, settings: Settings
-) -> AsyncIterator[Callable[[], Redis]]:
+def connect_redis(request: pytest.FixtureRequest, redis_kind: str) -> Callable[[], Redis]:
     """`connect_redis()`: a new client of the test's Redis, as each process has its own.
 
-    On the real server the test's keys are deleted at its end, and every client is closed.
+    A plain fixture on fakeredis, so that tests which are not async (driving the app through a
+    portal, say) can use it; the real server's clients need an async test to be closed in.
     """
     if redis_kind == FAKEREDIS:
         server = request.getfixturevalue("redis_server")
-        yield lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
-        return
-    url = request.getfixturevalue("shared_redis_url")
+        return lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+    connect: Callable[[], Redis] = request.getfixturevalue("real_redis_clients")
+    return connect
+
+
+@pytest.fixture
+async def real_redis_clients(shared_redis_url: str, settings: Settings) -> AsyncIterator[Callable[[], Redis]]:
+    """Clients of the shared real redis-server; the test's keys are deleted at its end, every client closed."""
     clients: list[Redis] = []
 
     def connect() -> Redis:
-        clients.append(Redis.from_url(url, decode_responses=True))
+        clients.append(Redis.from_url(shared_redis_url, decode_responses=True))
         return clients[-1]
 
     try:
