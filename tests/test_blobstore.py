@@ -11,7 +11,8 @@ from blake3 import blake3
 
 from service.core.digests import ContentHasher, hash_file
 from service.storage.blobs import BlobStore
-from service.storage.durable import StorageFull, write_atomic
+from service.storage.durable import OutsideRoot, StorageFull, contained, write_atomic
+from service.storage.entries import Entry, EntryStore
 from service.storage.staging import StagingArea
 
 
@@ -160,3 +161,29 @@ def test_a_full_filesystem_raises_storage_full(staging, monkeypatch):
     with pytest.raises(StorageFull):
         file.write_at(b"data", 0)
     file.close()
+
+
+@pytest.mark.parametrize("bucket", ["../../..", "..", ".", "a/../../b", "/etc", ""])
+def test_an_entry_path_never_leads_out_of_the_store(tmp_path, bucket):
+    """Containment holds in the store itself, whatever its caller checked."""
+    entries = EntryStore(tmp_path / "entries")
+    with pytest.raises((OutsideRoot, ValueError)):
+        entries.path(bucket, "k")
+    with pytest.raises((OutsideRoot, ValueError)):
+        entries.put(Entry(bucket=bucket, key="k", mime_type="a/b", bytes=0, created_at=0, digest="0" * 64))
+    assert not any(tmp_path.glob("*.json")) and not any((tmp_path / "entries").rglob("*.json"))
+
+
+@pytest.mark.parametrize("name", ["../x", "../../etc/passwd", "..", "a/../../x"])
+def test_a_staging_path_never_leads_out_of_the_area(staging, name):
+    with pytest.raises(OutsideRoot):
+        staging.open(name, 0)
+    with pytest.raises(OutsideRoot):
+        staging.remove(name)
+
+
+def test_contained_resolves_dot_dot_before_comparing(tmp_path):
+    root = tmp_path.resolve()
+    assert contained(root, root / "a" / ".." / "b") == root / "b"
+    with pytest.raises(OutsideRoot):
+        contained(root, root / "a" / ".." / ".." / "b")

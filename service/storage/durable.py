@@ -36,13 +36,17 @@ class OutsideRoot(Exception):
 
 
 def contained(root: Path, path: Path) -> Path:
-    """`path` (under `root`), after checking that each directory between them is a real one.
+    """`path` resolved under `root`, after checking that each directory between them is a real one.
 
-    `root` must be resolved already. The last component is not followed by the
-    callers (they open with O_NOFOLLOW or replace it), so only the directories are
-    checked: one lstat each, cheaper than resolving the whole path every time.
+    `root` must be resolved already. `..` and `.` are resolved first (a name such as
+    `../../etc` would otherwise compare as text under `root` and lead out of it); with every
+    directory checked to be no symbolic link, that lexical resolution is the real one. The
+    last component is not followed by the callers (they open with O_NOFOLLOW or replace it),
+    so only the directories are checked: one lstat each, cheaper than resolving the whole
+    path every time. Raises OutsideRoot.
     """
-    if not path.is_relative_to(root):
+    path = Path(os.path.normpath(path))
+    if path == root or not path.is_relative_to(root):
         raise OutsideRoot(f"{path} is outside {root}")
     parts = path.parent.relative_to(root).parts
     for depth in range(len(parts) + 1):

@@ -39,6 +39,10 @@ class EntryStore:
         self.root = root.resolve()
 
     def path(self, bucket: str, key: str) -> Path:
+        """Where the entry of `bucket`/`key` lives; ValueError when `bucket` is not one plain directory
+        name, OutsideRoot when the path would lead out of the store (whatever the caller checked)."""
+        if not _one_component(bucket):
+            raise ValueError(f"not a bucket name: {bucket!r}")
         hashed = hashlib.sha256(key.encode()).hexdigest()
         return contained(self.root, self.root / bucket / hashed[:2] / f"{hashed}.json")
 
@@ -82,6 +86,10 @@ class EntryStore:
                 except ValidationError:
                     continue
                 yield entry
+
+
+def _one_component(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
 def _read(path: Path, bucket: str, key: str) -> Entry | None:

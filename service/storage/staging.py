@@ -53,6 +53,7 @@ class StagingArea:
         self.root = root.resolve()
 
     def path(self, name: str) -> Path:
+        """Where the staging file `name` lives; OutsideRoot when that would lead out of the area."""
         return contained(self.root, self.root / name)
 
     def open(self, name: str, offset: int) -> StagingFile:
