@@ -1,15 +1,20 @@
-"""The service's parts, built from the settings and wired together once."""
+"""The service's parts, built from the settings and wired together once: the only place that
+chooses the implementation of each port."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis.asyncio as redis
 
 from service.config import Settings
+from service.core import ports
 from service.core.auth import Authenticator
 from service.core.catalog import Catalog
+from service.core.files import Files
 from service.core.uploads import UploadCore
+from service.ops.metrics import Counters
 from service.ops.sweeper import Sweeper
 from service.redis.connection import connect
 from service.redis.index import EntryIndex
@@ -19,6 +24,7 @@ from service.redis.leases import Leases
 from service.redis.sessions import SessionStore
 from service.storage.blobs import BlobStore
 from service.storage.entries import EntryStore
+from service.storage.memory import MemoryBlobStore, MemoryStaging
 from service.storage.staging import StagingArea
 
 
@@ -29,26 +35,39 @@ class Services:
     keys: KeySpace
     leases: Leases
     sessions: SessionStore
-    staging: StagingArea
+    blobs: ports.BlobStore
+    staging: ports.StagingArea
+    entries: EntryStore
     catalog: Catalog
     core: UploadCore
+    files: Files
     sweeper: Sweeper
     auth: Authenticator
 
     @classmethod
-    def build(cls, settings: Settings, client: redis.Redis | None = None) -> Services:
+    def build(cls, settings: Settings, client: redis.Redis | None = None, in_memory: bool = False) -> Services:
+        """With `in_memory`, blobs and staged uploads are kept in this process's memory (fast tests);
+        entries stay on the data volume."""
         client = client if client is not None else connect(settings)
         keys = KeySpace(settings.redis_prefix)
         leases = Leases(client, keys, settings.lock_lease_seconds)
         entries = EntryStore(settings.data_dir / "entries")
+        blobs: ports.BlobStore
+        staging: ports.StagingArea
+        if in_memory:
+            blobs, staging = MemoryBlobStore(), MemoryStaging()
+            volume: tuple[Path, ...] = (entries.root,)
+        else:
+            blob_files, staging_files = (
+                BlobStore(settings.data_dir / "blobs"),
+                StagingArea(settings.data_dir / "partial"),
+            )
+            blobs, staging = blob_files, staging_files
+            volume = (blob_files.root, entries.root, staging_files.root)
+        counters = Counters()
         catalog = Catalog(
-            entries,
-            EntryIndex(client, keys, leases, entries),
-            BlobStore(settings.data_dir / "blobs"),
-            leases,
-            Intents(client, keys),
+            entries, EntryIndex(client, keys, leases, entries), blobs, staging, leases, Intents(client, keys), counters
         )
-        staging = StagingArea(settings.data_dir / "partial")
         sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)
         return cls(
             settings=settings,
@@ -56,16 +75,20 @@ class Services:
             keys=keys,
             leases=leases,
             sessions=sessions,
+            blobs=blobs,
             staging=staging,
+            entries=entries,
             catalog=catalog,
             core=UploadCore(
                 sessions,
                 staging,
                 catalog,
+                counters,
                 settings.max_upload_bytes,
                 settings.max_open_sessions,
                 settings.body_stall_seconds,
             ),
+            files=Files(catalog),
             sweeper=Sweeper(
                 client,
                 keys,
@@ -73,6 +96,7 @@ class Services:
                 sessions,
                 staging,
                 catalog,
+                volume,
                 settings.sweep_interval_seconds,
                 settings.blob_grace_seconds,
             ),

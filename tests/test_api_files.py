@@ -6,7 +6,8 @@ import pytest
 from apihelpers import assert_error, b3, blob_files, blob_path, content_url, download, entry_files, sweep, upload
 from conftest import http_client
 
-from service.storage.entries import Entry, EntryStore
+from service.core.model import Entry
+from service.storage.entries import EntryStore
 
 pytestmark = pytest.mark.anyio
 

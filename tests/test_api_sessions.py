@@ -572,9 +572,9 @@ async def test_the_offset_when_the_commit_starts_spares_a_large_last_body_from_b
     seen = []
     real_commit = catalog.commit
 
-    async def commit(entry, source):
+    async def commit(entry, staged):
         seen.append((await app.state.services.sessions.get(session_id)).offset)
-        await real_commit(entry, source)
+        await real_commit(entry, staged)
 
     monkeypatch.setattr(catalog, "commit", commit)
     async with http_client(app) as client:

@@ -12,7 +12,7 @@ from apihelpers import b3
 
 from service.core.chunkwriter import IN_FLIGHT, WRITE_SIZE, ChunkWriter
 from service.core.digests import ContentHasher
-from service.storage.durable import StorageFull
+from service.core.errors import StorageFull
 from service.storage.staging import StagingArea
 
 pytestmark = pytest.mark.anyio

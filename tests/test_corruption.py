@@ -25,7 +25,7 @@ from conftest import BASE_URL
 from starlette.applications import Starlette
 
 from service.config import Settings
-from service.http.download import CorruptBlob
+from service.core.errors import CorruptBlob
 from service.ops.fsck import fsck
 from service.services import Services
 from service.storage.durable import TEMPORARY, temporary_path
@@ -63,10 +63,10 @@ class Stock:
         return self.settings.data_dir.resolve()
 
     def blob(self, content: bytes = DAMAGED) -> Path:
-        return self.services.catalog.blobs.path(b3(content))
+        return self.services.blobs.path(b3(content))
 
     def entry(self, key: str = "damaged") -> Path:
-        return self.services.catalog.entries.path("b", key)
+        return self.services.entries.path("b", key)
 
     async def fsck(self, repair: bool) -> tuple[int, list[str]]:
         client = fakeredis.FakeAsyncRedis(server=self.redis_server, decode_responses=True)
@@ -288,7 +288,7 @@ async def test_a_blob_corrupted_after_upload_is_cut_off(make_app, caplog, size, 
     app = make_app()
     async with app_client(app, raise_app_exceptions) as client:
         await upload(client, "b", "damaged", content)
-        blob = app.state.services.catalog.blobs.path(b3(content))
+        blob = app.state.services.blobs.path(b3(content))
         replace_file(blob, altered(content))
         assert await whole_download(client, size) is None
     assert "corrupt" in caplog.text
@@ -321,7 +321,7 @@ async def test_a_range_of_a_corrupt_blob_is_served_as_it_is(make_app):
     app = make_app()
     async with app_client(app) as client:
         await upload(client, "b", "damaged", DAMAGED)
-        replace_file(app.state.services.catalog.blobs.path(b3(DAMAGED)), altered(DAMAGED))
+        replace_file(app.state.services.blobs.path(b3(DAMAGED)), altered(DAMAGED))
         response = await download(client, "b", "damaged", Range="bytes=0-9")
     assert response.status_code == 206
     assert response.content == altered(DAMAGED)[:10]

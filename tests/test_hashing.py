@@ -10,7 +10,7 @@ import pytest
 from apihelpers import b3, send, start_session, upload
 from conftest import http_client
 
-import service.core.uploads
+import service.storage.staging
 
 pytestmark = pytest.mark.anyio
 
@@ -21,13 +21,13 @@ MiB = 1024 * 1024
 def file_hashes(monkeypatch) -> list[str]:
     """Counts the times a finished upload is read back to hash it."""
     calls: list[str] = []
-    real = service.core.uploads.hash_file
+    real = service.storage.staging.hash_file
 
     def counting(path, sha256=False):
         calls.append(str(path))
         return real(path, sha256)
 
-    monkeypatch.setattr(service.core.uploads, "hash_file", counting)
+    monkeypatch.setattr(service.storage.staging, "hash_file", counting)
     return calls
 
 

@@ -16,6 +16,7 @@ from conftest import http_client, on_both_redises
 
 import service.core.catalog
 import service.core.uploads
+from service.core.model import Intent
 from service.redis.keyspace import KeySpace
 from service.storage.durable import temporary_path
 
@@ -175,7 +176,7 @@ async def test_a_delete_that_died_after_removing_the_entry_is_finished(app, redi
 
 async def test_an_intent_whose_process_still_holds_its_locks_is_left_alone(app, redis, settings, keys):
     services = app.state.services
-    intent = service.core.catalog.Intent(bucket="b", key="k", digest=b3(b"x"))
+    intent = Intent(bucket="b", key="k", digest=b3(b"x"))
     lease = await services.leases.acquire(*intent.locks(), intent=intent.model_dump_json())
     assert lease is not None
     assert await services.catalog.settle_stranded() == 0

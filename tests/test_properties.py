@@ -294,7 +294,7 @@ async def test_posted_names_stay_inside_the_data_directory(
     else:
         assert response.status_code == 200, response.text
         assert (response.json()["bucket"], response.json()["key"]) == (bucket, key)
-        entry_path = app.state.services.catalog.entries.path(bucket, key)
+        entry_path = app.state.services.entries.path(bucket, key)
         assert entry_path.is_relative_to(data_dir.resolve() / "entries" / bucket)
         assert entry_path.is_file() and json.loads(entry_path.read_bytes())["key"] == key
         path = f"/v1/files/{quote(bucket, safe='')}/{quote(key, safe='/')}"

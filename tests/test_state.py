@@ -6,12 +6,13 @@ import anyio
 import pytest
 from conftest import on_both_redises
 
-from service.core.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
+from service.core.errors import LostLease, SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
+from service.core.model import Entry
 from service.redis.index import EntryIndex
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases
-from service.redis.sessions import LostLease, SessionStore
-from service.storage.entries import Entry, EntryStore
+from service.redis.sessions import SessionStore
+from service.storage.entries import EntryStore
 
 pytestmark = [pytest.mark.anyio, on_both_redises]
 

@@ -9,7 +9,7 @@ Exclusion (all by leases in Redis, so it holds across processes and machines):
   volume and the index change in the same order.
 A commit takes both in one step (all or none), so it cannot deadlock with a delete.
 
-Crashes: a commit or delete records its intent with its locks (`service/redis/intents.py`); a
+Crashes: a commit or delete records its intent with its locks (the `Intents` port); a
 process killed half-way leaves the intent behind, and `settle_stranded` later takes the same
 locks and makes the index agree with the volume for that key (the entry written: rolled
 forward; not written: rolled back, the blob freed if nothing needs it). docs/design.md has
@@ -22,52 +22,54 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from service.core.crashpoints import crash_point
-from service.core.errors import FileNotFound, Unavailable
-from service.ops import metrics
-from service.redis.index import EntryIndex
-from service.redis.intents import Intent, Intents
-from service.redis.leases import Leases
-from service.storage.blobs import BlobStore
-from service.storage.durable import OutsideRoot
-from service.storage.entries import Entry, EntryStore
+from service.core.errors import FileNotFound, OutsideRoot, Unavailable
+from service.core.model import Entry, Intent
+from service.core.ports import BlobStore, EntryIndex, EntryStore, Intents, Leases, Observer, StagingArea
 
 log = logging.getLogger("files.catalog")
 
 
 class Catalog:
     def __init__(
-        self, entries: EntryStore, index: EntryIndex, blobs: BlobStore, leases: Leases, intents: Intents
+        self,
+        entries: EntryStore,
+        index: EntryIndex,
+        blobs: BlobStore,
+        staging: StagingArea,
+        leases: Leases,
+        intents: Intents,
+        observer: Observer,
     ) -> None:
         self.entries = entries
         self.index = index
         self.blobs = blobs
+        self.staging = staging
         self.leases = leases
         self.intents = intents
+        self.observer = observer
 
-    async def commit(self, entry: Entry, source: Path) -> None:
-        """Store the content in `source` (hashed to `entry.digest`) and write the entry for it."""
+    async def commit(self, entry: Entry, staged: str) -> None:
+        """Store the staged upload `staged` (hashed to `entry.digest`) and write the entry for it."""
         intent = Intent(bucket=entry.bucket, key=entry.key, digest=entry.digest)
         async with self.leases.hold(*intent.locks(), intent=intent.model_dump_json()) as lease:
-            placed, replaced = await asyncio.to_thread(self._store, entry, source)
+            placed, replaced = await asyncio.to_thread(self._store, entry, staged)
             unindexed = await self.index.put(entry, release=lease)
             crash_point("index-updated")
         if not placed:
-            metrics.DEDUPLICATED.inc()
-            metrics.BYTES_SAVED.inc(entry.bytes)
+            self.observer.deduplicated(entry.bytes)
         # The volume's old entry and the index's are the same one, unless a crash parted them.
         for digest in {replaced.digest if replaced else None, unindexed} - {None, entry.digest}:
             await self.release_blob(digest)
 
-    def _store(self, entry: Entry, source: Path) -> tuple[bool, Entry | None]:
+    def _store(self, entry: Entry, staged: str) -> tuple[bool, Entry | None]:
         """Place the blob and write the entry (one trip to a worker thread): (newly placed?, entry replaced).
 
         Should either fail, the intent stays behind (the lease lets go without dropping it) and
         the sweeper settles it; a blob just placed that no entry can need goes at once.
         """
-        placed = self.blobs.place(source, entry.digest)
+        placed = self.blobs.commit(self.staging, staged, entry.digest)
         crash_point("blob-placed")
         try:
             replaced = self.entries.put(entry)
@@ -170,15 +172,15 @@ class Catalog:
         await self.index.rebuild()
         referenced = await self.index.referenced()
         cutoff = time.time() - grace_seconds
-        listing = await asyncio.to_thread(lambda: list(self.blobs.blobs()))
-        sweep = BlobSweep(deleted=0, blobs=len(listing), bytes=sum(stat.st_size for _, stat in listing))
+        listing = await asyncio.to_thread(lambda: list(self.blobs.list()))
+        sweep = BlobSweep(deleted=0, blobs=len(listing), bytes=sum(blob.size for blob in listing))
         if referenced is None:  # Redis lost its data again mid-sweep: free nothing this time
             return sweep
-        for digest, stat in listing:
-            if digest not in referenced and stat.st_mtime < cutoff and await self.release_blob(digest):
+        for blob in listing:
+            if blob.digest not in referenced and blob.modified < cutoff and await self.release_blob(blob.digest):
                 sweep.deleted += 1
                 sweep.blobs -= 1
-                sweep.bytes -= stat.st_size
+                sweep.bytes -= blob.size
         return sweep
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from service.core.digests import ContentHasher
-from service.storage.staging import StagingFile
+from service.core.ports import StagedFile
 
 WRITE_SIZE = 1024 * 1024
 IN_FLIGHT = 4
@@ -37,11 +37,11 @@ class ChunkWriter:
     """The staging file is opened by the first buffer's job and closed after the last one's:
     a small body costs one trip to a worker thread in all."""
 
-    def __init__(self, open_file: Callable[[], StagingFile], offset: int, hasher: ContentHasher | None) -> None:
+    def __init__(self, open_file: Callable[[], StagedFile], offset: int, hasher: ContentHasher | None) -> None:
         self.hasher = hasher
         self.received = offset
         self.flushed = offset  # where the buffer starts: all before it is handed over
-        self.file: StagingFile | None = None
+        self.file: StagedFile | None = None
         self._open_file = open_file
         self._chunks: list[bytes] = []
         self._buffered = 0

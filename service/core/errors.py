@@ -1,4 +1,5 @@
-"""Domain errors raised by the upload core; `service.http.errors` maps each to a response."""
+"""Domain errors: `FilesError`s a client is told about (`service.http.errors` maps each to a response),
+and the errors the stores raise through the ports, which the core turns into those or lets through."""
 
 from __future__ import annotations
 
@@ -99,3 +100,31 @@ class BodyBrokenOff(FilesError):
     """The client went away before its request body was complete."""
 
     code = "client_disconnected"
+
+
+class StorageError(Exception):
+    """A store could not do what it was asked, through no fault of the client's."""
+
+
+class StorageFull(StorageError):
+    """The storage under a store has no room left."""
+
+
+class StagingLost(StorageError):
+    """A staged upload holds fewer bytes than its session acknowledged: they are lost."""
+
+
+class OutsideRoot(StorageError):
+    """A path would lead out of its store's directory (a name with '..', a planted symbolic link)."""
+
+
+class BlobMissing(StorageError):
+    """No blob of that digest is in the store."""
+
+
+class CorruptBlob(StorageError):
+    """A blob's content no longer hashes to its name (or ends before its size)."""
+
+
+class LostLease(Exception):
+    """The writer no longer holds the session (its lease ran out, or its offset moved)."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 
+from service.core.errors import InvalidRequest, SessionNotFound
+
 BUCKET = re.compile(r"[a-zA-Z0-9_-]{1,63}")
 KEY_CHARACTERS = re.compile(r"[a-zA-Z0-9_\-/.]{1,1024}")
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|\"(?:[^\"\\\x00-\x1f\x7f]|\\.)*\"))*")
 DIGEST = re.compile(r"(blake3|sha256):([0-9a-fA-F]{64})")
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def bucket_error(bucket: str) -> str | None:
@@ -42,3 +45,41 @@ def digest_error(digest: str) -> str | None:
     if not DIGEST.fullmatch(digest):
         return "digest must be 'blake3:<64 hex>' or 'sha256:<64 hex>'"
     return None
+
+
+def check_bucket(bucket: str) -> str:
+    """`bucket`, or InvalidRequest saying why it breaks the rules."""
+    if (problem := bucket_error(bucket)) is not None:
+        raise InvalidRequest(problem)
+    return bucket
+
+
+def check_key(key: str) -> str:
+    """`key`, or InvalidRequest saying why it breaks the rules."""
+    if (problem := key_error(key)) is not None:
+        raise InvalidRequest(problem)
+    return key
+
+
+def check_session_id(session_id: str) -> str:
+    """`session_id`, or SessionNotFound: an id this service cannot have made names no session."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise SessionNotFound()
+    return session_id
+
+
+def check_upload(bucket: str, key: str, mime_type: str, size: int, digest: str | None) -> None:
+    """InvalidRequest naming every field of a new upload that breaks the rules."""
+    problems = [
+        f"{field}: {problem}"
+        for field, problem in (
+            ("bucket", bucket_error(bucket)),
+            ("key", key_error(key)),
+            ("mime_type", mime_type_error(mime_type)),
+            ("size", "size must be 0 or more" if size < 0 else None),
+            ("digest", digest_error(digest) if digest is not None else None),
+        )
+        if problem is not None
+    ]
+    if problems:
+        raise InvalidRequest("; ".join(problems))

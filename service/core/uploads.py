@@ -17,29 +17,28 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 
+from service.core import names
 from service.core.auth import Action, Principal
 from service.core.catalog import Catalog
 from service.core.chunkwriter import ChunkWriter
 from service.core.crashpoints import crash_point
-from service.core.digests import ContentHasher, hash_file
+from service.core.digests import ContentHasher
 from service.core.errors import (
     BodyBrokenOff,
     BodyStalled,
     DigestMismatch,
     InsufficientStorage,
+    LostLease,
     OffsetMismatch,
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    StagingLost,
+    StorageFull,
     UploadTooLarge,
 )
-from service.http.models import CreateUploadRequest
-from service.ops import metrics
-from service.redis.leases import Lease
-from service.redis.sessions import LostLease, Session, SessionStore
-from service.storage.durable import StorageFull
-from service.storage.entries import Entry
-from service.storage.staging import StagingArea, StagingLost
+from service.core.model import Entry, NewUpload, Session
+from service.core.ports import Lease, Observer, SessionStore, StagingArea
 
 KEPT_HASHERS = 256
 CHEAP_TO_RESEND = 1024 * 1024  # a completing body up to this size is recorded with the completion
@@ -53,6 +52,7 @@ class UploadCore:
         sessions: SessionStore,
         staging: StagingArea,
         catalog: Catalog,
+        observer: Observer,
         max_upload_bytes: int,
         max_open_sessions: int,
         stall_seconds: float,
@@ -60,6 +60,7 @@ class UploadCore:
         self.sessions = sessions
         self.staging = staging
         self.catalog = catalog
+        self.observer = observer
         self.max_upload_bytes = max_upload_bytes
         self.max_open_sessions = max_open_sessions
         self.stall_seconds = stall_seconds
@@ -68,14 +69,13 @@ class UploadCore:
         self._hashers: OrderedDict[str, tuple[int, ContentHasher]] = OrderedDict()
         self._writing: set[asyncio.Future[None]] = set()
 
-    async def create(
-        self, request: CreateUploadRequest, principal: Principal, requester: str
-    ) -> tuple[Session, Entry | None]:
+    async def create(self, request: NewUpload, principal: Principal, requester: str) -> tuple[Session, Entry | None]:
         """Open a session; one of size 0 completes at once, and its file comes back too.
 
         `requester` names whose open sessions count against the limit: the token, or the
         client's address when the service is open.
         """
+        names.check_upload(request.bucket, request.key, request.mime_type, request.size, request.digest)
         principal.require("write", request.bucket)
         if request.size > self.max_upload_bytes:
             raise UploadTooLarge(
@@ -92,7 +92,7 @@ class UploadCore:
             principal.name if principal.name is not None else f"address:{requester}",
             self.max_open_sessions,
         )
-        metrics.SESSIONS.labels("created").inc()
+        self.observer.session("created")
         if session.size == 0:
             entry = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
             assert isinstance(entry, Entry)
@@ -100,7 +100,7 @@ class UploadCore:
         return session, None
 
     async def status(self, session_id: str, principal: Principal) -> Session:
-        session = await self.sessions.get(session_id)
+        session = await self.sessions.get(names.check_session_id(session_id))
         _check_access(session, principal, "read")
         return session
 
@@ -114,6 +114,7 @@ class UploadCore:
         content_length: int | None,
     ) -> Session | Entry:
         """Append one chunk; returns the session, or the file when this chunk completed it."""
+        names.check_session_id(session_id)
         with self._in_flight():
             session, lease = await self.sessions.begin_write(session_id)
             try:
@@ -246,15 +247,14 @@ class UploadCore:
         crash_point("committed")
         await self.sessions.advance(session, lease, session.size, complete=True)
         await asyncio.to_thread(self.staging.remove, session.id)
-        metrics.SESSIONS.labels("completed").inc()
+        self.observer.session("completed")
         return entry
 
     async def _commit(self, session: Session, hasher: ContentHasher | None) -> Entry:
-        path = self.staging.path(session.id)
         if hasher is not None:
             digests = hasher.digests()
         else:
-            digests = await asyncio.to_thread(hash_file, path, _wants_sha256(session))
+            digests = await asyncio.to_thread(self.staging.digests, session.id, _wants_sha256(session))
         if session.digest is not None:
             algorithm, expected = session.digest.split(":")
             actual = digests.blake3 if algorithm == "blake3" else digests.sha256
@@ -275,7 +275,7 @@ class UploadCore:
             digest=digests.blake3,
         )
         try:
-            await self.catalog.commit(entry, path)
+            await self.catalog.commit(entry, session.id)
         except StorageFull as error:
             raise InsufficientStorage(
                 "the data volume is full; all the content is kept: once space is freed, resume at the "
@@ -286,6 +286,7 @@ class UploadCore:
 
     async def cancel(self, session_id: str, principal: Principal) -> None:
         """Forget the session and its partial data; a completed file is not touched."""
+        names.check_session_id(session_id)
         try:
             session, lease = await self.sessions.begin_write(session_id)
         except SessionCompleted:
@@ -296,7 +297,7 @@ class UploadCore:
             _check_access(session, principal, "write")
             await self.sessions.delete(session.id)
             await asyncio.to_thread(self.staging.remove, session.id)
-            metrics.SESSIONS.labels("cancelled").inc()
+            self.observer.session("cancelled")
         finally:
             await lease.release()
 

@@ -1,20 +1,15 @@
-"""Serving a blob: one byte range at most, conditional requests, streamed in bounded reads."""
+"""Serving a file's content: one byte range at most, conditional requests, streamed in bounded reads."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
 import re
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
-from blake3 import blake3
 from starlette.types import Receive, Scope, Send
 
 from service.core.errors import RangeNotSatisfiable
 
-log = logging.getLogger("files.download")
-
-READ_SIZE = 2 * 1024 * 1024
 _RANGE = re.compile(r"bytes=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.IGNORECASE | re.ASCII)
 
 
@@ -74,72 +69,24 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or any(candidate.removeprefix("W/") == etag for candidate in candidates)
 
 
-class CorruptBlob(Exception):
-    """A blob's content no longer hashes to its name."""
-
-
 class BlobResponse:
-    """Streams `length` bytes from `start` of an open blob file, closing it when done.
+    """Sends the chunks of a file's content (`service.core.files.Files.content`) after the headers.
 
-    When the whole blob is sent (`verify` is its digest) the content is hashed on the
-    way out and the last read is held back until the hash is known: a blob found
-    corrupt is cut off before its end, so the client sees a broken download rather
-    than a whole-looking wrong one.
+    The first chunk is awaited before the headers go out, so that a missing blob is still
+    answered with an error of its own (404) rather than a broken 200.
     """
 
-    def __init__(
-        self, fd: int, start: int, length: int, status: int, headers: dict[str, str], body: bool, verify: str | None
-    ) -> None:
-        self.fd = fd
-        self.start = start
-        self.length = length
+    def __init__(self, chunks: AsyncGenerator[bytes, None], status: int, headers: dict[str, str]) -> None:
+        self.chunks = chunks
         self.status = status
         self.headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-        self.body = body
-        self.verify = verify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
+        async with aclosing(self.chunks):
+            data = await anext(self.chunks, b"")
             await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-            if self.body:
-                await self._send_body(send)
-            else:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            os.close(self.fd)
-
-    async def _send_body(self, send: Send) -> None:
-        hasher = blake3() if self.verify else None  # one thread: it runs beside the sending event loop
-
-        def read(position: int, size: int) -> bytes:
-            data = os.pread(self.fd, size, position)
-            if hasher is not None:
-                hasher.update(data)
-            return data
-
-        position, end = self.start, self.start + self.length
-
-        def read_from(position: int) -> asyncio.Future[bytes] | None:
-            if position >= end:
-                return None
-            return asyncio.ensure_future(asyncio.to_thread(read, position, min(READ_SIZE, end - position)))
-
-        held = b""
-        reading = read_from(position)
-        try:
-            while reading is not None:
-                data = await reading
-                if not data:
-                    raise CorruptBlob(f"blob ended at byte {position} of {end}")
-                position += len(data)
-                reading = read_from(position)  # the next read runs while this one is sent
-                if held:
-                    await send({"type": "http.response.body", "body": held, "more_body": True})
-                held = data
-        finally:
-            if reading is not None:  # never close the file under a read still on its thread
-                await asyncio.wait([reading])
-        if hasher is not None and hasher.hexdigest() != self.verify:
-            log.error("blob %s is corrupt: its content hashes to %s; download cut off", self.verify, hasher.hexdigest())
-            raise CorruptBlob(f"blob {self.verify} is corrupt")
-        await send({"type": "http.response.body", "body": held, "more_body": False})
+            while data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                del data  # sent: not held while the next chunks are read (memory stays within three)
+                data = await anext(self.chunks, b"")
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service.core import errors
-from service.storage.durable import OutsideRoot
 
 log = logging.getLogger("files.http")
 
@@ -88,6 +87,6 @@ HANDLERS = {
     HTTPException: http_error,
     RedisConnectionError: redis_unavailable,
     RedisTimeoutError: redis_unavailable,
-    OutsideRoot: data_directory_tampered,
+    errors.OutsideRoot: data_directory_tampered,
     Exception: server_error,
 }

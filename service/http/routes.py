@@ -16,9 +16,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.core import names
 from service.core.auth import Principal
-from service.core.errors import BodyBrokenOff, FileNotFound, InvalidRequest, SessionNotFound, UploadTooLarge
+from service.core.errors import BodyBrokenOff, InvalidRequest, UploadTooLarge
+from service.core.model import Entry, NewUpload, Session
 from service.http.download import BlobResponse, etag_matches, parse_range
 from service.http.models import (
     Bucket,
@@ -32,11 +32,8 @@ from service.http.models import (
 )
 from service.http.openapi import build_openapi
 from service.ops import metrics
-from service.redis.sessions import Session
 from service.services import Services
-from service.storage.entries import Entry
 
-SESSION_ID = re.compile(r"[0-9a-f]{32}")
 CONTENT_SUFFIX = ":content"
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000
@@ -52,7 +49,7 @@ def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> Re
 class FilesAPI:
     def __init__(self, services: Services) -> None:
         self.core = services.core
-        self.catalog = services.catalog
+        self.files = services.files
         self.settings = services.settings
         self.ping = services.client.ping
         self.auth = services.auth
@@ -146,7 +143,8 @@ class FilesAPI:
         except ValidationError as error:
             raise InvalidRequest(_describe(error)) from None
         requester = request.client.host if request.client else "unknown"
-        session, entry = await self.core.create(upload, principal, requester)
+        new = NewUpload(upload.bucket, upload.key, upload.mime_type, upload.size, upload.digest)
+        session, entry = await self.core.create(new, principal, requester)
         if entry is not None:
             file = self.file_model(request, entry)
             return json_response(CompletedUploadResponse(**file.model_dump(), id=session.id, offset=0, size=0))
@@ -155,7 +153,7 @@ class FilesAPI:
     async def upload_content(self, request: Request) -> Response:
         principal = self.principal(request)
         result = await self.core.write(
-            _session_id(request),
+            request.path_params["session_id"],
             principal,
             _body(request),
             upload_offset=_header_int(request, "upload-offset"),
@@ -167,64 +165,54 @@ class FilesAPI:
 
     async def session_info(self, request: Request) -> Response:
         principal = self.principal(request)
-        return self.upload_response(request, await self.core.status(_session_id(request), principal))
+        return self.upload_response(request, await self.core.status(request.path_params["session_id"], principal))
 
     async def cancel_upload(self, request: Request) -> Response:
         principal = self.principal(request)
-        await self.core.cancel(_session_id(request), principal)
+        await self.core.cancel(request.path_params["session_id"], principal)
         return Response(status_code=204)
 
     async def list_buckets(self, request: Request) -> Response:
         principal = self.principal(request)
-        buckets = [name for name in await self.catalog.buckets() if principal.may("read", name)]
+        buckets = await self.files.buckets(principal)
         return json_response(BucketList(data=[Bucket(name=name) for name in buckets]))
 
     async def list_files(self, request: Request) -> Response:
         principal = self.principal(request)
-        bucket = _bucket(request.path_params["bucket"])
-        principal.require("read", bucket)
         query = request.query_params
-        prefix = query.get("prefix", "")
-        after = query.get("after")
         limit = _query_int(query.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-        entries, has_more = await self.catalog.page(bucket, prefix, after, limit)
+        entries, has_more = await self.files.page(
+            principal, request.path_params["bucket"], query.get("prefix", ""), query.get("after"), limit
+        )
         return json_response(FileList(data=[self.file_model(request, entry) for entry in entries], has_more=has_more))
 
     async def file(self, request: Request) -> Response:
         principal = self.principal(request)
-        bucket = _bucket(request.path_params["bucket"])
-        if request.path_params["key"].endswith(CONTENT_SUFFIX):
+        bucket, key = request.path_params["bucket"], request.path_params["key"]
+        if key.endswith(CONTENT_SUFFIX):
             # Only DELETE gets here: GET and HEAD of a `:content` path match the download route.
             raise HTTPException(405, headers={"Allow": "GET, HEAD"})
-        key = _key(request.path_params["key"])
-        principal.require("delete" if request.method == "DELETE" else "read", bucket)
         if request.method == "DELETE":
-            return json_response(self.file_model(request, await self.catalog.delete(bucket, key)))
-        return json_response(self.file_model(request, await self.catalog.get(bucket, key)))
+            return json_response(self.file_model(request, await self.files.delete(principal, bucket, key)))
+        return json_response(self.file_model(request, await self.files.info(principal, bucket, key)))
 
     async def download(self, request: Request) -> Response | BlobResponse:
         principal = self.principal(request)
-        bucket = _bucket(request.path_params["bucket"])
-        key = _key(request.path_params["key"])
-        principal.require("read", bucket)
-        entry = await self.catalog.get(bucket, key)
+        entry = await self.files.download(principal, request.path_params["bucket"], request.path_params["key"])
         etag = f'"{entry.digest}"'
         headers = {"ETag": etag, "Accept-Ranges": "bytes"}
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         span = parse_range(request.headers.get("range"), entry.bytes)
-        try:
-            fd = await asyncio.to_thread(self.catalog.blobs.open, entry.digest)
-        except FileNotFoundError:
-            raise FileNotFound(f"the content of {key!r} in bucket {bucket!r} is missing from the blob store") from None
         headers["Content-Type"] = entry.mime_type
-        if span is None:
-            headers["Content-Length"] = str(entry.bytes)
-            return BlobResponse(fd, 0, entry.bytes, 200, headers, request.method != "HEAD", verify=entry.digest)
-        first, last = span
-        headers["Content-Length"] = str(last - first + 1)
-        headers["Content-Range"] = f"bytes {first}-{last}/{entry.bytes}"
-        return BlobResponse(fd, first, last - first + 1, 206, headers, request.method != "HEAD", verify=None)
+        first, last = span if span is not None else (0, entry.bytes - 1)
+        length = last - first + 1
+        headers["Content-Length"] = str(length)
+        if span is not None:
+            headers["Content-Range"] = f"bytes {first}-{last}/{entry.bytes}"
+        sent = length if request.method != "HEAD" else 0  # HEAD: the blob is opened, nothing read
+        chunks = self.files.content(entry, first, sent, whole=span is None and sent == entry.bytes)
+        return BlobResponse(chunks, 200 if span is None else 206, headers)
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:
@@ -259,25 +247,6 @@ def _describe(error: ValidationError) -> str:
         where = ".".join(str(part) for part in item["loc"]) or "body"
         problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
-
-
-def _session_id(request: Request) -> str:
-    session_id = request.path_params["session_id"]
-    if not SESSION_ID.fullmatch(session_id):
-        raise SessionNotFound()
-    return session_id
-
-
-def _bucket(bucket: str) -> str:
-    if (problem := names.bucket_error(bucket)) is not None:
-        raise InvalidRequest(problem)
-    return bucket
-
-
-def _key(key: str) -> str:
-    if (problem := names.key_error(key)) is not None:
-        raise InvalidRequest(problem)
-    return key
 
 
 def _header_int(request: Request, name: str) -> int | None:

@@ -34,10 +34,12 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.core.digests import hash_file
+from service.core.model import Entry
 from service.ops.dirlock import DataDirLock
 from service.services import Services
+from service.storage.blobs import BlobStore
 from service.storage.durable import make_dirs, stale_temporaries
-from service.storage.entries import Entry
+from service.storage.staging import StagingArea
 
 
 class Sessions(enum.Enum):
@@ -63,7 +65,11 @@ class Finding:
 
 class Checker:
     def __init__(self, services: Services, repair: bool, sessions: Sessions) -> None:
+        if not isinstance(services.blobs, BlobStore) or not isinstance(services.staging, StagingArea):
+            raise TypeError("fsck checks a data directory: the blobs and staged uploads must be kept in it")
         self.services = services
+        self.blobs = services.blobs
+        self.staging = services.staging
         self.repair = repair
         self.sessions = sessions
         self.findings: list[Finding] = []
@@ -81,7 +87,7 @@ class Checker:
         return self.findings
 
     def read_entries(self) -> list[Entry]:
-        store = self.services.catalog.entries
+        store = self.services.entries
         found = []
         for directory, _, files in os.walk(store.root):
             for name in files:
@@ -101,10 +107,10 @@ class Checker:
 
     async def check_blobs(self) -> set[str]:
         """Re-hash every blob; returns the digests whose blob is corrupt."""
-        blobs = self.services.catalog.blobs
+        blobs = self.blobs
         corrupt = set()
-        for digest, _ in await asyncio.to_thread(lambda: list(blobs.blobs())):
-            path = blobs.path(digest)
+        for blob in await asyncio.to_thread(lambda: list(blobs.list())):
+            digest, path = blob.digest, blobs.path(blob.digest)
             actual = (await asyncio.to_thread(hash_file, path)).blake3
             if actual == digest:
                 continue
@@ -121,7 +127,7 @@ class Checker:
     async def check_entries(self, entries: list[Entry], corrupt: set[str]) -> None:
         catalog = self.services.catalog
         for entry in entries:
-            if entry.digest not in corrupt and catalog.blobs.size(entry.digest) is not None:
+            if entry.digest not in corrupt and self.blobs.stat(entry.digest) is not None:
                 continue
             repaired = False
             if self.repair:
@@ -129,7 +135,7 @@ class Checker:
                 repaired = True
             self.report(
                 "missing blob",
-                catalog.entries.path(entry.bucket, entry.key),
+                self.services.entries.path(entry.bucket, entry.key),
                 f"{entry.bucket}/{entry.key} points at blob {entry.digest}, which is "
                 + ("corrupt" if entry.digest in corrupt else "missing"),
                 repaired,
@@ -141,16 +147,16 @@ class Checker:
         # An unreadable entry may be the one that needs a blob: free none until a person has looked.
         keep = any(finding.kind == "unreadable entry" for finding in self.findings)
         await catalog.index.rebuild()
-        for digest, stat in await asyncio.to_thread(lambda: list(catalog.blobs.blobs())):
-            if digest in needed or stat.st_mtime >= cutoff:
+        for blob in await asyncio.to_thread(lambda: list(self.blobs.list())):
+            if blob.digest in needed or blob.modified >= cutoff:
                 continue
-            path = catalog.blobs.path(digest)
-            repaired = self.repair and not keep and await catalog.release_blob(digest)
+            path = self.blobs.path(blob.digest)
+            repaired = self.repair and not keep and await catalog.release_blob(blob.digest)
             kept = "; kept while an entry is unreadable" if self.repair and keep else ""
-            self.report("unreferenced blob", path, f"{stat.st_size} bytes no entry refers to{kept}", repaired)
+            self.report("unreferenced blob", path, f"{blob.size} bytes no entry refers to{kept}", repaired)
 
     async def check_partials(self) -> None:
-        staging = self.services.staging
+        staging = self.staging
         names = await asyncio.to_thread(staging.names)
         if self.sessions is Sessions.HIDDEN:
             for name in names:
@@ -170,7 +176,7 @@ class Checker:
         """The sweeper's rule: a temporary older than a lock's lease belongs to a writer that died."""
         cutoff = time.time() - self.services.settings.lock_lease_seconds
         services = self.services
-        for root in (services.catalog.blobs.root, services.catalog.entries.root, services.staging.root):
+        for root in (self.blobs.root, services.entries.root, self.staging.root):
             for path in stale_temporaries(root, cutoff):
                 if self.repair:
                     path.unlink(missing_ok=True)

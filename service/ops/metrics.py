@@ -53,3 +53,14 @@ def exposition(stats: BlobStoreStats) -> bytes:
     store = CollectorRegistry()
     store.register(stats)
     return generate_latest(registry) + generate_latest(store)
+
+
+class Counters:
+    """The core's `Observer`: what the upload core reports, counted in the metrics above."""
+
+    def session(self, event: str) -> None:
+        SESSIONS.labels(event).inc()
+
+    def deduplicated(self, size: int) -> None:
+        DEDUPLICATED.inc()
+        BYTES_SAVED.inc(size)

@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import redis.asyncio as redis
 
 from service.core.catalog import Catalog
+from service.core.ports import StagingArea
 from service.ops import metrics
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases, stop_if_cancelled
 from service.redis.sessions import SessionStore
 from service.storage.durable import remove_stale_temporaries
-from service.storage.staging import StagingArea
 
 log = logging.getLogger("files.sweeper")
 
@@ -34,6 +35,7 @@ class Sweeper:
         sessions: SessionStore,
         staging: StagingArea,
         catalog: Catalog,
+        volume: tuple[Path, ...],
         interval_seconds: float,
         blob_grace_seconds: float,
     ) -> None:
@@ -43,6 +45,7 @@ class Sweeper:
         self.sessions = sessions
         self.staging = staging
         self.catalog = catalog
+        self.volume = volume  # the directories where writers leave temporaries
         self.interval_seconds = interval_seconds
         self.blob_grace_seconds = blob_grace_seconds
 
@@ -112,5 +115,4 @@ class Sweeper:
         lives), so one older than a lease belongs to a writer that died.
         """
         cutoff = time.time() - self.leases.seconds
-        roots = (self.catalog.blobs.root, self.catalog.entries.root, self.staging.root)
-        return sum(remove_stale_temporaries(root, cutoff) for root in roots)
+        return sum(remove_stale_temporaries(root, cutoff) for root in self.volume)

@@ -21,10 +21,12 @@ import time
 
 import redis.asyncio as redis
 
+from service.core import ports
 from service.core.errors import Unavailable
+from service.core.model import Entry
+from service.core.ports import EntryStore
 from service.redis.keyspace import KeySpace
-from service.redis.leases import Lease, Leases, release_lua
-from service.storage.entries import Entry, EntryStore
+from service.redis.leases import Leases, own, release_lua
 
 # KEYS: bucket keys, bucket entries, buckets, refs, intents, then locks to let go of. ARGV: bucket, key,
 # json, digest, only-if-absent, the locks' token (which also names the intent to drop).
@@ -128,12 +130,12 @@ class EntryIndex:
         keys = self.keys
         return [keys.bucket_keys(bucket), keys.bucket_entries(bucket), keys.buckets, keys.refs, keys.intents]
 
-    async def put(self, entry: Entry, release: Lease | None = None) -> str | None:
+    async def put(self, entry: Entry, release: ports.Lease | None = None) -> str | None:
         """Count the entry in; with `release`, let go of that lease and drop its intent in the same step.
 
         Returns the digest of the entry the index held for that key before, if any.
         """
-        locks, token = (list(release.keys), release.token) if release is not None else ([], "")
+        locks, token = (list(own(release).keys), release.token) if release is not None else ([], "")
         replaced = await self._put(
             keys=self._entry_keys(entry.bucket) + locks,
             args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 0, token],
@@ -142,9 +144,9 @@ class EntryIndex:
             release.released = True
         return replaced or None
 
-    async def remove(self, bucket: str, key: str, release: Lease | None = None) -> str | None:
+    async def remove(self, bucket: str, key: str, release: ports.Lease | None = None) -> str | None:
         """Take the key out; with `release`, as `put`. Returns the digest of the entry removed, if any."""
-        locks, token = (list(release.keys), release.token) if release is not None else ([], "")
+        locks, token = (list(own(release).keys), release.token) if release is not None else ([], "")
         removed = await self._remove(keys=self._entry_keys(bucket) + locks, args=[bucket, key, "", token])
         if release is not None:
             release.released = True

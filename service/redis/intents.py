@@ -11,27 +11,14 @@ from __future__ import annotations
 from typing import cast
 
 import redis.asyncio as redis
-from pydantic import BaseModel, ConfigDict
 
+from service.core.model import Intent
 from service.redis.keyspace import KeySpace
 
 
-class Intent(BaseModel):
-    """A change of one bucket/key: a commit of the content `digest`, or a delete (no digest)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    bucket: str
-    key: str
-    digest: str | None = None
-
-    def locks(self) -> tuple[str, ...]:
-        """The locks the change is made under, the same whoever makes or settles it."""
-        entry = f"entry:{self.bucket}/{self.key}"
-        return (f"blob:{self.digest}", entry) if self.digest is not None else (entry,)
-
-
 class Intents:
+    """The intents port on Redis: one hash, token -> intent JSON."""
+
     def __init__(self, client: redis.Redis, keys: KeySpace) -> None:
         self.client = client
         self.keys = keys

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
 
+from service.core import ports
 from service.core.errors import Unavailable
 from service.redis.keyspace import KeySpace
 
@@ -157,6 +158,14 @@ class Lease:
                 await asyncio.wait([task])
                 if not task.cancelled() and (error := task.exception()) is not None:
                     raise error
+
+
+def own(lease: ports.Lease) -> Lease:
+    """`lease` as one of these Redis leases: a script that checks or lets go of a lease in the same
+    step as other state needs its keys, so a store takes only the leases of its own locker."""
+    if not isinstance(lease, Lease):
+        raise TypeError(f"not a Redis lease: {lease!r}")
+    return lease
 
 
 class Leases:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import redis.asyncio as redis
 
-from service.core.errors import SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
+from service.core import ports
+from service.core.errors import LostLease, SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
+from service.core.model import Session
 from service.redis.keyspace import KeySpace
-from service.redis.leases import Lease, Leases
+from service.redis.leases import Lease, Leases, own
 
 OPEN = "open"
 COMPLETE = "complete"
@@ -73,40 +75,24 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class Session:
-    id: str
-    bucket: str
-    key: str
-    mime_type: str
-    size: int
-    offset: int
-    digest: str | None
-    owner: str | None
-    completed: bool
-    created_at: int
-
-    @classmethod
-    def from_redis(cls, session_id: str, fields: dict[str, str]) -> Session:
-        return cls(
-            id=session_id,
-            bucket=fields["bucket"],
-            key=fields["key"],
-            mime_type=fields["mime_type"],
-            size=int(fields["size"]),
-            offset=int(fields["offset"]),
-            digest=fields.get("digest") or None,
-            owner=fields.get("owner") or None,
-            completed=fields.get("state") == COMPLETE,
-            created_at=int(fields["created_at"]),
-        )
-
-
-class LostLease(Exception):
-    """The writer no longer holds the session (its lease ran out, or the session is gone)."""
+def _session(session_id: str, fields: dict[str, str]) -> Session:
+    return Session(
+        id=session_id,
+        bucket=fields["bucket"],
+        key=fields["key"],
+        mime_type=fields["mime_type"],
+        size=int(fields["size"]),
+        offset=int(fields["offset"]),
+        digest=fields.get("digest") or None,
+        owner=fields.get("owner") or None,
+        completed=fields.get("state") == COMPLETE,
+        created_at=int(fields["created_at"]),
+    )
 
 
 class SessionStore:
+    """The session store port on Redis."""
+
     def __init__(self, client: redis.Redis, keys: KeySpace, leases: Leases, ttl_seconds: int) -> None:
         self.client = client
         self.keys = keys
@@ -172,7 +158,7 @@ class SessionStore:
             fields, _ = await pipe.execute()
         if not fields:
             raise SessionNotFound()
-        return Session.from_redis(session_id, fields)
+        return _session(session_id, fields)
 
     async def begin_write(self, session_id: str) -> tuple[Session, Lease]:
         """Lock the session for one writer, without waiting, and read its state in the same step."""
@@ -189,13 +175,14 @@ class SessionStore:
         if status == -1:
             raise SessionBusy("another request is writing to this upload session; retry when it is done")
         fields = dict(zip(result[1::2], result[2::2], strict=True))
-        return Session.from_redis(session_id, fields), lease
+        return _session(session_id, fields), lease
 
     async def advance(
-        self, session: Session, lease: Lease, offset: int, complete: bool = False, release: bool = False
+        self, session: Session, lease: ports.Lease, offset: int, complete: bool = False, release: bool = False
     ) -> Session:
         """Move the offset from `session.offset` to `offset`, renew the TTL, and renew the lease
         (or, when `complete` or `release`, let go of it: the request is done with the session)."""
+        lease = own(lease)
         moved = await self._advance(
             keys=[self.keys.session(session.id), lease.key],
             args=[

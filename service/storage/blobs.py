@@ -6,12 +6,16 @@ staging file under a temporary name, renaming that, then flushing the directory.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from stat import S_ISREG
 
+from service.core.errors import BlobMissing, CorruptBlob
+from service.core.model import BlobInfo
+from service.core.ports import LocalFiles, Observe, StagingArea
 from service.storage.durable import (
     contained,
     fsync_dir,
@@ -23,9 +27,13 @@ from service.storage.durable import (
 )
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
+READ_SIZE = 2 * 1024 * 1024
 
 
 class BlobStore:
+    """The blob store port on a filesystem; staged uploads must be `LocalFiles` on the same one
+    (a blob is a hard link to its staging file: no copy)."""
+
     def __init__(self, root: Path) -> None:
         make_dirs(root)
         self.root = root.resolve()
@@ -35,9 +43,18 @@ class BlobStore:
             raise ValueError(f"not a BLAKE3 hex digest: {digest!r}")
         return contained(self.root, self.root / digest[:2] / digest[2:4] / digest)
 
-    def size(self, digest: str) -> int | None:
-        """The blob's size; None when it is missing or not a regular file (a planted link is no blob)."""
-        return _regular_size(self.path(digest))
+    def stat(self, digest: str) -> BlobInfo | None:
+        """None when it is missing or not a regular file (a planted link is no blob)."""
+        try:
+            stat = self.path(digest).lstat()
+        except FileNotFoundError:
+            return None
+        return BlobInfo(digest, stat.st_size, stat.st_mtime) if S_ISREG(stat.st_mode) else None
+
+    def commit(self, staging: StagingArea, name: str, digest: str) -> bool:
+        if not isinstance(staging, LocalFiles):
+            raise TypeError("the filesystem blob store commits only staged uploads that are local files")
+        return self.place(staging.path(name), digest)
 
     def place(self, source: Path, digest: str) -> bool:
         """Make the content of `source` (already hashed to `digest`) a blob; False when it was one.
@@ -70,24 +87,57 @@ class BlobStore:
             raise
         return True
 
-    def open(self, digest: str) -> int:
-        """A read-only file descriptor on the blob; raises FileNotFoundError."""
-        return os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+    async def read(
+        self, digest: str, first: int, length: int, observe: Observe | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Reads run on a worker thread, the next one while the caller handles this one."""
+        try:
+            fd = await asyncio.to_thread(os.open, self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise BlobMissing(f"no blob {digest}") from None
+
+        def read(position: int, size: int) -> bytes:
+            data = os.pread(fd, size, position)
+            if observe is not None:
+                observe(data)
+            return data
+
+        position, end = first, first + length
+
+        def read_from(position: int) -> asyncio.Future[bytes] | None:
+            if position >= end:
+                return None
+            return asyncio.ensure_future(asyncio.to_thread(read, position, min(READ_SIZE, end - position)))
+
+        reading = read_from(position)
+        try:
+            while reading is not None:
+                data = await reading
+                if not data:
+                    raise CorruptBlob(f"blob {digest} ended at byte {position} of {end}")
+                position += len(data)
+                reading = read_from(position)  # the next read runs while this one is handled
+                yield data
+        finally:
+            if reading is not None:  # never close the file under a read still on its thread
+                await asyncio.wait([reading])
+            os.close(fd)
 
     def delete(self, digest: str) -> bool:
         return remove_durably(self.path(digest))
 
-    def blobs(self) -> Iterator[tuple[str, os.stat_result]]:
-        """Every blob as (digest, stat); files that are not named like blobs are skipped."""
+    def list(self) -> Iterator[BlobInfo]:
+        """Files that are not named like blobs are skipped."""
         for first in _subdirectories(self.root):
             for second in _subdirectories(first):
                 with os.scandir(second) as listing:
                     for item in listing:
                         if DIGEST.fullmatch(item.name):
                             try:
-                                yield item.name, item.stat()
+                                stat = item.stat()
                             except FileNotFoundError:
                                 continue
+                            yield BlobInfo(item.name, stat.st_size, stat.st_mtime)
 
 
 def _regular_size(path: Path) -> int | None:

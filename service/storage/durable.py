@@ -13,11 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from service.core.errors import OutsideRoot, StorageFull
+
 T = TypeVar("T")
-
-
-class StorageFull(Exception):
-    """The filesystem under the store has no room left."""
 
 
 @contextlib.contextmanager
@@ -29,10 +27,6 @@ def space_checked() -> Iterator[None]:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull(str(error)) from error
         raise
-
-
-class OutsideRoot(Exception):
-    """A path would lead out of its store's directory (a planted symlink)."""
 
 
 def contained(root: Path, path: Path) -> Path:

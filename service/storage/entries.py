@@ -13,27 +13,17 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from service.core.model import Entry
 from service.storage.durable import contained, make_dirs, remove_durably, write_atomic
 
 READ_SIZE = 64 * 1024
 
 
-class Entry(BaseModel):
-    """A stored file: what a bucket/key names, and the blob that holds its content."""
-
-    model_config = ConfigDict(frozen=True)
-
-    bucket: str
-    key: str
-    mime_type: str
-    bytes: int
-    created_at: int
-    digest: str  # BLAKE3 hex of the content
-
-
 class EntryStore:
+    """The entry store port on a filesystem."""
+
     def __init__(self, root: Path) -> None:
         make_dirs(root)
         self.root = root.resolve()

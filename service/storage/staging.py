@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from service.core.digests import Digests, hash_file
+from service.core.errors import StagingLost
 from service.storage.durable import TEMPORARY, contained, make_dirs, space_checked
-
-
-class StagingLost(Exception):
-    """A staging file holds fewer bytes than its upload acknowledged: they are lost."""
 
 
 class StagingFile:
@@ -48,6 +46,8 @@ class StagingFile:
 
 
 class StagingArea:
+    """The staging port on a filesystem, with the `LocalFiles` capability (`path`)."""
+
     def __init__(self, root: Path) -> None:
         make_dirs(root)
         self.root = root.resolve()
@@ -79,6 +79,18 @@ class StagingArea:
             os.close(fd)
             raise
         return StagingFile(path, fd)
+
+    def length(self, name: str) -> int | None:
+        try:
+            return os.lstat(self.path(name)).st_size
+        except FileNotFoundError:
+            return None
+
+    def digests(self, name: str, sha256: bool = False) -> Digests:
+        try:
+            return hash_file(self.path(name), sha256)
+        except FileNotFoundError:
+            raise StagingLost(f"{self.path(name)} is gone") from None
 
     def remove(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)

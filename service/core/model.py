@@ -1,0 +1,75 @@
+"""The core's data: what a front asks for, and what the stores hold and hand back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    """A session to open: what a front read from its request (checked again by the core)."""
+
+    bucket: str
+    key: str
+    mime_type: str
+    size: int
+    digest: str | None = None  # 'blake3:<hex>' or 'sha256:<hex>', lower case
+
+
+class Entry(BaseModel):
+    """A stored file: what a bucket/key names, and the blob that holds its content.
+
+    A pydantic model rather than a dataclass: the stores read and write it as JSON on every
+    request, and pydantic's (de)serialiser is the fastest at hand.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    mime_type: str
+    bytes: int
+    created_at: int
+    digest: str  # BLAKE3 hex of the content
+
+
+@dataclass(frozen=True)
+class Session:
+    """An upload in progress (or just completed) and how far it has got."""
+
+    id: str
+    bucket: str
+    key: str
+    mime_type: str
+    size: int
+    offset: int
+    digest: str | None
+    owner: str | None
+    completed: bool
+    created_at: int
+
+
+class Intent(BaseModel):
+    """A change of one bucket/key in flight: a commit of the content `digest`, or a delete (no digest)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    digest: str | None = None
+
+    def locks(self) -> tuple[str, ...]:
+        """The locks the change is made under, the same whoever makes or settles it."""
+        entry = f"entry:{self.bucket}/{self.key}"
+        return (f"blob:{self.digest}", entry) if self.digest is not None else (entry,)
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A blob as its store lists it: `modified` (a unix time) is when it was last placed or reused."""
+
+    digest: str
+    size: int
+    modified: float

@@ -1,0 +1,269 @@
+"""The ports: what the core needs from the stores around it, as protocols any backend can implement.
+
+Modelled on tusd's `DataStore` / `Locker` (small interfaces, optional capabilities as
+interfaces of their own) and the OCI registry's `StorageDriver` (stat, a reader from an
+offset, a writer committed by digest). Each docstring says what the method checks itself,
+what its caller must have checked, and what it raises.
+
+Blocking and async: the blob, staging and entry stores are blocking (a filesystem's calls
+are), and the core calls them on worker threads, several in one trip where it can (placing
+a blob and writing its entry is one trip: hand-offs between threads are the dear part of a
+small upload). Only reading a blob is async: a download streams it. The session store, the
+index, the intents and the leases are async (Redis).
+
+Every name a store receives (bucket, key, digest, staging name) is checked by the core
+first (`service.core.names`); a store still refuses one that would lead outside it
+(`OutsideRoot`), whoever called it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from service.core.digests import Digests
+from service.core.model import BlobInfo, Entry, Intent, Session
+
+Observe = Callable[[bytes], object]
+
+
+class StagedFile(Protocol):
+    """A staged upload open for writing; one writer at a time (the session's lease holder)."""
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        """Write all of `data` at `offset`. The caller writes in order, from where `open` began.
+
+        Raises StorageFull when the storage has no room (what was written may stay: the caller
+        truncates back to the acknowledged offset).
+        """
+
+    def truncate(self, length: int) -> None:
+        """Drop everything from `length` on: bytes the service never acknowledged."""
+
+    def close(self) -> None:
+        """Finish writing; closing again does nothing. Afterwards the bytes are visible to
+        `StagingArea.length`, `digests` and `BlobStore.commit`."""
+
+
+class StagingArea(Protocol):
+    """The partial content of uploads in progress, one staged upload per session, by its id."""
+
+    def open(self, name: str, offset: int) -> StagedFile:
+        """Open the staged upload `name` for writing at `offset`, cutting off any bytes past it
+        (left by a write that was never acknowledged).
+
+        At offset 0 it is made (or emptied); past 0 it must hold at least `offset` bytes, else
+        StagingLost (carrying on would leave a gap). Raises OutsideRoot for a name that leads out.
+        """
+
+    def length(self, name: str) -> int | None:
+        """How many bytes the staged upload holds; None when there is none of that name."""
+
+    def digests(self, name: str, sha256: bool = False) -> Digests:
+        """Hash the whole staged upload (BLAKE3, and SHA-256 when asked for) in one read.
+
+        The caller has closed every writer of it. Raises StagingLost when it is gone.
+        """
+
+    def remove(self, name: str) -> None:
+        """Remove the staged upload; removing one that is gone does nothing."""
+
+    def names(self) -> list[str]:
+        """The name of every staged upload (a store's own temporaries are none)."""
+
+
+@runtime_checkable
+class LocalFiles(Protocol):
+    """Capability: staged uploads are files on a local filesystem (mmap hashing, hard links)."""
+
+    def path(self, name: str) -> Path:
+        """The file of the staged upload `name`, checked to lie inside the area (OutsideRoot)."""
+
+
+class BlobStore(Protocol):
+    """Content by its BLAKE3 digest (64 lower-case hex), each distinct content once."""
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        """The blob, or None when there is none (anything else in its place is none either)."""
+
+    def commit(self, staging: StagingArea, name: str, digest: str) -> bool:
+        """Make the staged upload `name` of `staging` the blob `digest`; False when it was one already.
+
+        The caller has hashed the staged content to `digest` (this does not hash again), holds
+        the lock `blob:<digest>` (so no release of that blob runs meanwhile) and removes the
+        staged upload itself once the upload is recorded as complete. The blob is durable when
+        this returns, and never visible half-written. An existing blob of the same size is
+        reused (that is the deduplication) and counts as placed now for `list`'s `modified`;
+        one of another size is damaged and is replaced. Raises StorageFull, and OutsideRoot.
+        """
+
+    def read(self, digest: str, first: int, length: int, observe: Observe | None = None) -> AsyncGenerator[bytes, None]:
+        """Stream `length` bytes of the blob from byte `first`, in bounded chunks.
+
+        The blob is opened at the first step of the iteration: BlobMissing there when there is
+        none. The caller has checked that the range lies within the blob's size; a blob that
+        ends early raises CorruptBlob. `observe` sees every chunk, in order, where it is read
+        (a worker thread for a filesystem): the core hashes whole downloads with it.
+        """
+
+    def delete(self, digest: str) -> bool:
+        """Delete the blob durably; False when it was gone. The caller holds `blob:<digest>` and has
+        checked that nothing refers to it."""
+
+    def list(self) -> Iterator[BlobInfo]:
+        """Every blob, in no particular order; things in the store that are not blobs are skipped."""
+
+
+@runtime_checkable
+class BlobURLs(Protocol):
+    """Capability: a store that can hand out a URL a client downloads the blob from directly
+    (an object store's presigned URL), so that a front may redirect instead of streaming."""
+
+    def url_for(self, digest: str, expires_in: float) -> str | None:
+        """A URL valid for `expires_in` seconds, or None when this blob cannot be redirected to."""
+
+
+class EntryStore(Protocol):
+    """Bucket/key entries, durable: the source of truth for which files exist."""
+
+    def get(self, bucket: str, key: str) -> Entry | None:
+        """The entry, or None. The caller has checked the names; a bucket that is no single name
+        raises ValueError, one that leads outside the store OutsideRoot."""
+
+    def put(self, entry: Entry) -> Entry | None:
+        """Write the entry durably, replacing one of the same bucket and key; returns the one
+        replaced. The caller holds `entry:<bucket>/<key>`. Raises StorageFull, OutsideRoot."""
+
+    def delete(self, bucket: str, key: str) -> bool:
+        """Remove the entry durably; False when there was none. The caller holds its entry lock."""
+
+    def exists(self, entry: Entry) -> bool:
+        """Whether exactly this entry can be read back."""
+
+    def scan(self) -> Iterator[Entry]:
+        """Every entry, in no particular order; unreadable ones are skipped."""
+
+
+class Lease(Protocol):
+    """Locks one holder took together, identified by its `token`, with a lease that runs out
+    unless renewed (a dead holder's locks free themselves)."""
+
+    token: str
+    released: bool
+
+    def due(self) -> bool:
+        """Whether a third of the lease has gone by since it was last renewed."""
+
+    async def renew(self) -> bool:
+        """Renew the lease; False when it is no longer held (it ran out and was taken)."""
+
+    async def release(self) -> None:
+        """Let go, unless already let go; an intent recorded with the locks stays."""
+
+    async def settle(self) -> None:
+        """Let go and drop the intent: the work ended having changed nothing."""
+
+    def kept_alive(self) -> AbstractAsyncContextManager[None]:
+        """Renew the lease in the background while the holder works."""
+
+
+class Leases(Protocol):
+    """The locker: named locks (`blob:<digest>`, `entry:<bucket>/<key>`, ...) with leases."""
+
+    seconds: float
+
+    def hold(
+        self, *names: str, wait: float | None = None, intent: str | None = None
+    ) -> AbstractAsyncContextManager[Lease]:
+        """Hold all the locks `names` (all or none, so never a deadlock), waiting up to `wait`
+        seconds (default: a lease) and then raising Unavailable. With `intent` (JSON of an
+        Intent) it is recorded under the lease's token in the same step. Let go on exit."""
+
+
+class SessionStore(Protocol):
+    """Upload sessions, each with a time to live renewed by every request on it."""
+
+    async def create(
+        self,
+        bucket: str,
+        key: str,
+        mime_type: str,
+        size: int,
+        digest: str | None,
+        owner: str | None,
+        requester: str,
+        max_open: int,
+    ) -> Session:
+        """A new session, unless `requester` has `max_open` open already (TooManySessions).
+        The caller has checked every field."""
+
+    async def get(self, session_id: str) -> Session:
+        """The session, its time to live renewed; SessionNotFound when unknown or expired."""
+
+    async def begin_write(self, session_id: str) -> tuple[Session, Lease]:
+        """Take the session's writer lease without waiting, and read it in the same step:
+        SessionNotFound, SessionCompleted, or SessionBusy (another writer holds it)."""
+
+    async def advance(
+        self, session: Session, lease: Lease, offset: int, complete: bool = False, release: bool = False
+    ) -> Session:
+        """Move the offset from `session.offset` to `offset` and renew the lease (or, with
+        `complete` or `release`, let go of it). The caller has written the bytes it covers.
+        Raises SessionNotFound (expired or cancelled meanwhile) or LostLease."""
+
+    async def delete(self, session_id: str) -> None:
+        """Forget the session; forgetting an unknown one does nothing."""
+
+    async def exist(self, session_ids: list[str]) -> list[bool]:
+        """Which of these sessions are still known."""
+
+
+class EntryIndex(Protocol):
+    """The listing index and reference counts: a cache of the entry store, rebuilt when lost."""
+
+    async def put(self, entry: Entry, release: Lease | None = None) -> str | None:
+        """Count the entry in (with `release`, let go of that lease and drop its intent in the
+        same step); returns the digest of the entry it replaced in the index, if any."""
+
+    async def remove(self, bucket: str, key: str, release: Lease | None = None) -> str | None:
+        """Take the key out, with `release` as `put`; returns the digest of the entry removed."""
+
+    async def get(self, bucket: str, key: str) -> Entry | None:
+        """The indexed entry of the key, or None."""
+
+    async def buckets(self) -> list[str]:
+        """Every bucket holding a file, in order; rebuilds a lost index first."""
+
+    async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
+        """Up to `limit` entries of `bucket` in key order after `after`, and whether more follow."""
+
+    async def unreferenced(self, digest: str) -> bool:
+        """True only when the index is complete and no entry nor intent refers to `digest`."""
+
+    async def referenced(self) -> set[str] | None:
+        """Every digest some entry refers to, or None while the index is not complete."""
+
+    async def rebuild(self, wait: float = 60.0) -> None:
+        """Load every entry from the entry store when the index is lost (Unavailable after `wait`)."""
+
+
+class Intents(Protocol):
+    """Changes in flight, recorded with their locks (`Leases.hold(intent=...)`)."""
+
+    async def stranded(self) -> list[tuple[str, Intent]]:
+        """(token, intent) of every intent whose holder no longer holds its locks (it died)."""
+
+    async def forget(self, token: str) -> None:
+        """Drop the intent recorded under `token`."""
+
+
+class Observer(Protocol):
+    """What the core reports as it works (metrics), without knowing who counts."""
+
+    def session(self, event: str) -> None:
+        """A session was 'created', 'completed' or 'cancelled'."""
+
+    def deduplicated(self, size: int) -> None:
+        """A completed upload's content was stored already: `size` bytes not stored again."""
