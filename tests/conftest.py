@@ -53,6 +53,12 @@ def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "in_memory: the app keeps blobs and staged uploads in memory (tests that look at no file on disk)"
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -120,11 +126,18 @@ def redis(connect_redis: Callable[[], Redis]) -> Redis:
 
 
 @pytest.fixture
-def make_app(settings: Settings, connect_redis: Callable[[], Redis]) -> Callable[..., Starlette]:
-    """Build an app (a 'process') on the test's Redis; keyword arguments replace settings fields."""
+def make_app(
+    settings: Settings, connect_redis: Callable[[], Redis], request: pytest.FixtureRequest
+) -> Callable[..., Starlette]:
+    """Build an app (a 'process') on the test's Redis; keyword arguments replace settings fields.
+
+    Blobs and staged uploads are files in the data directory, or, for tests marked `in_memory`,
+    kept in memory (service/storage/memory.py).
+    """
+    in_memory = request.node.get_closest_marker("in_memory") is not None
 
     def make(**changes: object) -> Starlette:
-        return create_app(settings.model_copy(update=changes), client=connect_redis())
+        return create_app(settings.model_copy(update=changes), client=connect_redis(), in_memory=in_memory)
 
     return make
 

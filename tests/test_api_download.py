@@ -7,7 +7,7 @@ import os
 import pytest
 from apihelpers import asgi_scope, assert_error, b3, download, upload
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.in_memory]
 
 CONTENT = os.urandom(3 * 1024 * 1024 + 123)  # over one read of the streamer
 SIZE = len(CONTENT)

@@ -5,7 +5,7 @@ import os
 import pytest
 from blake3 import blake3
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.in_memory]
 
 
 async def test_upload_in_two_chunks_then_download(client):

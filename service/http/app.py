@@ -30,12 +30,15 @@ CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Upload-Offset", "Range
 CORS_EXPOSED_HEADERS = ["Upload-Offset", "ETag", "Content-Range", "Content-Length", "Accept-Ranges", "X-Request-ID"]
 
 
-def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> Starlette:
-    """The app of one service process; a caller that passes its own Redis `client` (tests) minds the data directory."""
+def create_app(
+    settings: Settings | None = None, client: redis.Redis | None = None, in_memory: bool = False
+) -> Starlette:
+    """The app of one service process; a caller that passes its own Redis `client` (tests) minds the data
+    directory. With `in_memory` (tests), blobs and staged uploads are kept in memory."""
     settings = settings or Settings.from_env()
     # Claimed before anything else, so that a service that may not share it stops with one clear line.
     dir_lock = hold_for_service(settings.data_dir, embedded=settings.redis_url is None) if client is None else None
-    services = Services.build(settings, client)
+    services = Services.build(settings, client, in_memory)
     api = FilesAPI(services)
     routes = [*api.routes(), *docs_routes()]
     templates: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
