@@ -12,7 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypedDict, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -120,10 +120,18 @@ class Authenticator:
         return found
 
 
-def new_token(name: str, buckets: dict[str, list[Action]] | None = None) -> tuple[str, dict]:
+class NewTokenEntry(TypedDict):
+    """A token file's entry as JSON: what `token new` prints or adds to the file."""
+
+    name: str
+    sha256: str
+    buckets: dict[str, list[Action]]
+
+
+def new_token(name: str, buckets: dict[str, list[Action]] | None = None) -> tuple[str, NewTokenEntry]:
     """A fresh random token and its token-file entry (by default: read and write everywhere)."""
     token = secrets.token_hex(32)  # hex: never starts with '-', so `--token VALUE` always parses
-    entry = {
+    entry: NewTokenEntry = {
         "name": name,
         "sha256": hashlib.sha256(token.encode()).hexdigest(),
         "buckets": buckets or DEFAULT_GRANTS,

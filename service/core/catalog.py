@@ -60,7 +60,7 @@ class Catalog:
         if not placed:
             self.observer.deduplicated(entry.bytes)
         # The volume's old entry and the index's are the same one, unless a crash parted them.
-        for digest in {replaced.digest if replaced else None, unindexed} - {None, entry.digest}:
+        for digest in _other_digests(entry.digest, replaced.digest if replaced else None, unindexed):
             await self.release_blob(digest)
 
     def _store(self, entry: Entry, staged: str) -> tuple[bool, Entry | None]:
@@ -103,7 +103,7 @@ class Catalog:
                 raise FileNotFound(f"no file {key!r} in bucket {bucket!r}")
             await asyncio.to_thread(self.entries.delete, bucket, key)
             unindexed = await self.index.remove(bucket, key, release=lease)
-        for digest in {entry.digest, unindexed} - {None}:
+        for digest in _other_digests(None, entry.digest, unindexed):
             await self.release_blob(digest)
         return entry
 
@@ -189,3 +189,8 @@ class BlobSweep:
     deleted: int
     blobs: int
     bytes: int
+
+
+def _other_digests(kept: str | None, *digests: str | None) -> set[str]:
+    """The digests given, once each, but for `kept` and the missing ones: the blobs to release."""
+    return {digest for digest in digests if digest is not None and digest != kept}

@@ -146,7 +146,9 @@ class UploadCore:
                 async with lease.kept_alive():
                     return await self._complete(session, lease, hasher)
             except LostLease as error:
-                raise SessionBusy(f"the upload lost its hold on the session ({error}); check the offset and resume")
+                raise SessionBusy(
+                    f"the upload lost its hold on the session ({error}); check the offset and resume"
+                ) from error
             finally:
                 await lease.release()
 
@@ -317,9 +319,11 @@ async def _until_stalled(body: AsyncIterator[bytes], seconds: float) -> AsyncIte
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    assert task is not None, "a body is read inside a task"
     chunks = aiter(body)
     waiting_since: float | None = None
     stalled = False
+    timer: asyncio.TimerHandle
 
     def check() -> None:
         nonlocal timer, stalled

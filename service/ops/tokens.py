@@ -12,7 +12,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from service.core import names
-from service.core.auth import ACTIONS, ALL_BUCKETS, Action, TokenFile, new_token, problems
+from service.core.auth import ACTIONS, ALL_BUCKETS, Action, NewTokenEntry, TokenFile, new_token, problems
 from service.storage.durable import write_atomic
 
 
@@ -45,7 +45,7 @@ def described(buckets: dict[str, list[Action]]) -> str:
     return "; ".join(f"{bucket}: {', '.join(actions)}" for bucket, actions in buckets.items())
 
 
-def add_entry(path: Path, entry: dict) -> None:
+def add_entry(path: Path, entry: NewTokenEntry) -> None:
     """Add `entry` to the token file at `path`, created (mode 0600) if missing, replaced atomically.
 
     The file must be a valid token file without a token of the same name; what else it holds is kept.
