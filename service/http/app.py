@@ -18,7 +18,7 @@ from service.http.errors import HANDLERS
 from service.http.limits import HeaderLimit
 from service.http.observe import RequestObserver
 from service.http.routes import FilesAPI
-from service.http.static import docs_routes
+from service.http.static import console_routes, docs_routes
 from service.ops.dirlock import hold_for_service
 from service.ops.tuning import tune_allocator, widen_io_threads
 from service.services import Services
@@ -40,7 +40,7 @@ def create_app(
     dir_lock = hold_for_service(settings.data_dir, embedded=settings.redis_url is None) if client is None else None
     services = Services.build(settings, client, in_memory)
     api = FilesAPI(services)
-    routes = [*api.routes(), *docs_routes()]
+    routes = [*api.routes(), *docs_routes(), *console_routes()]
     templates: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
     templates |= {route.app: f"{route.path}/{{path}}" for route in routes if isinstance(route, Mount)}
 

@@ -1,9 +1,9 @@
-"""Files shipped inside the package and served as they are: the interactive API docs at /docs.
+"""Files shipped inside the package and served as they are: the API docs at /docs, the web console at /.
 
 They live under service/http/static/ (installed as package data), are found through the
 package wherever it is installed, and are served by a StaticFiles mount of a package
-directory (`package_files`), which another page of files can reuse. They need no token:
-they hold no data, and the page's "Authorize" button is where the token goes.
+directory (`package_files`). They need no token: they hold no data, and each page asks for
+the token itself (the docs' "Authorize" button, the console's sign-in) and sends it to the API.
 """
 
 from __future__ import annotations
@@ -29,11 +29,24 @@ def package_files(directory: str) -> StaticFiles:
     return StaticFiles(packages=[(PACKAGE, f"{STATIC}/{directory}")])
 
 
-def docs_routes() -> list[BaseRoute]:
-    """GET /docs: Swagger UI on /openapi.json, its scripts and styles under /docs/ (vendored, same origin)."""
-    page = package_file("docs.html")
+def page_routes(path: str, page_name: str, directory: str) -> list[BaseRoute]:
+    """GET `path`: the page static/<page_name>; its scripts and styles, static/<directory>/, under /<directory>/."""
+    page = package_file(page_name)
 
-    async def docs(request: Request) -> Response:
+    async def serve_page(request: Request) -> Response:
         return HTMLResponse(page)
 
-    return [Route("/docs", docs, methods=["GET"]), Mount("/docs", app=package_files("docs"), name="docs-files")]
+    return [
+        Route(path, serve_page, methods=["GET"], name=page_name),
+        Mount(f"/{directory}", app=package_files(directory), name=f"{directory}-files"),
+    ]
+
+
+def docs_routes() -> list[BaseRoute]:
+    """GET /docs: Swagger UI on /openapi.json, its scripts and styles under /docs/ (vendored, same origin)."""
+    return page_routes("/docs", "docs.html", "docs")
+
+
+def console_routes() -> list[BaseRoute]:
+    """GET /: the web console (static/console.html), its modules and styles under /console/ (same origin)."""
+    return page_routes("/", "console.html", "console")
