@@ -89,10 +89,11 @@ export class Rights {
     const actions = { read: "read", write: "upload", delete: "delete" };
     const allowed = Object.keys(actions).filter((action) => this.may(action, bucket));
     const denied = Object.keys(actions).filter((action) => !this.may(action, bucket));
-    const say = (list) => list.map((action) => actions[action]).join(", ");
+    const say = (list) => list.map((action) => actions[action]).join(", ").replace(/, ([^,]*)$/, " or $1");
     if (!denied.length) return `This token may read, upload and delete in “${bucket}”.`;
     const may = allowed.length ? `This token may ${say(allowed)} in “${bucket}”` : `This token has no access to “${bucket}”`;
-    const lacks = denied.map((action) => `“${action}” permission`).join(" or ");
-    return `${may}; it may not ${say(denied)} there (it lacks the ${lacks}).`;
+    const lacks = denied.map((action) => `“${action}”`).join(" and ");
+    const plural = denied.length > 1 ? "permissions" : "permission";
+    return `${may}; it may not ${say(denied)} there: it lacks the ${lacks} ${plural}.`;
   }
 }

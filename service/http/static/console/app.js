@@ -29,9 +29,9 @@ function showConsole(rights) {
   $("sign-out").hidden = rights.open;
   $("who").textContent = rights.open ? "Open service: no token needed" : `Signed in as ${rights.name}`;
   const browser = new Browser(rights, () => {});
-  const transfers = new Transfers(rights, () => ({ bucket: browser.bucket, prefix: browser.prefix }), (upload) => {
-    if (upload.bucket === browser.bucket) browser.refresh();
-    else browser.loadBuckets();
+  const transfers = new Transfers(rights, () => ({ bucket: browser.bucket, prefix: browser.prefix }), async () => {
+    await browser.loadBuckets();
+    await browser.refresh();
   });
   browser.onPlaceChange = (bucket) => ($("upload-controls").hidden = !bucket);
   browser.loadBuckets();

@@ -16,6 +16,7 @@ export class Browser {
     this.prefix = "";
     this.after = null;
     this.folders = new Set();
+    this.view = 0; // which open() the list on screen belongs to: an answer for an older one is dropped
     $("more").addEventListener("click", () => this.loadPage());
     $("open-bucket-form").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -53,6 +54,7 @@ export class Browser {
     this.prefix = prefix;
     this.after = null;
     this.folders = new Set();
+    this.view += 1;
     $("file-list").replaceChildren();
     this.renderPlace();
     this.markCurrent();
@@ -61,7 +63,7 @@ export class Browser {
   }
 
   refresh() {
-    return this.bucket ? this.open(this.bucket, this.prefix) : this.loadBuckets();
+    return this.bucket ? this.open(this.bucket, this.prefix) : Promise.resolve();
   }
 
   renderPlace() {
@@ -76,7 +78,7 @@ export class Browser {
   }
 
   async loadPage() {
-    const { bucket, prefix } = this;
+    const { bucket, prefix, view } = this;
     $("files-error").textContent = "";
     $("more").hidden = true;
     let page;
@@ -87,7 +89,7 @@ export class Browser {
       $("empty").hidden = true;
       return;
     }
-    if (bucket !== this.bucket || prefix !== this.prefix) return; // the user went elsewhere meanwhile
+    if (view !== this.view) return; // the user went elsewhere meanwhile, or the list was refreshed
     const list = $("file-list");
     let last = null;
     for (const file of page.data) {
@@ -114,7 +116,8 @@ export class Browser {
     return h(
       "li",
       { class: "entry folder" },
-      h("button", { type: "button", class: "link name", onclick: () => this.open(this.bucket, prefix) }, `📁 ${folder}/`),
+      h("button", { type: "button", class: "link name", onclick: () => this.open(this.bucket, prefix) }, `${folder}/`),
+      h("span", { class: "muted" }, " folder"),
     );
   }
 
@@ -174,6 +177,7 @@ export class Browser {
         try {
           await call(filePath(file.bucket, file.key), { method: "DELETE" });
           say(`Deleted “${file.key}”.`);
+          await this.loadBuckets();
           await this.refresh();
         } catch (error) {
           $("files-error").textContent = error.message;

@@ -4,7 +4,7 @@
 
 import { ApiError, authHeaders, call, sessionPath } from "./api.js";
 
-export const CHUNK_BYTES = 16 * 1024 * 1024;
+export const CHUNK_BYTES = 64 * 1024 * 1024;
 const FIRST_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 8000;
 const GIVE_UP_MS = 120000;
