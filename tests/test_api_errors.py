@@ -41,7 +41,7 @@ def raw_client(app) -> httpx.AsyncClient:
 # --- routes and methods ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/v1", "/v1/other", "/v2/files", "/healthz/x"])
+@pytest.mark.parametrize("path", ["/ui", "/nope", "/v1", "/v1/other", "/v2/files", "/healthz/x"])
 async def test_an_unknown_route_is_404_json(client, path):
     assert_error(await client.get(path), 404)
 

@@ -20,7 +20,7 @@ from service.http.openapi import build_openapi
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
-OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs"}
+OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/"}
 METHODS = {"get", "head", "post", "delete", "put", "patch"}
 CONTENT_TYPES = {".css": "text/css", ".js": "javascript", ".png": "image/png"}
 

@@ -178,6 +178,13 @@ def build_openapi() -> dict[str, Any]:
                     [],
                 )
             },
+            "/": {
+                "get": _operation(
+                    "The web console: browse, upload and manage files in a browser; it asks for the token itself.",
+                    {200: {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+                    [],
+                )
+            },
             "/docs": {
                 "get": _operation(
                     "Interactive API docs (Swagger UI) on this document; its Authorize button takes the token.",
