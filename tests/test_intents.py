@@ -209,6 +209,71 @@ async def test_a_damaged_entry_under_one_intent_does_not_stop_the_others_being_s
         await assert_whole(client, settings.data_dir, "b", "fine", b"two")
 
 
+# --- a commit that died while Redis lost its data and a rebuild ran -------------------------------
+
+
+async def lost_with_redis(redis, keys: KeySpace, rebuild_began: float) -> None:
+    """Redis lost the dead commit's intent with its data, and a rebuild that began at `rebuild_began`
+    scanned the volume before the commit wrote its entry: the index is complete but for it."""
+    await redis.delete(keys.intents)
+    await redis.hset(keys.rebuilds, mapping={"earliest": repr(rebuild_began), "latest": repr(rebuild_began)})
+
+
+async def test_an_entry_written_behind_a_rebuild_by_a_process_that_died_is_caught_up(
+    app, redis, settings, crash_at, keys
+):
+    content = b"written behind the rebuild's scan"
+    async with http_client(app) as client:
+        crash_at("entry-written")
+        await crashed_upload(client, "b", "k", content)
+        await lost_with_redis(redis, keys, rebuild_began=time.time() - 60)
+        assert "k" not in await listed(client, "b")
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", content)
+        assert await references(redis, keys, content) == 1
+        assert not await redis.exists(keys.rebuilds), "caught up, the rebuild is forgotten"
+        await upload(client, "b", "other", content)
+        assert (await client.delete("/v1/files/b/other")).status_code == 200
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", content)
+
+
+async def test_a_replacement_written_behind_a_rebuild_is_caught_up_and_frees_the_old_content(
+    app, redis, settings, crash_at, keys
+):
+    async with http_client(app) as client:
+        await upload(client, "b", "k", b"old content")
+        crash_at("entry-written")
+        await crashed_upload(client, "b", "k", b"new content")
+        await lost_with_redis(redis, keys, rebuild_began=time.time() - 60)
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", b"new content")
+        assert await references(redis, keys, b"old content") == 0
+        assert not blob_path(settings.data_dir, b3(b"old content")).exists()
+
+
+async def test_the_catch_up_waits_until_a_lease_has_passed_since_the_latest_rebuild(
+    app, redis, settings, crash_at, keys
+):
+    async with http_client(app) as client:
+        crash_at("entry-written")
+        await crashed_upload(client, "b", "k", b"still maybe in flight")
+        await lost_with_redis(redis, keys, rebuild_began=time.time() - 60)
+        await redis.hset(keys.rebuilds, "latest", repr(time.time() + 3600))  # a rebuild still running
+        await sweep(app)
+        assert "k" not in await listed(client, "b")
+        assert await redis.exists(keys.rebuilds)
+
+
+async def test_a_rebuild_records_when_it_began(client, redis, keys):
+    await upload(client, "b", "k", b"content")
+    await redis.delete(keys.ready)  # Redis lost the index
+    before = time.time()
+    assert "k" in await listed(client, "b")
+    earliest, latest = await redis.hmget(keys.rebuilds, ["earliest", "latest"])
+    assert before <= float(earliest) == float(latest) <= time.time()
+
+
 # --- temporaries ------------------------------------------------------------------------------
 
 

@@ -142,8 +142,9 @@ class EntryStore(Protocol):
     def exists(self, entry: Entry) -> bool:
         """Whether exactly this entry can be read back."""
 
-    def scan(self) -> Iterator[Entry]:
-        """Every entry, in no particular order; unreadable ones are skipped."""
+    def scan(self, changed_since: float | None = None) -> Iterator[Entry]:
+        """Every entry, in no particular order; unreadable ones are skipped. With `changed_since`
+        (unix seconds), only those written at or after it, by the store's own clock of the write."""
 
 
 class Lease(Protocol):
@@ -247,6 +248,14 @@ class EntryIndex(Protocol):
 
     async def rebuild(self, wait: float = 60.0) -> None:
         """Load every entry from the entry store when the index is lost (Unavailable after `wait`)."""
+
+    async def rebuild_window(self) -> tuple[float, float] | None:
+        """(when the earliest, when the latest) rebuild began (unix seconds) of those not yet caught
+        up on; None when there are none. A change whose process died while a rebuild ran may have
+        escaped both the rebuild and its own index update (see `Catalog.catch_up`)."""
+
+    async def caught_up(self, latest: float) -> None:
+        """Forget the rebuilds up to the one that began at `latest`; a later one stays to be caught up on."""
 
 
 class Intents(Protocol):

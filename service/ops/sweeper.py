@@ -67,6 +67,7 @@ class Sweeper:
         try:
             async with lease.kept_alive():
                 settled = await self.catalog.settle_stranded()
+                await self.catalog.catch_up()
                 partials = await self.sweep_staging()
                 temporaries = await asyncio.to_thread(self.sweep_temporaries)
                 blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)

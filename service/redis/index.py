@@ -110,6 +110,17 @@ redis.call('set', KEYS[2], ARGV[2])
 return 1
 """
 
+# KEYS: rebuilds. ARGV: the start of a rebuild. The earliest start stays, the latest is noted.
+_REBUILD_BEGUN = """
+redis.call('hsetnx', KEYS[1], 'earliest', ARGV[1])
+redis.call('hset', KEYS[1], 'latest', ARGV[1])
+"""
+
+# KEYS: rebuilds. ARGV: the latest start caught up on; a rebuild begun since keeps the record.
+_CAUGHT_UP = """
+if redis.call('hget', KEYS[1], 'latest') == ARGV[1] then redis.call('del', KEYS[1]) end
+"""
+
 REBUILD_BATCH = 1000
 
 
@@ -125,6 +136,8 @@ class EntryIndex:
         self._buckets = client.register_script(_BUCKETS)
         self._unreferenced = client.register_script(_UNREFERENCED)
         self._finish = client.register_script(_FINISH)
+        self._rebuild_begun = client.register_script(_REBUILD_BEGUN)
+        self._caught_up = client.register_script(_CAUGHT_UP)
 
     def _entry_keys(self, bucket: str) -> list[str]:
         keys = self.keys
@@ -211,7 +224,17 @@ class EntryIndex:
                 raise Unavailable("the file index is being rebuilt; try again shortly")
             await asyncio.sleep(0.05)
 
+    async def rebuild_window(self) -> tuple[float, float] | None:
+        earliest, latest = await self.client.hmget(self.keys.rebuilds, ["earliest", "latest"])
+        if earliest is None or latest is None:
+            return None
+        return float(earliest), float(latest)
+
+    async def caught_up(self, latest: float) -> None:
+        await self._caught_up(keys=[self.keys.rebuilds], args=[repr(latest)])
+
     async def _load(self, lock_key: str, token: str) -> None:
+        await self._rebuild_begun(keys=[self.keys.rebuilds], args=[repr(time.time())])
         scan = self.entries.scan()
         while batch := await asyncio.to_thread(lambda: list(itertools.islice(scan, REBUILD_BATCH))):
             await self._load_batch(batch)

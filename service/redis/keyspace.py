@@ -9,6 +9,7 @@ class KeySpace:
         self.buckets = f"{prefix}index:buckets"
         self.refs = f"{prefix}index:refs"
         self.ready = f"{prefix}index:ready"
+        self.rebuilds = f"{prefix}index:rebuilds"
         self.blob_stats = f"{prefix}stats:blobs"
         self.intents = f"{prefix}intents"
 

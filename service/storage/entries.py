@@ -52,8 +52,9 @@ class EntryStore:
     def exists(self, entry: Entry) -> bool:
         return self.get(entry.bucket, entry.key) == entry
 
-    def scan(self) -> Iterator[Entry]:
-        """Every entry on the volume, in no particular order; unreadable files are skipped.
+    def scan(self, changed_since: float | None = None) -> Iterator[Entry]:
+        """Every entry on the volume (or only those written at or after `changed_since`, by the
+        file's mtime), in no particular order; unreadable files are skipped.
 
         Symbolic links are not followed: a root that became one raises OutsideRoot, a linked
         entry file is skipped (os.walk already leaves linked directories alone).
@@ -63,8 +64,11 @@ class EntryStore:
             for name in files:
                 if not name.endswith(".json") or name.startswith("."):
                     continue
+                path = os.path.join(directory, name)
                 try:
-                    fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW)
+                    if changed_since is not None and os.lstat(path).st_mtime < changed_since:
+                        continue
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
                 except FileNotFoundError:
                     continue
                 except OSError as error:
