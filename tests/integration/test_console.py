@@ -115,6 +115,18 @@ def test_a_folder_lands_under_its_path_and_is_browsed_like_folders(console, tmp_
     page.driver.set_window_size(400, 900)
     assert page.element("#pick-files").rect["x"] < 400 and page.visible("li.file .actions button")
     page.shot("narrow-window")
+    # A drop beside the list is refused (the browser would leave the page to open the file), one on it is taken.
+    dropped_beside, dropped_on_list = page.driver.execute_script(
+        """
+        const drop = (target) => {
+          const event = new DragEvent("drop", { bubbles: true, cancelable: true, dataTransfer: new DataTransfer() });
+          target.dispatchEvent(event);
+          return event.defaultPrevented;
+        };
+        return [drop(document.querySelector("header") || document.body), drop(document.querySelector(".files"))];
+        """
+    )
+    assert dropped_beside and dropped_on_list
 
 
 def test_with_tokens_the_page_asks_for_one_and_says_what_a_reader_may_not_do(browser, services, tmp_path):

@@ -35,6 +35,12 @@ export class Transfers {
       zone.classList.remove("dropping");
       this.add(await droppedFiles(event.dataTransfer));
     });
+    // A file dropped beside the list would otherwise make the browser leave the page to open it.
+    for (const type of ["dragover", "drop"]) {
+      window.addEventListener(type, (event) => {
+        if (!zone.contains(event.target)) event.preventDefault();
+      });
+    }
     this.showUnfinished();
   }
 
