@@ -15,7 +15,7 @@ from importlib.metadata import version
 from service.client import commands as client_commands
 from service.config import ConfigError, Settings
 from service.core.auth import Authenticator
-from service.ops import tokens
+from service.ops import events, tokens
 from service.ops.listening import CannotListen, check_can_listen
 from service.ops.logs import logging_config
 from service.ops.tuning import exec_with_allocator_tunables
@@ -122,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=fsck)
 
     tokens.register(commands)
+    events.register(commands)
     client_commands.register(commands)
     return top
 

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     log_level: Annotated[LogLevel, BeforeValidator(lower)] = "info"
     log_format: Annotated[LogFormat, BeforeValidator(lower)] = "json"
     shutdown_grace_seconds: float = Field(30.0, ge=0)
+    events_maxlen: int = Field(100_000, ge=1)
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_retry_min_seconds: float = Field(0.5, ge=0.01)
+    webhook_retry_max_seconds: float = Field(30.0, ge=0.01)
+    webhook_timeout_seconds: float = Field(10.0, ge=0.1)
 
     @classmethod
     def settings_customise_sources(

@@ -16,7 +16,9 @@ from service.core.files import Files
 from service.core.uploads import UploadCore
 from service.ops.metrics import Counters
 from service.ops.sweeper import Sweeper
+from service.ops.webhooks import WebhookDispatcher
 from service.redis.connection import connect
+from service.redis.events import EventStream
 from service.redis.index import EntryIndex
 from service.redis.intents import Intents
 from service.redis.keyspace import KeySpace
@@ -43,6 +45,7 @@ class Services:
     files: Files
     sweeper: Sweeper
     auth: Authenticator
+    webhooks: WebhookDispatcher | None
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis | None = None, in_memory: bool = False) -> Services:
@@ -66,7 +69,13 @@ class Services:
             volume = (blob_files.root, entries.root, staging_files.root)
         counters = Counters()
         catalog = Catalog(
-            entries, EntryIndex(client, keys, leases, entries), blobs, staging, leases, Intents(client, keys), counters
+            entries,
+            EntryIndex(client, keys, leases, entries, settings.events_maxlen),
+            blobs,
+            staging,
+            leases,
+            Intents(client, keys),
+            counters,
         )
         sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)
         return cls(
@@ -101,4 +110,14 @@ class Services:
                 settings.blob_grace_seconds,
             ),
             auth=Authenticator.from_file(settings.auth_tokens_file),
+            webhooks=WebhookDispatcher(
+                EventStream(client, keys.events),
+                settings.webhook_url,
+                settings.webhook_secret,
+                settings.webhook_retry_min_seconds,
+                settings.webhook_retry_max_seconds,
+                settings.webhook_timeout_seconds,
+            )
+            if settings.webhook_url
+            else None,
         )

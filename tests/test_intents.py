@@ -321,3 +321,18 @@ async def test_a_temporary_in_partial_is_no_session_of_its_own(client, settings,
     [temporary] = [path for path in leave_temporaries(settings) if path.parent.name == "partial"]
     await sweep(app)
     assert temporary.exists() and (settings.data_dir / "partial" / session_id).exists()
+
+
+@pytest.mark.parametrize("point", ["blob-placed", "entry-written", "index-updated"])
+async def test_a_commit_cut_short_has_its_event_exactly_when_its_change_is_settled(
+    app, redis, settings, crash_at, point, keys
+):
+    """Before the index update no event; the settling script appends the one the change missed."""
+    crash_at(point)
+    async with http_client(app) as client:
+        await crashed_upload(client, "b", "k", b"one event or none")
+        await sweep(app)
+        await sweep(app)
+    found = await redis.xrange(keys.events)
+    expected = [] if point == "blob-placed" else [("file.created", "k", f"blake3:{b3(b'one event or none')}")]
+    assert [(fields["type"], fields["key"], fields["digest"]) for _, fields in found] == expected

@@ -34,7 +34,7 @@ def sessions(redis, keys, leases) -> SessionStore:
 
 @pytest.fixture
 def index(redis, keys, leases, tmp_path) -> EntryIndex:
-    return EntryIndex(redis, keys, leases, EntryStore(tmp_path / "entries"))
+    return EntryIndex(redis, keys, leases, EntryStore(tmp_path / "entries"), events_maxlen=1000)
 
 
 async def open_session(sessions: SessionStore, requester: str = "tester", max_open: int = 100):

@@ -1,4 +1,4 @@
-"""The ASGI application: the routes in front of the services, and the sweeper in the background."""
+"""The ASGI application: the routes in front of the services, and the sweeper (and webhooks) in the background."""
 
 from __future__ import annotations
 
@@ -51,15 +51,18 @@ def create_app(
             log.warning("FILES_AUTH_TOKENS_FILE is unset: the service is open, every request may do everything")
         tune_allocator()
         widen_io_threads()
-        task = asyncio.create_task(services.sweeper.run_forever())
+        tasks = [asyncio.create_task(services.sweeper.run_forever())]
+        if services.webhooks is not None:
+            tasks.append(asyncio.create_task(services.webhooks.run_forever()))
         try:
             yield
         finally:
             # Uploads that shutdown cut off record what arrived and release their locks; Redis must stay open till then.
             await services.core.settle(SETTLE_SECONDS)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await services.client.aclose()
             if dir_lock is not None:
                 dir_lock.release()

@@ -10,6 +10,10 @@ loses that key too, so readers notice and rebuild from the volume. Writers
 (commit, delete) change the volume first and then the index unconditionally;
 the rebuild only adds entries that are absent and re-checks the volume after,
 so a rebuild racing with writers ends up agreeing with the volume.
+
+Every change a writer (or the sweep settling one) makes appends its event to the stream
+`events` in the same script, so the event exists exactly when the change does; the
+rebuild's reloads and its undoing of them are no changes and append nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +32,28 @@ from service.core.ports import EntryStore
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases, own, release_lua
 
-# KEYS: bucket keys, bucket entries, buckets, refs, intents, then locks to let go of. ARGV: bucket, key,
-# json, digest, only-if-absent, the locks' token (which also names the intent to drop).
+
+# Lua that appends one event, the fields of the entry JSON `entry` and type `kind`, to the stream KEYS[6]
+# trimmed to about ARGV[maxlen] events; nothing when that is '' (the rebuild reloading what it lost).
+def _emit_lua(maxlen: str, time: str) -> str:
+    return f"""
+local function emit(kind, entry)
+  if {maxlen} == '' then return end
+  local fields = cjson.decode(entry)
+  redis.call('xadd', KEYS[6], 'MAXLEN', '~', {maxlen}, '*', 'type', kind, 'bucket', fields.bucket,
+    'key', fields.key, 'digest', 'blake3:' .. fields.digest, 'bytes', string.match(entry, '"bytes":(%d+)'),
+    'mime_type', fields.mime_type, 'time', {time})
+end
+"""
+
+
+# KEYS: bucket keys, bucket entries, buckets, refs, intents, events, then locks to let go of. ARGV: bucket,
+# key, json, digest, only-if-absent, the locks' token (which also names the intent to drop), the events'
+# maxlen ('' for no event), the time. Appends a file.created in the same step as the change.
 # Returns the digest of the entry it replaced ('' for none), or 0 when only-if-absent found one.
 _PUT = (
-    """
+    _emit_lua("ARGV[7]", "ARGV[8]")
+    + """
 local old = redis.call('hget', KEYS[2], ARGV[2])
 local replaced = ''
 if old then
@@ -45,18 +66,21 @@ redis.call('zadd', KEYS[1], 0, ARGV[2])
 redis.call('zadd', KEYS[3], 0, ARGV[1])
 redis.call('hincrby', KEYS[4], ARGV[4], 1)
 if ARGV[6] ~= '' then redis.call('hdel', KEYS[5], ARGV[6]) end
+emit('file.created', ARGV[3])
 """
-    + release_lua(6, "ARGV[6]")
+    + release_lua(7, "ARGV[6]")
     + "return replaced\n"
 )
 
-# KEYS: as _PUT. ARGV: bucket, key, json that must still be there ('' for any), the locks' token.
+# KEYS: as _PUT. ARGV: bucket, key, json that must still be there ('' for any), the locks' token, the
+# events' maxlen ('' for no event), the time. Appends a file.deleted with the removed entry's fields.
 # Returns the digest of the entry it removed, '' for none.
 _REMOVE = (
-    """
+    _emit_lua("ARGV[5]", "ARGV[6]")
+    + """
 if ARGV[4] ~= '' then redis.call('hdel', KEYS[5], ARGV[4]) end
 """
-    + release_lua(6, "ARGV[4]")
+    + release_lua(7, "ARGV[4]")
     + """
 local old = redis.call('hget', KEYS[2], ARGV[2])
 if not old then return '' end
@@ -66,6 +90,7 @@ if redis.call('hincrby', KEYS[4], digest, -1) <= 0 then redis.call('hdel', KEYS[
 redis.call('hdel', KEYS[2], ARGV[2])
 redis.call('zrem', KEYS[1], ARGV[2])
 if redis.call('zcard', KEYS[1]) == 0 then redis.call('zrem', KEYS[3], ARGV[1]) end
+emit('file.deleted', old)
 return digest
 """
 )
@@ -125,8 +150,11 @@ REBUILD_BATCH = 1000
 
 
 class EntryIndex:
-    def __init__(self, client: redis.Redis, keys: KeySpace, leases: Leases, entries: EntryStore) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: KeySpace, leases: Leases, entries: EntryStore, events_maxlen: int
+    ) -> None:
         self.client = client
+        self.events_maxlen = events_maxlen
         self.keys = keys
         self.leases = leases
         self.entries = entries
@@ -141,7 +169,18 @@ class EntryIndex:
 
     def _entry_keys(self, bucket: str) -> list[str]:
         keys = self.keys
-        return [keys.bucket_keys(bucket), keys.bucket_entries(bucket), keys.buckets, keys.refs, keys.intents]
+        return [
+            keys.bucket_keys(bucket),
+            keys.bucket_entries(bucket),
+            keys.buckets,
+            keys.refs,
+            keys.intents,
+            keys.events,
+        ]
+
+    def _event_args(self) -> list[str]:
+        """The scripts' last arguments for a change that appends its event: the stream's length, the time."""
+        return [str(self.events_maxlen), repr(time.time())]
 
     async def put(self, entry: Entry, release: ports.Lease | None = None) -> str | None:
         """Count the entry in; with `release`, let go of that lease and drop its intent in the same step.
@@ -151,7 +190,7 @@ class EntryIndex:
         locks, token = (list(own(release).keys), release.token) if release is not None else ([], "")
         replaced = await self._put(
             keys=self._entry_keys(entry.bucket) + locks,
-            args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 0, token],
+            args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 0, token, *self._event_args()],
         )
         if release is not None:
             release.released = True
@@ -160,7 +199,9 @@ class EntryIndex:
     async def remove(self, bucket: str, key: str, release: ports.Lease | None = None) -> str | None:
         """Take the key out; with `release`, as `put`. Returns the digest of the entry removed, if any."""
         locks, token = (list(own(release).keys), release.token) if release is not None else ([], "")
-        removed = await self._remove(keys=self._entry_keys(bucket) + locks, args=[bucket, key, "", token])
+        removed = await self._remove(
+            keys=self._entry_keys(bucket) + locks, args=[bucket, key, "", token, *self._event_args()]
+        )
         if release is not None:
             release.released = True
         return removed or None
@@ -245,7 +286,7 @@ class EntryIndex:
             for entry in batch:
                 await self._put(
                     keys=self._entry_keys(entry.bucket),
-                    args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 1, ""],
+                    args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 1, "", "", ""],
                     client=pipe,
                 )
             await pipe.execute()
@@ -253,5 +294,6 @@ class EntryIndex:
         gone = await asyncio.to_thread(lambda: [entry for entry in batch if not self.entries.exists(entry)])
         for entry in gone:
             await self._remove(
-                keys=self._entry_keys(entry.bucket), args=[entry.bucket, entry.key, entry.model_dump_json(), ""]
+                keys=self._entry_keys(entry.bucket),
+                args=[entry.bucket, entry.key, entry.model_dump_json(), "", "", ""],
             )

@@ -12,6 +12,7 @@ class KeySpace:
         self.rebuilds = f"{prefix}index:rebuilds"
         self.blob_stats = f"{prefix}stats:blobs"
         self.intents = f"{prefix}intents"
+        self.events = f"{prefix}events"
 
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
