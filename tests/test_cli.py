@@ -138,3 +138,13 @@ def test_serve_help_describes_each_option_its_default_and_the_environment() -> N
         assert described in text, result.stdout
     for variable in ("FILES_DATA_DIR", "FILES_REDIS_URL", "FILES_AUTH_TOKENS_FILE", "FILES_LOG_FORMAT"):
         assert f"\n  {variable} " in result.stdout, result.stdout
+
+
+def test_events_without_a_shared_redis_say_so_in_one_line():
+    refused = run_cli("events")
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [
+        "files-service: events need a shared Redis: set FILES_REDIS_URL "
+        "(the embedded stand-in lives inside the service's process)"
+    ]
