@@ -61,6 +61,16 @@ async def test_a_rebuild_of_the_lost_index_appends_no_event(app, redis, settings
     assert await redis.exists(keys.ready)
 
 
+async def test_a_delete_while_the_index_is_lost_gives_its_event(app, redis, settings):
+    keys = KeySpace(settings.redis_prefix)
+    async with http_client(app) as client:
+        await upload(client, "b", "k", b"deleted while Redis had lost the index")
+        await redis.delete(*[key async for key in redis.scan_iter(match=f"{settings.redis_prefix}index:*")])
+        assert (await client.delete("/v1/files/b/k")).status_code == 200
+    assert [event["type"] for event in await events(redis, settings)] == ["file.created", "file.deleted"]
+    assert await redis.exists(keys.ready)
+
+
 async def test_the_stream_is_trimmed_to_about_its_maximum_length(make_app, redis, settings):
     app = make_app(events_maxlen=10)
     async with http_client(app) as client:

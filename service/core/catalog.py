@@ -95,6 +95,8 @@ class Catalog:
         return entry
 
     async def delete(self, bucket: str, key: str) -> Entry:
+        # The index must hold the entry to take it out (and to say so in the same step, the event).
+        await self.index.rebuild()
         intent = Intent(bucket=bucket, key=key)
         async with self.leases.hold(*intent.locks(), intent=intent.model_dump_json()) as lease:
             entry = await asyncio.to_thread(self.entries.get, bucket, key)
