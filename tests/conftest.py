@@ -20,6 +20,7 @@ from integration.harness import RedisServer, redis_server_binary, unavailable
 from redis import Redis as SyncRedis
 from redis import RedisError
 from redis.asyncio import Redis
+from s3server import S3Server
 from starlette.applications import Starlette
 
 from service.config import Settings
@@ -49,6 +50,17 @@ def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         server.start()
         yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A moto S3 server for the session; each test makes its own bucket."""
+    server = S3Server()
+    server.start()
+    try:
+        yield server
     finally:
         server.stop()
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
+from s3server import S3Server
 
 from service.core.errors import BlobMissing, CorruptBlob, StagingLost
 from service.core.ports import BlobStore, StagingArea
 from service.storage.blobs import BlobStore as FileBlobStore
 from service.storage.memory import MemoryBlobStore, MemoryStaging
+from service.storage.s3 import S3BlobStore, S3Location, S3Staging
 from service.storage.staging import StagingArea as FileStaging
 
 pytestmark = pytest.mark.anyio
@@ -65,12 +67,31 @@ def memory(tmp_path: Path) -> Stores:
     return Stores(blobs, MemoryStaging(), damage, age)
 
 
-IMPLEMENTATIONS = {"filesystem": filesystem, "memory": memory}
+def s3(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = server.new_bucket()
+    location = S3Location(server.client(), bucket, "files/")
+    blobs = S3BlobStore(location)
+
+    def damage(digest: str, content: bytes) -> None:
+        location.put(blobs.key(digest), content)
+
+    def age(digest: str, seconds: float) -> None:
+        server.age(bucket, location.prefix + blobs.key(digest), seconds)
+
+    return Stores(blobs, S3Staging(location), damage, age)
+
+
+IMPLEMENTATIONS: dict[str, Callable[[pytest.FixtureRequest, Path], Stores]] = {
+    "filesystem": lambda request, tmp_path: filesystem(tmp_path),
+    "memory": lambda request, tmp_path: memory(tmp_path),
+    "s3": s3,
+}
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS))
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
-    return IMPLEMENTATIONS[request.param](tmp_path)
+    return IMPLEMENTATIONS[request.param](request, tmp_path)
 
 
 @pytest.fixture
@@ -234,3 +255,30 @@ async def test_delete_and_list(stores, blobs):
     assert [blob.digest for blob in blobs.list()] == [second]
     with pytest.raises(BlobMissing):
         await read_all(blobs, first, 0, 3)
+
+
+def test_a_staged_upload_reopened_at_its_offset_after_an_unacknowledged_write_past_parts(staging):
+    content = os.urandom(12 * MiB + 5)
+    acknowledged = 4 * MiB + 3
+    file = staging.open("s", 0)
+    for first in range(0, acknowledged, MiB):
+        file.write_at(content[first : min(first + MiB, acknowledged)], first)
+    file.close()
+    file = staging.open("s", acknowledged)
+    file.write_at(os.urandom(7 * MiB), acknowledged)  # never acknowledged: the writer died
+    file = staging.open("s", acknowledged)
+    file.write_at(content[acknowledged:], acknowledged)
+    file.close()
+    assert staging.length("s") == len(content)
+    assert staging.digests("s").blake3 == blake3(content).hexdigest()
+
+
+@pytest.mark.parametrize("cut", [0, 1000, 6 * MiB + 1, 7 * MiB])
+def test_a_committed_staged_upload_reopens_at_an_offset(stores, staging, cut):
+    content = os.urandom(7 * MiB)
+    committed(stores, content)
+    file = staging.open("s", cut)
+    file.write_at(content[cut:], cut)
+    file.close()
+    assert staging.length("s") == len(content)
+    assert staging.digests("s").blake3 == blake3(content).hexdigest()

@@ -1,0 +1,427 @@
+"""The blob store, staging and entry ports on an S3-compatible object store (boto3, blocking like the ports).
+
+Layout under `<prefix>` in one bucket:
+
+  blobs/<digest>                       content by its BLAKE3 digest, placed by a server-side copy
+  entries/<bucket>/<sha256(key)>.json  one entry per bucket/key, as on the data volume
+  partial/<name>/whole                 a staged upload: the multipart upload's key, and once finished
+                                       (for hashing or a commit) the whole content as one object
+  partial/<name>/tail-<n>              the bytes past its first n parts (fewer than a part), the
+                                       staged upload's durable record: its metadata names the upload
+
+S3 parts are at least 5 MiB but the last, so staged bytes go to `tail-<n>` (rewritten on every
+write: durable when `write_at` returns, as the core moves the offset after it) until a part's
+worth is there; then part n+1 is uploaded and `tail-<n+1>` written. A tail is kept after its part
+is uploaded, since that part cannot be read back: reopened at an offset inside part n+1 (a write
+never acknowledged went further), the staged upload starts again from `tail-<n>`, which holds every
+acknowledged byte of it. Tails below the reopened offset's part are then garbage and removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import AsyncGenerator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from service.core.digests import ContentHasher, Digests
+from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost
+from service.core.model import BlobInfo, Entry
+from service.core.ports import Observe, StagingArea
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+TAIL = re.compile(r"tail-(\d+)")
+PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
+READ_SIZE = 2 * 1024 * 1024
+UPLOAD_ID = "upload-id"  # metadata of a tail: the multipart upload it continues
+
+
+class S3Location:
+    """A bucket and a key prefix in it, with the client that reaches them."""
+
+    def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+    def check(self) -> None:
+        """Raise a one-line ConnectionError when the bucket cannot be reached (missing, or bad credentials)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "?")
+            raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {code}") from None
+
+    def keys(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every object (or with `delimiter`, every common prefix) under `prefix`, page by page."""
+        arguments: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if delimiter is not None:
+            arguments["Delimiter"] = delimiter
+        for page in self.client.get_paginator("list_objects_v2").paginate(**arguments):
+            yield from page.get("CommonPrefixes" if delimiter else "Contents", [])  # type: ignore[misc]
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key))
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, Metadata=metadata or {})
+
+    def abort(self, key: str, upload_id: str) -> None:
+        """Abort the multipart upload at `key` (the whole key); one gone already is nothing to abort."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as error:
+            if not _missing(error):
+                raise
+
+    def delete(self, key: str) -> bool:
+        """Delete the object; False when there was none."""
+        if self.head(key) is None:
+            return False
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        return True
+
+
+def _missing(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+
+
+class S3StagedFile:
+    """A staged upload open for writing: the tail in memory (under a part), parts uploaded as they fill."""
+
+    def __init__(self, area: S3Staging, name: str, upload_id: str, parts: int, tail: bytes) -> None:
+        self._area = area
+        self._name = name
+        self._upload_id = upload_id
+        self._parts = parts
+        self._tail = bytearray(tail)
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        if offset != self._parts * PART_SIZE + len(self._tail):
+            raise ValueError(f"staged upload {self._name}: a write at {offset} is not at its end")
+        view = memoryview(data)
+        while len(self._tail) + len(view) >= PART_SIZE:
+            taken = PART_SIZE - len(self._tail)
+            self._area.upload_part(self._name, self._upload_id, self._parts + 1, bytes(self._tail) + view[:taken])
+            self._parts, self._tail, view = self._parts + 1, bytearray(), view[taken:]
+            self._area.put_tail(self._name, self._upload_id, self._parts, b"")
+        if view:
+            self._tail += view
+            self._area.put_tail(self._name, self._upload_id, self._parts, bytes(self._tail))
+
+    def truncate(self, length: int) -> None:
+        reopened = self._area.open(self._name, length)
+        self._upload_id, self._parts, self._tail = reopened._upload_id, reopened._parts, reopened._tail
+
+    def close(self) -> None:
+        """Nothing to flush: every write is in the store when it returns."""
+
+
+class S3Staging:
+    """The staging port: each staged upload a multipart upload and its tail (see the module's docstring)."""
+
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+
+    def _key(self, name: str, leaf: str = "") -> str:
+        if name in ("", ".", "..") or "/" in name or "\0" in name:
+            raise OutsideRoot(f"not a staging name: {name!r}")
+        return f"partial/{name}/{leaf}"
+
+    def _tails(self, name: str) -> list[int]:
+        """The tails' part counts, in order."""
+        found = (TAIL.fullmatch(item["Key"].rsplit("/", 1)[-1]) for item in self.location.keys(self._key(name)))
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def open(self, name: str, offset: int) -> S3StagedFile:
+        if offset == 0:
+            self.remove(name)
+            upload = self.location.client.create_multipart_upload(
+                Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, "whole")
+            )
+            self.put_tail(name, upload["UploadId"], 0, b"")
+            return S3StagedFile(self, name, upload["UploadId"], 0, b"")
+        tails = self._tails(name)
+        if not tails:
+            whole = self.location.head(self._key(name, "whole"))
+            if whole is None:
+                raise StagingLost(f"staged upload {name} is gone, {offset} bytes with it")
+            return self._unfinish(name, offset, int(whole["ContentLength"]))
+        parts = offset // PART_SIZE
+        response = (
+            self.location.client.get_object(
+                Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, f"tail-{parts}")
+            )
+            if parts in tails
+            else None
+        )
+        tail = response["Body"].read() if response is not None else b""
+        if response is None or len(tail) < offset - parts * PART_SIZE:
+            held = tails[-1] * PART_SIZE + len(self.location.get(self._key(name, f"tail-{tails[-1]}")) or b"")
+            raise StagingLost(f"staged upload {name} holds {held} bytes, not {offset}")
+        upload_id = response["Metadata"][UPLOAD_ID]
+        tail = tail[: offset - parts * PART_SIZE]
+        self.put_tail(name, upload_id, parts, tail)
+        for stale in tails:
+            if stale != parts:
+                self.location.delete(self._key(name, f"tail-{stale}"))
+        return S3StagedFile(self, name, upload_id, parts, tail)
+
+    def _unfinish(self, name: str, offset: int, size: int) -> S3StagedFile:
+        """Staged again from its whole object (finished by a commit cut short), cut at `offset`."""
+        if offset > size:
+            raise StagingLost(f"staged upload {name} holds {size} bytes, not {offset}")
+        whole = self.location.prefix + self._key(name, "whole")
+        upload_id = self.location.client.create_multipart_upload(Bucket=self.location.bucket, Key=whole)["UploadId"]
+        parts = offset // PART_SIZE
+        for number in range(1, parts + 1):
+            first = (number - 1) * PART_SIZE
+            self.location.client.upload_part_copy(
+                Bucket=self.location.bucket,
+                Key=whole,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.location.bucket, "Key": whole},
+                CopySourceRange=f"bytes={first}-{first + PART_SIZE - 1}",
+            )
+        tail = b""
+        if offset > parts * PART_SIZE:
+            tail = self.location.client.get_object(
+                Bucket=self.location.bucket, Key=whole, Range=f"bytes={parts * PART_SIZE}-{offset - 1}"
+            )["Body"].read()
+        self.put_tail(name, upload_id, parts, tail)
+        self.location.delete(self._key(name, "whole"))
+        return S3StagedFile(self, name, upload_id, parts, tail)
+
+    def upload_part(self, name: str, upload_id: str, number: int, data: bytes) -> None:
+        self.location.client.upload_part(
+            Bucket=self.location.bucket,
+            Key=self.location.prefix + self._key(name, "whole"),
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+
+    def put_tail(self, name: str, upload_id: str, parts: int, data: bytes) -> None:
+        self.location.put(self._key(name, f"tail-{parts}"), data, {UPLOAD_ID: upload_id})
+
+    def length(self, name: str) -> int | None:
+        tails = self._tails(name)
+        if tails:
+            tail = self.location.head(self._key(name, f"tail-{tails[-1]}"))
+            return None if tail is None else tails[-1] * PART_SIZE + int(tail["ContentLength"])
+        whole = self.location.head(self._key(name, "whole"))
+        return None if whole is None else int(whole["ContentLength"])
+
+    def finish(self, name: str) -> str:
+        """Complete the multipart upload into the whole object (unless done already); its key under the bucket."""
+        whole = self.location.prefix + self._key(name, "whole")
+        tails = self._tails(name)
+        if not tails:
+            if self.location.head(self._key(name, "whole")) is None:
+                raise StagingLost(f"staged upload {name} is gone")
+            return whole
+        parts = tails[-1]
+        response = self.location.client.get_object(
+            Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, f"tail-{parts}")
+        )
+        upload_id, tail = response["Metadata"][UPLOAD_ID], response["Body"].read()
+        if parts == 0:
+            self.location.put(self._key(name, "whole"), tail)
+            self.location.abort(whole, upload_id)
+        else:
+            self._complete(name, upload_id, parts, tail)
+        for stale in tails:
+            self.location.delete(self._key(name, f"tail-{stale}"))
+        return whole
+
+    def _complete(self, name: str, upload_id: str, parts: int, tail: bytes) -> None:
+        """Complete the upload from its first `parts` parts and the tail (a later part is a stale one);
+        one completed already (a finish cut short before its tails were removed) is done."""
+        whole = self.location.prefix + self._key(name, "whole")
+        try:
+            if tail:
+                self.upload_part(name, upload_id, parts + 1, tail)
+            listed = self.location.client.get_paginator("list_parts").paginate(
+                Bucket=self.location.bucket, Key=whole, UploadId=upload_id
+            )
+            uploaded = {part["PartNumber"]: part["ETag"] for page in listed for part in page.get("Parts", [])}
+        except ClientError as error:
+            if _missing(error) and self.location.head(self._key(name, "whole")) is not None:
+                return
+            raise
+        count = parts + 1 if tail else parts
+        self.location.client.complete_multipart_upload(
+            Bucket=self.location.bucket,
+            Key=whole,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": uploaded[n]} for n in range(1, count + 1)]},
+        )
+
+    def digests(self, name: str, sha256: bool = False) -> Digests:
+        whole = self.finish(name)
+        body = self.location.client.get_object(Bucket=self.location.bucket, Key=whole)["Body"]
+        hasher = ContentHasher(sha256=sha256)
+        while data := body.read(READ_SIZE):
+            hasher.update(data)
+        return hasher.digests()
+
+    def remove(self, name: str) -> None:
+        whole = self.location.prefix + self._key(name, "whole")
+        listed = self.location.client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=whole)
+        for upload in listed.get("Uploads", []):
+            if upload["Key"] == whole:
+                self.location.abort(whole, upload["UploadId"])
+        for item in list(self.location.keys(self._key(name))):
+            self.location.client.delete_object(Bucket=self.location.bucket, Key=item["Key"])
+
+    def names(self) -> list[str]:
+        return [item["Prefix"].rstrip("/").rsplit("/", 1)[-1] for item in self.location.keys("partial/", "/")]
+
+
+class S3BlobStore:
+    """The blob store port: `blobs/<digest>`, each placed by a server-side copy of a finished staged upload."""
+
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+
+    def key(self, digest: str) -> str:
+        if not DIGEST.fullmatch(digest):
+            raise ValueError(f"not a BLAKE3 hex digest: {digest!r}")
+        return f"blobs/{digest}"
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        head = self.location.head(self.key(digest))
+        return None if head is None else BlobInfo(digest, int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    def commit(self, staging: StagingArea, name: str, digest: str) -> bool:
+        """A reused blob is copied onto itself, which makes its LastModified now (S3 has no touch)."""
+        if not isinstance(staging, S3Staging) or staging.location.bucket != self.location.bucket:
+            raise TypeError("the S3 blob store commits only staged uploads in its own bucket")
+        whole = staging.finish(name)
+        size = int(self.location.client.head_object(Bucket=self.location.bucket, Key=whole)["ContentLength"])
+        existing = self.stat(digest)
+        reused = existing is not None and existing.size == size
+        source = self.location.prefix + self.key(digest) if reused else whole
+        self.location.client.copy(
+            {"Bucket": self.location.bucket, "Key": source},
+            self.location.bucket,
+            self.location.prefix + self.key(digest),
+            ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": {"placed": str(time.time())}},
+        )
+        return not reused
+
+    async def read(
+        self, digest: str, first: int, length: int, observe: Observe | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """One ranged GetObject, its body read on a worker thread in bounded chunks."""
+        key = self.location.prefix + self.key(digest)
+        if length == 0:
+            if await asyncio.to_thread(self.stat, digest) is None:
+                raise BlobMissing(f"no blob {digest}")
+            return
+        end = first + length
+        try:
+            response = await asyncio.to_thread(
+                self.location.client.get_object, Bucket=self.location.bucket, Key=key, Range=f"bytes={first}-{end - 1}"
+            )
+        except ClientError as error:
+            if _missing(error):
+                raise BlobMissing(f"no blob {digest}") from None
+            if error.response.get("Error", {}).get("Code") == "InvalidRange":
+                raise CorruptBlob(f"blob {digest} ends before byte {first}") from None
+            raise
+        body = response["Body"]
+
+        def read() -> bytes:
+            data = body.read(READ_SIZE)
+            if observe is not None:
+                observe(data)
+            return data
+
+        position = first
+        try:
+            while position < end:
+                data = await asyncio.to_thread(read)
+                if not data:
+                    raise CorruptBlob(f"blob {digest} ended at byte {position} of {end}")
+                position += len(data)
+                yield data
+        finally:
+            body.close()
+
+    def delete(self, digest: str) -> bool:
+        return self.location.delete(self.key(digest))
+
+    def list(self) -> Iterator[BlobInfo]:
+        """Objects not named like blobs are skipped."""
+        for item in self.location.keys("blobs/"):
+            digest = item["Key"].rsplit("/", 1)[-1]
+            if DIGEST.fullmatch(digest):
+                yield BlobInfo(digest, int(item["Size"]), item["LastModified"].timestamp())
+
+
+class S3EntryStore:
+    """The entry store port: one small JSON object per entry, named by a hash of its key."""
+
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+
+    def key(self, bucket: str, key: str) -> str:
+        if bucket in ("", ".", "..") or "/" in bucket or "\0" in bucket:
+            raise ValueError(f"not a bucket name: {bucket!r}")
+        return f"entries/{bucket}/{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+    def get(self, bucket: str, key: str) -> Entry | None:
+        data = self.location.get(self.key(bucket, key))
+        if data is None:
+            return None
+        entry = Entry.model_validate_json(data)
+        return entry if (entry.bucket, entry.key) == (bucket, key) else None
+
+    def put(self, entry: Entry) -> Entry | None:
+        replaced = self.get(entry.bucket, entry.key)
+        self.location.put(self.key(entry.bucket, entry.key), entry.model_dump_json().encode())
+        return replaced
+
+    def delete(self, bucket: str, key: str) -> bool:
+        return self.location.delete(self.key(bucket, key))
+
+    def exists(self, entry: Entry) -> bool:
+        return self.get(entry.bucket, entry.key) == entry
+
+    def scan(self, changed_since: float | None = None) -> Iterator[Entry]:
+        """By LastModified, the store's clock of the write."""
+        for item in self.location.keys("entries/"):
+            if not item["Key"].endswith(".json"):
+                continue
+            if changed_since is not None and item["LastModified"].timestamp() < changed_since:
+                continue
+            data = self.location.get(item["Key"][len(self.location.prefix) :])
+            if data is None:
+                continue
+            try:
+                yield Entry.model_validate_json(data)
+            except ValidationError:
+                continue
