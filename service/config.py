@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     webhook_retry_min_seconds: float = Field(0.5, ge=0.01)
     webhook_retry_max_seconds: float = Field(30.0, ge=0.01)
     webhook_timeout_seconds: float = Field(10.0, ge=0.1)
+    # s3://<bucket>[/<prefix>]: blobs, staged uploads and entries in an object store instead of data_dir
+    # (credentials and region from the usual AWS_* variables, which boto3 reads).
+    storage_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import redis.asyncio as redis
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.core import ports
 from service.core.auth import Authenticator
 from service.core.catalog import Catalog
@@ -27,6 +28,7 @@ from service.redis.sessions import SessionStore
 from service.storage.blobs import BlobStore
 from service.storage.entries import EntryStore
 from service.storage.memory import MemoryBlobStore, MemoryStaging
+from service.storage.s3 import S3BlobStore, S3EntryStore, S3Location, S3Staging
 from service.storage.staging import StagingArea
 
 
@@ -39,7 +41,7 @@ class Services:
     sessions: SessionStore
     blobs: ports.BlobStore
     staging: ports.StagingArea
-    entries: EntryStore
+    entries: ports.EntryStore
     catalog: Catalog
     core: UploadCore
     files: Files
@@ -54,13 +56,19 @@ class Services:
         client = client if client is not None else connect(settings)
         keys = KeySpace(settings.redis_prefix)
         leases = Leases(client, keys, settings.lock_lease_seconds)
-        entries = EntryStore(settings.data_dir / "entries")
+        entries: ports.EntryStore
         blobs: ports.BlobStore
         staging: ports.StagingArea
-        if in_memory:
+        if settings.storage_url is not None:
+            location = object_store(settings.storage_url, settings.s3_endpoint_url)
+            entries, blobs, staging = S3EntryStore(location), S3BlobStore(location), S3Staging(location)
+            volume: tuple[Path, ...] = ()
+        elif in_memory:
+            entries = EntryStore(settings.data_dir / "entries")
             blobs, staging = MemoryBlobStore(), MemoryStaging()
-            volume: tuple[Path, ...] = (entries.root,)
+            volume = (entries.root,)
         else:
+            entries = EntryStore(settings.data_dir / "entries")
             blob_files, staging_files = (
                 BlobStore(settings.data_dir / "blobs"),
                 StagingArea(settings.data_dir / "partial"),
@@ -121,3 +129,15 @@ class Services:
             if settings.webhook_url
             else None,
         )
+
+
+def object_store(url: str, endpoint_url: str | None) -> S3Location:
+    """The bucket and prefix of `s3://<bucket>[/<prefix>]`, checked to be reachable: a ConfigError in one line
+    for a missing bucket or bad credentials, not a stack trace at the first upload."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    location = S3Location(boto3.client("s3", endpoint_url=endpoint_url), bucket, prefix)
+    try:
+        location.check()
+    except ConnectionError as error:
+        raise ConfigError(f"FILES_STORAGE_URL={url}: {error}") from None
+    return location

@@ -32,13 +32,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.core.digests import hash_file
 from service.core.model import Entry
 from service.ops.dirlock import DataDirLock
 from service.services import Services
 from service.storage.blobs import BlobStore
 from service.storage.durable import make_dirs, stale_temporaries
+from service.storage.entries import EntryStore
 from service.storage.staging import StagingArea
 
 
@@ -65,11 +66,16 @@ class Finding:
 
 class Checker:
     def __init__(self, services: Services, repair: bool, sessions: Sessions) -> None:
+        if services.settings.storage_url is not None:
+            raise ConfigError("fsck checks a data directory; it does not check an object store (FILES_STORAGE_URL) yet")
         if not isinstance(services.blobs, BlobStore) or not isinstance(services.staging, StagingArea):
             raise TypeError("fsck checks a data directory: the blobs and staged uploads must be kept in it")
+        if not isinstance(services.entries, EntryStore):
+            raise TypeError("fsck checks a data directory: the entries must be kept in it")
         self.services = services
         self.blobs = services.blobs
         self.staging = services.staging
+        self.entries = services.entries
         self.repair = repair
         self.sessions = sessions
         self.findings: list[Finding] = []
@@ -87,7 +93,7 @@ class Checker:
         return self.findings
 
     def read_entries(self) -> list[Entry]:
-        store = self.services.entries
+        store = self.entries
         found = []
         for directory, _, files in os.walk(store.root):
             for name in files:
@@ -135,7 +141,7 @@ class Checker:
                 repaired = True
             self.report(
                 "missing blob",
-                self.services.entries.path(entry.bucket, entry.key),
+                self.entries.path(entry.bucket, entry.key),
                 f"{entry.bucket}/{entry.key} points at blob {entry.digest}, which is "
                 + ("corrupt" if entry.digest in corrupt else "missing"),
                 repaired,
@@ -175,8 +181,7 @@ class Checker:
     def check_temporaries(self) -> None:
         """The sweeper's rule: a temporary older than a lock's lease belongs to a writer that died."""
         cutoff = time.time() - self.services.settings.lock_lease_seconds
-        services = self.services
-        for root in (self.blobs.root, services.entries.root, self.staging.root):
+        for root in (self.blobs.root, self.entries.root, self.staging.root):
             for path in stale_temporaries(root, cutoff):
                 if self.repair:
                     path.unlink(missing_ok=True)
