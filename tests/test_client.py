@@ -132,7 +132,8 @@ def test_progress_redraws_one_line_in_place_on_a_terminal() -> None:
         progress.advance(2**20)
     text = stream.getvalue()
     assert text.startswith("\r") and text.endswith("\n") and text.count("\n") == 1
-    last = text.rstrip("\n").split("\r")[-1]
+    # A redraw shorter than the one before is padded with spaces, which clear the rest of the line.
+    last = text.rstrip("\n").split("\r")[-1].rstrip(" ")
     assert last.startswith("b/k [########################] 100% 1.0 MiB / 1.0 MiB") and last.endswith("done"), last
 
 
