@@ -8,6 +8,7 @@ from conftest import on_both_redises
 
 from service.core.errors import LostLease, SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
 from service.core.model import Entry
+from service.core.names import new_session_id
 from service.redis.index import EntryIndex
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases
@@ -38,7 +39,7 @@ def index(redis, keys, leases, tmp_path) -> EntryIndex:
 
 
 async def open_session(sessions: SessionStore, requester: str = "tester", max_open: int = 100):
-    return await sessions.create("b", "k", "text/plain", 10, None, None, requester, max_open)
+    return await sessions.create(new_session_id(), "b", "k", "text/plain", 10, None, None, requester, max_open, {})
 
 
 def entry(key: str, digest: str = "a" * 64, bucket: str = "b") -> Entry:

@@ -1,4 +1,4 @@
-"""BLAKE3 (always) and SHA-256 (when a client asked to be checked against one)."""
+"""BLAKE3 (always) and SHA-256 (when a client asked to be checked against one); a chunk's checksum."""
 
 from __future__ import annotations
 
@@ -34,6 +34,26 @@ class ContentHasher:
     def digests(self) -> Digests:
         sha256 = self._sha256.hexdigest() if self._sha256 is not None else None
         return Digests(blake3=self._blake3.hexdigest(), sha256=sha256)
+
+
+class ChunkChecksum:
+    """The digest a client gave for one chunk (tus's `Upload-Checksum`): the chunk is kept only when
+    its bytes match it, so the core checks it before the session's offset moves past them."""
+
+    ALGORITHMS = ("sha1", "sha256", "md5")
+
+    def __init__(self, algorithm: str, expected: bytes) -> None:
+        if algorithm not in self.ALGORITHMS:
+            raise ValueError(f"not a checksum algorithm of this service: {algorithm!r}")
+        self.algorithm = algorithm
+        self.expected = expected
+        self._hash = hashlib.new(algorithm, usedforsecurity=False)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+
+    def matches(self) -> bool:
+        return self._hash.digest() == self.expected
 
 
 def hash_file(path: Path, sha256: bool = False) -> Digests:

@@ -58,6 +58,12 @@ class DigestMismatch(FilesError):
     code = "digest_mismatch"
 
 
+class ChecksumMismatch(FilesError):
+    """A chunk's bytes do not match the checksum the client sent with them; nothing of it was kept."""
+
+    code = "checksum_mismatch"
+
+
 class RangeNotSatisfiable(FilesError):
     code = "range_not_satisfiable"
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict
 
@@ -14,8 +15,10 @@ class NewUpload:
     bucket: str
     key: str
     mime_type: str
-    size: int
+    size: int | None  # None: declared later (while it is not, the service's limit bounds the upload)
     digest: str | None = None  # 'blake3:<hex>' or 'sha256:<hex>', lower case
+    metadata: Mapping[str, str] = field(default_factory=dict)  # kept with the file
+    session_id: str | None = None  # the id to give the session (a front whose key names it); else a new one
 
 
 class Entry(BaseModel):
@@ -33,6 +36,7 @@ class Entry(BaseModel):
     bytes: int
     created_at: int
     digest: str  # BLAKE3 hex of the content
+    metadata: dict[str, str] = {}  # the client's name/value pairs; entries written before it have none
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class Session:
     owner: str | None
     completed: bool
     created_at: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    length_deferred: bool = False  # the size is not known yet: `size` holds the service's limit meanwhile
 
 
 class Intent(BaseModel):

@@ -18,7 +18,7 @@ first (`service.core.names`); a store still refuses one that would lead outside 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -188,6 +188,7 @@ class SessionStore(Protocol):
 
     async def create(
         self,
+        session_id: str,
         bucket: str,
         key: str,
         mime_type: str,
@@ -196,9 +197,11 @@ class SessionStore(Protocol):
         owner: str | None,
         requester: str,
         max_open: int,
+        metadata: Mapping[str, str],
+        length_deferred: bool = False,
     ) -> Session:
-        """A new session, unless `requester` has `max_open` open already (TooManySessions).
-        The caller has checked every field."""
+        """A new session of the id `session_id` (new, made by the core), unless `requester` has
+        `max_open` open already (TooManySessions). The caller has checked every field."""
 
     async def get(self, session_id: str) -> Session:
         """The session, its time to live renewed; SessionNotFound when unknown or expired."""
@@ -213,6 +216,11 @@ class SessionStore(Protocol):
         """Move the offset from `session.offset` to `offset` and renew the lease (or, with
         `complete` or `release`, let go of it). The caller has written the bytes it covers.
         Raises SessionNotFound (expired or cancelled meanwhile) or LostLease."""
+
+    async def declare_size(self, session: Session, lease: Lease, size: int) -> Session:
+        """Set the size of a session created with `length_deferred`, once. The caller holds the
+        session's lease and has checked `size` against the offset and the limit. Raises
+        SessionNotFound (expired or cancelled meanwhile) or LostLease."""
 
     async def delete(self, session_id: str) -> None:
         """Forget the session; forgetting an unknown one does nothing."""

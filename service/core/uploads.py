@@ -22,12 +22,14 @@ from service.core.auth import Action, Principal
 from service.core.catalog import Catalog
 from service.core.chunkwriter import ChunkWriter
 from service.core.crashpoints import crash_point
-from service.core.digests import ContentHasher
+from service.core.digests import ChunkChecksum, ContentHasher
 from service.core.errors import (
     BodyBrokenOff,
     BodyStalled,
+    ChecksumMismatch,
     DigestMismatch,
     InsufficientStorage,
+    InvalidRequest,
     LostLease,
     OffsetMismatch,
     SessionBusy,
@@ -70,38 +72,44 @@ class UploadCore:
         self._writing: set[asyncio.Future[None]] = set()
 
     async def create(self, request: NewUpload, principal: Principal, requester: str) -> tuple[Session, Entry | None]:
-        """Open a session; one of size 0 completes at once, and its file comes back too.
+        """Open a session; one of size 0 completes at once, and its file comes back too. One of no size
+        (`request.size` None) takes any length up to the limit until `write` is told the size.
 
         `requester` names whose open sessions count against the limit: the token, or the
         client's address when the service is open.
         """
-        names.check_upload(request.bucket, request.key, request.mime_type, request.size, request.digest)
+        names.check_upload(
+            request.bucket, request.key, request.mime_type, request.size, request.digest, request.metadata
+        )
+        session_id = names.check_session_id(request.session_id) if request.session_id else names.new_session_id()
         principal.require("write", request.bucket)
-        if request.size > self.max_upload_bytes:
-            raise UploadTooLarge(
-                f"size {request.size} is over this service's limit of {self.max_upload_bytes} bytes",
-                limit=self.max_upload_bytes,
-            )
+        if request.size is not None:
+            self._check_size(request.size)
         session = await self.sessions.create(
+            session_id,
             request.bucket,
             request.key,
             request.mime_type,
-            request.size,
+            request.size if request.size is not None else self.max_upload_bytes,
             request.digest,
             principal.name,
             principal.name if principal.name is not None else f"address:{requester}",
             self.max_open_sessions,
+            request.metadata,
+            length_deferred=request.size is None,
         )
         self.observer.session("created")
-        if session.size == 0:
+        if session.size == 0 and not session.length_deferred:
             entry = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
             assert isinstance(entry, Entry)
             return session, entry
         return session, None
 
-    async def status(self, session_id: str, principal: Principal) -> Session:
+    async def status(self, session_id: str, principal: Principal, action: Action = "read") -> Session:
+        """The session, for a principal allowed `action` on its bucket (a protocol whose clients
+        ask where to resume before they write checks `write`)."""
         session = await self.sessions.get(names.check_session_id(session_id))
-        _check_access(session, principal, "read")
+        _check_access(session, principal, action)
         return session
 
     async def write(
@@ -112,8 +120,15 @@ class UploadCore:
         *,
         upload_offset: int | None,
         content_length: int | None,
+        size: int | None = None,
+        check: ChunkChecksum | None = None,
     ) -> Session | Entry:
-        """Append one chunk; returns the session, or the file when this chunk completed it."""
+        """Append one chunk; returns the session, or the file when this chunk completed it.
+
+        `size` declares the size of a session created without one (and must repeat it after).
+        With `check`, the chunk is kept only when it matches (else ChecksumMismatch), so the
+        offset moves only once the whole chunk is in and checked: none of a chunk broken off.
+        """
         names.check_session_id(session_id)
         with self._in_flight():
             session, lease = await self.sessions.begin_write(session_id)
@@ -124,13 +139,15 @@ class UploadCore:
                         f"Upload-Offset {upload_offset} is not the session's offset {session.offset}",
                         offset=session.offset,
                     )
+                if size is not None:
+                    session = await self._declare_size(session, lease, size)
                 remaining = session.size - session.offset
                 if content_length is not None and content_length > remaining:
                     raise _too_large(session, content_length)
                 chunks = _until_stalled(body, self.stall_seconds)
                 try:
                     session, received, hasher = await self._receive(
-                        session, lease, chunks, checkpoints=content_length is not None
+                        session, lease, chunks, checkpoints=content_length is not None and check is None, check=check
                     )
                 except StagingLost:
                     # The acknowledged bytes are gone (a partial file removed by hand, say): start again at 0.
@@ -141,7 +158,7 @@ class UploadCore:
                         "the session starts again at offset 0",
                         offset=0,
                     ) from None
-                if received < session.size:
+                if received < session.size or session.length_deferred:
                     return session
                 async with lease.kept_alive():
                     return await self._complete(session, lease, hasher)
@@ -151,6 +168,24 @@ class UploadCore:
                 ) from error
             finally:
                 await lease.release()
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_upload_bytes:
+            raise UploadTooLarge(
+                f"size {size} is over this service's limit of {self.max_upload_bytes} bytes",
+                limit=self.max_upload_bytes,
+            )
+
+    async def _declare_size(self, session: Session, lease: Lease, size: int) -> Session:
+        """The session with its size set now, if it had none; a size it has already must be repeated."""
+        if not session.length_deferred:
+            if size != session.size:
+                raise InvalidRequest(f"the upload's size is {session.size} already; it cannot become {size}")
+            return session
+        self._check_size(size)
+        if size < session.offset:
+            raise InvalidRequest(f"size {size} is less than the {session.offset} bytes received already")
+        return await self.sessions.declare_size(session, lease, size)
 
     async def settle(self, timeout: float) -> None:
         """Wait up to `timeout` for the writes under way, such as those shutdown has just cut off,
@@ -169,7 +204,12 @@ class UploadCore:
             done.set_result(None)
 
     async def _receive(
-        self, session: Session, lease: Lease, body: AsyncIterator[bytes], checkpoints: bool
+        self,
+        session: Session,
+        lease: Lease,
+        body: AsyncIterator[bytes],
+        checkpoints: bool,
+        check: ChunkChecksum | None = None,
     ) -> tuple[Session, int, ContentHasher | None]:
         """Copy the body to the staging file: (the session, the bytes now in the file, the hasher).
 
@@ -193,16 +233,28 @@ class UploadCore:
                         session = await self.sessions.advance(session, lease, target)
                     if writer.received + len(chunk) > session.size:
                         raise _too_large(session, writer.received + len(chunk) - session.offset)
+                    if check is not None:
+                        check.update(chunk)
                     await writer.add(chunk)
+                if check is not None and not check.matches():
+                    raise ChecksumMismatch(
+                        f"the chunk's {check.algorithm} checksum does not match its bytes; nothing of it was kept",
+                        offset=session.offset,
+                    )
                 await _still_held(lease)
                 await writer.drain(close=True)
             except (BodyBrokenOff, BodyStalled, asyncio.CancelledError):
-                # Keep what arrived (also when shutdown cuts the request off), so the client resumes there.
+                # Keep what arrived (also when shutdown cuts the request off), so the client resumes there;
+                # but a chunk with a checksum counts only whole and checked.
                 await _still_held(lease)
+                if check is not None:
+                    await writer.abandon()
+                    await writer.truncate(session.offset)
+                    raise
                 await writer.drain()
                 await self.sessions.advance(session, lease, writer.flushed, release=True)
                 raise
-            except (UploadTooLarge, StorageFull) as error:
+            except (UploadTooLarge, StorageFull, ChecksumMismatch) as error:
                 await writer.abandon()
                 await _still_held(lease)
                 await writer.truncate(session.offset)
@@ -275,6 +327,7 @@ class UploadCore:
             bytes=session.size,
             created_at=int(time.time()),
             digest=digests.blake3,
+            metadata=dict(session.metadata),
         )
         try:
             await self.catalog.commit(entry, session.id)

@@ -30,6 +30,7 @@ STATUS: dict[type[errors.FilesError], int] = {
     errors.RangeNotSatisfiable: 416,
     errors.DigestMismatch: 422,
     errors.TooManySessions: 429,
+    errors.ChecksumMismatch: 460,  # tus's status for it
     errors.Unavailable: 503,
     errors.InsufficientStorage: 507,
 }

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from service.core import names
 from service.core.auth import Action
 
+T = TypeVar("T")
 
-def _check(error: str | None, value: str) -> str:
+
+def _check(error: str | None, value: T) -> T:
     if error is not None:
         raise ValueError(error)
     return value
@@ -23,6 +27,11 @@ class CreateUploadRequest(BaseModel):
     size: StrictInt = Field(ge=0, description="Total number of bytes of the file.")
     digest: StrictStr | None = Field(
         default=None, description="Expected digest of the whole content: 'blake3:<hex>' or 'sha256:<hex>'."
+    )
+    metadata: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="Name/value pairs kept with the file: at most 32, names of 1 to 64 characters of "
+        "a-zA-Z0-9_-, values of at most 1024 characters.",
     )
 
     @field_validator("bucket")
@@ -47,6 +56,11 @@ class CreateUploadRequest(BaseModel):
             return None
         return _check(names.digest_error(value), value).lower()
 
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check(names.metadata_error(value), value)
+
 
 class FileUploadResponse(BaseModel):
     """An upload session and how far it has got."""
@@ -54,7 +68,7 @@ class FileUploadResponse(BaseModel):
     id: str
     url: str = Field(description="Where to POST the content: <base>/v1/files/session:<id>.")
     offset: int = Field(description="Bytes received and kept so far; the next chunk starts here.")
-    size: int
+    size: int | None = Field(description="The file's size; null while a tus upload defers its length.")
 
 
 class FileResponse(BaseModel):
@@ -67,6 +81,7 @@ class FileResponse(BaseModel):
     bytes: int
     created_at: int = Field(description="Unix seconds.")
     digest: str = Field(description="'blake3:<hex>' of the content.")
+    metadata: dict[str, str] = Field(description="The name/value pairs given at upload; {} when none.")
 
 
 class CompletedUploadResponse(FileResponse):

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.config import Settings
 from service.core.auth import Principal
 from service.core.errors import BodyBrokenOff, InvalidRequest, UploadTooLarge
 from service.core.model import Entry, NewUpload, Session
@@ -78,14 +79,14 @@ class FilesAPI:
         ]
 
     def base_url(self, request: Request) -> str:
-        return self.settings.public_url or str(request.base_url).rstrip("/")
+        return base_url(self.settings, request)
 
     def upload_response(self, request: Request, session: Session) -> Response:
         body = FileUploadResponse(
             id=session.id,
             url=f"{self.base_url(request)}/v1/files/session:{session.id}",
             offset=session.offset,
-            size=session.size,
+            size=None if session.length_deferred else session.size,
         )
         return json_response(body, headers={"Upload-Offset": str(session.offset)})
 
@@ -98,6 +99,7 @@ class FilesAPI:
             bytes=entry.bytes,
             created_at=entry.created_at,
             digest=f"blake3:{entry.digest}",
+            metadata=entry.metadata,
         )
 
     async def healthz(self, request: Request) -> Response:
@@ -143,7 +145,7 @@ class FilesAPI:
         except ValidationError as error:
             raise InvalidRequest(_describe(error)) from None
         requester = request.client.host if request.client else "unknown"
-        new = NewUpload(upload.bucket, upload.key, upload.mime_type, upload.size, upload.digest)
+        new = NewUpload(upload.bucket, upload.key, upload.mime_type, upload.size, upload.digest, upload.metadata)
         session, entry = await self.core.create(new, principal, requester)
         if entry is not None:
             file = self.file_model(request, entry)
@@ -155,9 +157,9 @@ class FilesAPI:
         result = await self.core.write(
             request.path_params["session_id"],
             principal,
-            _body(request),
-            upload_offset=_header_int(request, "upload-offset"),
-            content_length=_header_int(request, "content-length"),
+            request_body(request),
+            upload_offset=header_int(request, "upload-offset"),
+            content_length=header_int(request, "content-length"),
         )
         if isinstance(result, Entry):
             return json_response(self.file_model(request, result))
@@ -215,7 +217,12 @@ class FilesAPI:
         return BlobResponse(chunks, 200 if span is None else 206, headers)
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
+def base_url(settings: Settings, request: Request) -> str:
+    """The base of the URLs the service hands out: FILES_PUBLIC_URL, else the one the request came to."""
+    return settings.public_url or str(request.base_url).rstrip("/")
+
+
+async def request_body(request: Request) -> AsyncIterator[bytes]:
     """The request body, with a client that went away told apart as a domain error."""
     try:
         async for chunk in request.stream():
@@ -230,7 +237,7 @@ def _probe_writable(directory: Path) -> None:
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = _header_int(request, "content-length")
+    declared = header_int(request, "content-length")
     if declared is not None and declared > limit:
         raise UploadTooLarge(f"the JSON body is over {limit} bytes", limit=limit)
     body = bytearray()
@@ -249,7 +256,7 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _header_int(request: Request, name: str) -> int | None:
+def header_int(request: Request, name: str) -> int | None:
     raw = request.headers.get(name)
     if raw is None:
         return None

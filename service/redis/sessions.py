@@ -7,8 +7,9 @@ processes can never both advance it.
 
 from __future__ import annotations
 
-import secrets
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 import redis.asyncio as redis
@@ -56,6 +57,14 @@ table.insert(result, 1, 1)
 return result
 """
 
+# KEYS: session, lock. ARGV: token, size. Returns 1 set, -1 lock lost, -2 session gone or its size known.
+_DECLARE_SIZE = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('hget', KEYS[1], 'length_deferred') ~= '1' then return -2 end
+redis.call('hset', KEYS[1], 'size', ARGV[2], 'length_deferred', '')
+return 1
+"""
+
 # KEYS: session, lock. ARGV: token, expected offset, new offset, lease ms, ttl s, new state, let go (1/0).
 # Returns 1 moved, -1 lock lost, -2 session gone, -3 offset moved under us.
 # The last move of a request lets go of the lock in the same step (as completing always does).
@@ -87,6 +96,8 @@ def _session(session_id: str, fields: dict[str, str]) -> Session:
         owner=fields.get("owner") or None,
         completed=fields.get("state") == COMPLETE,
         created_at=int(fields["created_at"]),
+        metadata=json.loads(fields.get("metadata") or "{}"),
+        length_deferred=fields.get("length_deferred") == "1",
     )
 
 
@@ -101,9 +112,11 @@ class SessionStore:
         self._create = client.register_script(_CREATE)
         self._begin_write = client.register_script(_BEGIN_WRITE)
         self._advance = client.register_script(_ADVANCE)
+        self._declare_size = client.register_script(_DECLARE_SIZE)
 
     async def create(
         self,
+        session_id: str,
         bucket: str,
         key: str,
         mime_type: str,
@@ -112,10 +125,12 @@ class SessionStore:
         owner: str | None,
         requester: str,
         max_open: int,
+        metadata: Mapping[str, str],
+        length_deferred: bool = False,
     ) -> Session:
         """A new session, unless `requester` already has `max_open` sessions open (TooManySessions)."""
         session = Session(
-            id=secrets.token_hex(16),
+            id=session_id,
             bucket=bucket,
             key=key,
             mime_type=mime_type,
@@ -125,6 +140,8 @@ class SessionStore:
             owner=owner,
             completed=False,
             created_at=int(time.time()),
+            metadata=metadata,
+            length_deferred=length_deferred,
         )
         mapping: dict[str, str | int] = {
             "bucket": bucket,
@@ -136,6 +153,8 @@ class SessionStore:
             "owner": owner or "",
             "state": OPEN,
             "created_at": session.created_at,
+            "metadata": json.dumps(dict(metadata)) if metadata else "",
+            "length_deferred": "1" if length_deferred else "",
         }
         fields = [item for pair in mapping.items() for item in pair]
         created = await self._create(
@@ -202,6 +221,16 @@ class SessionStore:
         lease.renewed()
         lease.released = complete or release
         return replace(session, offset=offset, completed=complete)
+
+    async def declare_size(self, session: Session, lease: ports.Lease, size: int) -> Session:
+        """Set the size of a session whose length was deferred; the caller holds its lease."""
+        lease = own(lease)
+        result = await self._declare_size(keys=[self.keys.session(session.id), lease.key], args=[lease.token, size])
+        if result == -2:
+            raise SessionNotFound("the upload session expired or was cancelled while this request ran")
+        if result != 1:
+            raise LostLease("its lock lease ran out")
+        return replace(session, size=size, length_deferred=False)
 
     async def delete(self, session_id: str) -> None:
         await self.client.delete(self.keys.session(session_id))
