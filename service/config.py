@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     # (credentials and region from the usual AWS_* variables, which boto3 reads).
     storage_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
     s3_endpoint_url: str | None = None
+    tus_bucket: str = "uploads"
 
     @classmethod
     def settings_customise_sources(

@@ -14,11 +14,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
 from service.config import Settings
+from service.http import tus
 from service.http.errors import HANDLERS
 from service.http.limits import HeaderLimit
 from service.http.observe import RequestObserver
 from service.http.routes import FilesAPI
 from service.http.static import console_routes, docs_routes
+from service.http.tus import TusAPI
 from service.ops.dirlock import hold_for_service
 from service.ops.tuning import tune_allocator, widen_io_threads
 from service.services import Services
@@ -26,8 +28,15 @@ from service.services import Services
 log = logging.getLogger("files.service")
 
 SETTLE_SECONDS = 5.0
-CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Upload-Offset", "Range", "If-None-Match", "X-Request-ID"]
-CORS_EXPOSED_HEADERS = ["Upload-Offset", "ETag", "Content-Range", "Content-Length", "Accept-Ranges", "X-Request-ID"]
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Range", "If-None-Match", "X-Request-ID", *tus.REQUEST_HEADERS]
+CORS_EXPOSED_HEADERS = [
+    "ETag",
+    "Content-Range",
+    "Content-Length",
+    "Accept-Ranges",
+    "X-Request-ID",
+    *tus.EXPOSED_HEADERS,
+]
 
 
 def create_app(
@@ -40,7 +49,7 @@ def create_app(
     dir_lock = hold_for_service(settings.data_dir, embedded=settings.redis_url is None) if client is None else None
     services = Services.build(settings, client, in_memory)
     api = FilesAPI(services)
-    routes = [*api.routes(), *docs_routes(), *console_routes()]
+    routes = [*api.routes(), *TusAPI(services).routes(), *docs_routes(), *console_routes()]
     templates: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
     templates |= {route.app: f"{route.path}/{{path}}" for route in routes if isinstance(route, Mount)}
 
@@ -81,7 +90,7 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+                allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=CORS_REQUEST_HEADERS,
                 expose_headers=CORS_EXPOSED_HEADERS,
                 max_age=600,

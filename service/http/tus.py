@@ -1,0 +1,241 @@
+"""The tus 1.0.0 front at /tus/: the same upload sessions as the seed's API, spoken in tus.
+
+Each handler turns a tus request into one call on `UploadCore` (a tus upload is a session:
+the same id, `GET /v1/files/session:<id>` reports it) and `answer` is the one place where
+the core's errors become tus answers. Extensions: creation, creation-with-upload,
+creation-defer-length, termination, checksum and expiration (https://tus.io/protocols/resumable-upload).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import formatdate
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service.core import names
+from service.core.digests import ChunkChecksum
+from service.core.errors import FilesError, InvalidRequest
+from service.core.model import Entry, NewUpload, Session
+from service.http.errors import files_error
+from service.http.routes import base_url, header_int, request_body
+from service.services import Services
+
+VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
+CHUNK_TYPE = "application/offset+octet-stream"
+DEFAULT_MIME_TYPE = "application/octet-stream"
+# What a browser may send and read, for the CORS settings (service/http/app.py).
+REQUEST_HEADERS = [
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Metadata",
+    "Upload-Defer-Length",
+    "Upload-Checksum",
+    "Upload-Concat",
+]
+EXPOSED_HEADERS = [
+    "Location",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Expires",
+    "Upload-Metadata",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class TusAPI:
+    def __init__(self, services: Services) -> None:
+        self.core = services.core
+        self.auth = services.auth
+        self.settings = services.settings
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/tus/", answer(self.options, versioned=False), methods=["OPTIONS"]),
+            Route("/tus/", answer(self.create), methods=["POST"]),
+            Route("/tus/{upload_id}", answer(self.head), methods=["HEAD"]),
+            Route("/tus/{upload_id}", answer(self.patch), methods=["PATCH"]),
+            Route("/tus/{upload_id}", answer(self.terminate), methods=["DELETE"]),
+        ]
+
+    async def options(self, request: Request) -> Response:
+        self.auth.authenticate(request.headers.get("authorization"))
+        return Response(
+            status_code=204,
+            headers={
+                "Tus-Version": VERSION,
+                "Tus-Extension": EXTENSIONS,
+                "Tus-Max-Size": str(self.core.max_upload_bytes),
+                "Tus-Checksum-Algorithm": ",".join(ChunkChecksum.ALGORITHMS),
+            },
+        )
+
+    async def create(self, request: Request) -> Response:
+        """creation (Upload-Length, or Upload-Defer-Length: 1), with the first chunk as its body when
+        the body is `application/offset+octet-stream` (creation-with-upload)."""
+        principal = self.auth.authenticate(request.headers.get("authorization"))
+        if "upload-concat" in request.headers:
+            raise InvalidRequest("the concatenation extension is not supported (yet); see Tus-Extension")
+        size = _declared_length(request)
+        metadata = parse_metadata(request.headers.get("upload-metadata"))
+        session_id = names.new_session_id()
+        upload = NewUpload(
+            bucket=metadata.get("bucket", self.settings.tus_bucket),
+            key=metadata.get("key") or names.default_key(session_id, metadata.get("filename") or metadata.get("name")),
+            mime_type=metadata.get("filetype") or metadata.get("type") or DEFAULT_MIME_TYPE,
+            size=size,
+            metadata=metadata,
+            session_id=session_id,
+        )
+        requester = request.client.host if request.client else "unknown"
+        session, entry = await self.core.create(upload, principal, requester)
+        offset = 0
+        if entry is None and _is_chunk(request):
+            result = await self.core.write(
+                session.id,
+                principal,
+                request_body(request),
+                upload_offset=0,
+                content_length=header_int(request, "content-length"),
+                check=_checksum(request),
+            )
+            offset = result.bytes if isinstance(result, Entry) else result.offset
+        headers = {"Location": f"{base_url(self.settings, request)}/tus/{session.id}", "Upload-Offset": str(offset)}
+        return Response(status_code=201, headers=headers | self._expires())
+
+    async def head(self, request: Request) -> Response:
+        principal = self.auth.authenticate(request.headers.get("authorization"))
+        session = await self.core.status(request.path_params["upload_id"], principal, "write")
+        headers = {"Upload-Offset": str(session.offset), "Cache-Control": "no-store"}
+        if session.length_deferred:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(session.size)
+        if session.metadata:
+            headers["Upload-Metadata"] = format_metadata(session.metadata)
+        return Response(status_code=200, headers=headers | self._expires())
+
+    async def patch(self, request: Request) -> Response:
+        principal = self.auth.authenticate(request.headers.get("authorization"))
+        if not _is_chunk(request):
+            return Response(f"a PATCH must have Content-Type: {CHUNK_TYPE}", status_code=415)
+        offset = header_int(request, "upload-offset")
+        if offset is None:
+            raise InvalidRequest("a PATCH must say where its chunk starts in Upload-Offset")
+        result: Session | Entry = await self.core.write(
+            request.path_params["upload_id"],
+            principal,
+            request_body(request),
+            upload_offset=offset,
+            content_length=header_int(request, "content-length"),
+            size=header_int(request, "upload-length"),
+            check=_checksum(request),
+        )
+        new_offset = result.bytes if isinstance(result, Entry) else result.offset
+        return Response(status_code=204, headers={"Upload-Offset": str(new_offset)} | self._expires())
+
+    async def terminate(self, request: Request) -> Response:
+        principal = self.auth.authenticate(request.headers.get("authorization"))
+        await self.core.cancel(request.path_params["upload_id"], principal)
+        return Response(status_code=204)
+
+    def _expires(self) -> dict[str, str]:
+        """Upload-Expires: every request on a session renews its time to live, this one included."""
+        return {"Upload-Expires": formatdate(time.time() + self.settings.session_ttl_seconds, usegmt=True)}
+
+
+def answer(handler: Handler, versioned: bool = True) -> Handler:
+    """The handler with the tus rules every answer follows: Tus-Resumable on each, 412 (with
+    Tus-Version) for a request of another version, and the core's errors as tus answers."""
+
+    async def endpoint(request: Request) -> Response:
+        if versioned and request.headers.get("tus-resumable") != VERSION:
+            response = Response(
+                f"this server speaks tus {VERSION}; send Tus-Resumable: {VERSION}",
+                status_code=412,
+                headers={"Tus-Version": VERSION},
+            )
+        else:
+            try:
+                response = await handler(request)
+            except FilesError as error:
+                # The statuses are the seed's (service/http/errors.py): tus names no others but 460,
+                # which is there too; only the headers differ.
+                response = await files_error(request, error)
+        response.headers["Tus-Resumable"] = VERSION
+        return response
+
+    endpoint.__name__ = endpoint.__qualname__ = handler.__name__
+    return endpoint
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """`Upload-Metadata`: comma-separated pairs of a name and, after a space, its value in base64
+    (a name alone has the value ''). A value that is not base64 or not UTF-8 is refused (400)."""
+    metadata: dict[str, str] = {}
+    for pair in (header or "").split(","):
+        if not pair.strip():
+            continue
+        name, _, encoded = pair.strip().partition(" ")
+        try:
+            value = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(f"Upload-Metadata: the value of {name[:64]!r} is not UTF-8 in base64") from None
+        if name in metadata:
+            raise InvalidRequest(f"Upload-Metadata: {name[:64]!r} is given twice")
+        metadata[name] = value
+    if (problem := names.metadata_error(metadata)) is not None:
+        raise InvalidRequest(f"Upload-Metadata: {problem}")
+    return metadata
+
+
+def format_metadata(metadata: Mapping[str, str]) -> str:
+    return ",".join(
+        f"{name} {base64.b64encode(value.encode()).decode()}" if value else name for name, value in metadata.items()
+    )
+
+
+def _declared_length(request: Request) -> int | None:
+    """Upload-Length, or None for Upload-Defer-Length: 1; exactly one of them."""
+    length = header_int(request, "upload-length")
+    deferred = request.headers.get("upload-defer-length")
+    if deferred is not None and deferred.strip() != "1":
+        raise InvalidRequest("Upload-Defer-Length must be 1")
+    if (length is None) == (deferred is None):
+        raise InvalidRequest("a new upload needs either Upload-Length or Upload-Defer-Length: 1")
+    return length
+
+
+def _is_chunk(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == CHUNK_TYPE
+
+
+def _checksum(request: Request) -> ChunkChecksum | None:
+    """Upload-Checksum: `<algorithm> <base64 digest>` of the chunk in this request's body."""
+    header = request.headers.get("upload-checksum")
+    if header is None:
+        return None
+    algorithm, _, encoded = header.strip().partition(" ")
+    if not encoded.strip():
+        raise InvalidRequest("Upload-Checksum must be '<algorithm> <base64 digest>'")
+    if algorithm not in ChunkChecksum.ALGORITHMS:
+        raise InvalidRequest(f"Upload-Checksum: the algorithm must be one of {', '.join(ChunkChecksum.ALGORITHMS)}")
+    try:
+        expected = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error:
+        raise InvalidRequest("Upload-Checksum: the checksum is not base64") from None
+    return ChunkChecksum(algorithm, expected)
