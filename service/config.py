@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from annotated_types import Ge, Le
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
+
+from service import redisurl
 
 GiB = 1024**3
 PREFIX = "FILES_"
@@ -32,6 +34,13 @@ def origins(value: Any) -> Any:
     return tuple(origin.strip().rstrip("/") for origin in value if origin.strip())
 
 
+def redis_address(value: str | None) -> str | None:
+    """Refuse a Redis URL the service could not connect with at start, not at its first request."""
+    if value is not None:
+        redisurl.parse(value)
+    return value
+
+
 def without_trailing_slash(value: Any) -> Any:
     return value.rstrip("/") if isinstance(value, str) else value
 
@@ -46,7 +55,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, frozen=True)
 
     data_dir: Path = Path("./data")
-    redis_url: str | None = None
+    redis_url: Annotated[str | None, AfterValidator(redis_address)] = None
     redis_prefix: str = "files:"
     session_ttl_seconds: int = Field(86400, ge=1)
     max_upload_bytes: int = Field(10 * GiB, ge=0)
@@ -121,4 +130,6 @@ def explain(settings_cls: type[Settings], error: ErrorDetails, environ: Mapping[
     if low is not None:
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         return f"{name} must be {bound}, got {got}"
+    if error["type"] == "value_error":
+        return f"{name}: {error['ctx']['error']}, got {got}"
     return f"{name}: {error['msg']}, got {got}"

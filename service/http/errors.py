@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -64,7 +65,12 @@ async def http_error(request: Request, error: Exception) -> Response:
 
 
 async def redis_unavailable(request: Request, error: Exception) -> Response:
-    log.error("Redis did not answer: %s", error)
+    """Redis out of reach past the client's retries, or answering with an error (a replica that was the
+    master, still loading, out of memory): the request may succeed once it is back, so 503, not 500."""
+    if isinstance(error, RedisConnectionError | RedisTimeoutError):
+        log.error("Redis did not answer on %s %s: %s", request.method, request.url.path, error)
+    else:
+        log.error("Redis refused a command on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(503, "the session store (Redis) is unavailable; try again shortly", "unavailable")
 
 
@@ -86,8 +92,7 @@ async def server_error(request: Request, error: Exception) -> Response:
 HANDLERS = {
     errors.FilesError: files_error,
     HTTPException: http_error,
-    RedisConnectionError: redis_unavailable,
-    RedisTimeoutError: redis_unavailable,
+    RedisError: redis_unavailable,
     errors.OutsideRoot: data_directory_tampered,
     Exception: server_error,
 }

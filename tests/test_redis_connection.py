@@ -1,0 +1,96 @@
+"""FILES_REDIS_URL's forms, and connections that outlive a broken one: what a user sees of the Redis client."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+from apihelpers import assert_error, upload
+from conftest import http_client
+from redis.asyncio import Redis
+from redis.exceptions import ReadOnlyError
+
+from service.config import ConfigError, Settings
+from service.http.app import create_app
+from service.redis.connection import connect
+from service.redisurl import SentinelAddress, parse
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("rediss://:secret@redis.example:6380/2", "rediss://:secret@redis.example:6380/2"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+        (
+            "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/files",
+            SentinelAddress((("10.0.0.1", 26379), ("10.0.0.2", 26380)), "files"),
+        ),
+        (
+            "redis+sentinel://:p%40ss@sentinel-a,[::1]:5000/files/3",
+            SentinelAddress((("sentinel-a", 26379), ("::1", 5000)), "files", db=3, password="p@ss"),
+        ),
+        ("REDIS+SENTINEL://s:1/m/", SentinelAddress((("s", 1),), "m")),
+    ],
+)
+def test_the_url_forms_of_the_contract(url: str, expected: str | SentinelAddress) -> None:
+    assert parse(url) == expected
+    assert Settings.from_env({"FILES_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("127.0.0.1:6379", "expected a redis://, rediss://, unix:// or redis+sentinel:// URL"),
+        ("http://127.0.0.1:6379", "expected a redis://, rediss://, unix:// or redis+sentinel:// URL"),
+        ("redis://127.0.0.1:port/0", "Port could not be cast to integer value as 'port'"),
+        ("redis://127.0.0.1/zero", "the database (the URL's path) must be a number"),
+        ("redis+sentinel://s1:26379", "expected redis+sentinel://host:port[,host:port...]/<master name>[/<db>]"),
+        ("redis+sentinel:///files", "expected redis+sentinel://host:port[,host:port...]/<master name>[/<db>]"),
+        ("redis+sentinel://s1/files/0/1", "expected redis+sentinel://host:port[,host:port...]/<master name>[/<db>]"),
+        ("redis+sentinel://s1/files/x", "the database must be a number"),
+        ("redis+sentinel://s1:0/files", "'s1:0' is not a Sentinel's host:port"),
+        ("redis+sentinel://s1,:26379/files", "':26379' is not a Sentinel's host:port"),
+    ],
+)
+def test_a_malformed_url_stops_the_service_with_one_line(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"FILES_REDIS_URL": url})
+    assert str(raised.value).startswith(f"FILES_REDIS_URL: {message}")
+    assert str(raised.value).endswith(f", got {url!r}")
+
+
+class DemotedMaster(fakeredis.FakeAsyncRedis):
+    """A Redis that has become a replica: every command is refused with READONLY."""
+
+    async def execute_command(self, *args: object, **options: object) -> object:
+        raise ReadOnlyError("You can't write against a read only replica.")
+
+
+@pytest.mark.anyio
+async def test_a_redis_that_refuses_commands_is_503_unavailable_not_500(settings: Settings) -> None:
+    app = create_app(settings, client=DemotedMaster(server=fakeredis.FakeServer(), decode_responses=True))
+    async with http_client(app) as client:
+        create = {"bucket": "b", "key": "k", "mime_type": "text/plain", "size": 1}
+        for response in (await client.post("/v1/files", json=create), await client.get("/v1/files/b")):
+            assert assert_error(response, 503)["code"] == "unavailable"
+
+
+@pytest.mark.anyio
+async def test_a_connection_cut_between_requests_costs_no_request(settings: Settings, shared_redis_url: str) -> None:
+    """The server drops the service's connection (a restart, a proxy's idle timeout): the next command
+    reconnects and is tried again, so the next request succeeds."""
+    app_settings = settings.model_copy(update={"redis_url": shared_redis_url})
+    redis = connect(app_settings)
+    admin = Redis.from_url(shared_redis_url, decode_responses=True)
+    try:
+        async with http_client(create_app(app_settings, client=redis)) as client:
+            await upload(client, "b", "first", b"one")
+            own = await redis.client_id()
+            assert await admin.client_kill_filter(_id=own) == 1
+            await upload(client, "b", "second", b"two")
+            assert (await client.get("/v1/files/b")).json()["data"][1]["key"] == "second"
+    finally:
+        await redis.aclose()
+        async for key in admin.scan_iter(match=f"{settings.redis_prefix}*"):
+            await admin.delete(key)
+        await admin.aclose()
