@@ -201,9 +201,18 @@ def redis_server_binary() -> str | None:
 
 
 class RedisServer(ManagedProcess):
-    """A throwaway redis-server on a free port, no persistence: a test may flush, kill or restart it."""
+    """A throwaway redis-server on a free port, no persistence unless `persistent` (an append-only file
+    written before each reply, so a killed server restarts with every write it acknowledged): a test
+    may flush, kill or restart it. `replica_of`: the port of the primary it replicates."""
 
-    def __init__(self, directory: Path, log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        log_path: Path,
+        port: int | None = None,
+        persistent: bool = False,
+        replica_of: int | None = None,
+    ) -> None:
         binary = redis_server_binary()
         assert binary is not None, "redis-server is not on PATH"
         self.port = port or free_port()
@@ -213,10 +222,13 @@ class RedisServer(ManagedProcess):
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if persistent else "no",
+            "--appendfsync", "always",
             "--daemonize", "no",
             "--dir", str(directory),
         ]  # fmt: skip
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
         super().__init__(f"redis-server:{self.port}", args, log_path)
 
     @property
@@ -236,6 +248,55 @@ class RedisServer(ManagedProcess):
         """Kill it (no persistence: its data is gone) and start it again on the same port."""
         self.kill()
         self.start()
+
+    def _answers(self) -> bool:
+        self.check_alive()
+        with contextlib.closing(self.client()) as client:
+            return bool(client.ping())
+
+
+class SentinelServer(ManagedProcess):
+    """A Redis Sentinel on a free port watching the primary `master` on `primary_port`, quick to act:
+    a primary silent for `down_after_ms` is down, and a failover that stalls is tried again soon."""
+
+    def __init__(
+        self, directory: Path, log_path: Path, master: str, primary_port: int, quorum: int, down_after_ms: int = 1000
+    ) -> None:
+        binary = redis_server_binary()
+        assert binary is not None, "redis-server is not on PATH"
+        self.port = free_port()
+        self.master = master
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "sentinel.conf"  # Sentinel rewrites it with what it learns
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndaemonize no\ndir {directory}\n"
+            f"sentinel monitor {master} 127.0.0.1 {primary_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
+            f"sentinel failover-timeout {master} 3000\n"
+            f"sentinel parallel-syncs {master} 1\n"
+        )
+        super().__init__(f"redis-sentinel:{self.port}", [binary, str(config), "--sentinel"], log_path)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=5)
+
+    def master_port(self) -> int | None:
+        with contextlib.closing(self.client()) as client:
+            address = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master)
+        return int(address[1]) if address else None
+
+    def sees(self, sentinels: int, replicas: int) -> bool:
+        """Whether it knows the other Sentinels and the replicas (learnt every few seconds), so it can fail over."""
+        self.check_alive()
+        with contextlib.closing(self.client()) as client:
+            state = client.execute_command("SENTINEL", "MASTER", self.master)
+        fields = dict(zip(state[::2], state[1::2], strict=True)) if isinstance(state, list) else state
+        return int(fields["num-other-sentinels"]) >= sentinels - 1 and int(fields["num-slaves"]) >= replicas
+
+    def start(self) -> SentinelServer:
+        self.launch()
+        wait_for(self._answers, STARTUP_SECONDS, f"{self.name} to answer PING", ignore=(redis.RedisError,))
+        return self
 
     def _answers(self) -> bool:
         self.check_alive()
@@ -321,10 +382,22 @@ class Launcher:
     def track(self, process: ManagedProcess) -> None:
         self.processes.append(process)
 
-    def redis(self) -> RedisServer:
-        server = RedisServer(self.directory / f"redis-{len(self.processes)}", self.log_path("redis"))
+    def redis(self, persistent: bool = False, replica_of: int | None = None) -> RedisServer:
+        server = RedisServer(
+            self.directory / f"redis-{len(self.processes)}",
+            self.log_path("redis"),
+            persistent=persistent,
+            replica_of=replica_of,
+        )
         self.track(server)
         return server.start()
+
+    def sentinel(self, master: str, primary_port: int, quorum: int) -> SentinelServer:
+        sentinel = SentinelServer(
+            self.directory / f"sentinel-{len(self.processes)}", self.log_path("sentinel"), master, primary_port, quorum
+        )
+        self.track(sentinel)
+        return sentinel.start()
 
     def services(
         self, count: int, env: dict[str, str], workers: int = 1, name: str = "service"
