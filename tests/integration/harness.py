@@ -224,9 +224,11 @@ class RedisServer(ManagedProcess):
             "--save", "",
             "--appendonly", "yes" if persistent else "no",
             "--appendfsync", "always",
+            "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
             "--daemonize", "no",
             "--dir", str(directory),
         ]  # fmt: skip
+        self.replica_of = replica_of
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
         super().__init__(f"redis-server:{self.port}", args, log_path)
@@ -242,7 +244,14 @@ class RedisServer(ManagedProcess):
         self.directory.mkdir(parents=True, exist_ok=True)
         self.launch()
         wait_for(self._answers, STARTUP_SECONDS, f"{self.name} to answer PING", ignore=(redis.RedisError,))
+        if self.replica_of is not None:
+            wait_for(self._in_sync, STARTUP_SECONDS, f"{self.name} to hold a copy of its primary")
         return self
+
+    def _in_sync(self) -> bool:
+        self.check_alive()
+        with contextlib.closing(self.client()) as client:
+            return client.info("replication")["master_link_status"] == "up"
 
     def restart(self) -> None:
         """Kill it (no persistence: its data is gone) and start it again on the same port."""

@@ -67,6 +67,9 @@ class ResilientUploader:
         self._thread.start()
         return self
 
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def join(self) -> None:
         self._thread.join(self.deadline_seconds + 30)
         for client in self._clients:
