@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from service.redisurl import SentinelAddress, parse
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "compose.yaml"
@@ -343,3 +345,24 @@ def test_compose_a_streaming_round_robin_proxy_in_front(compose) -> None:
     for timeout in ("proxy_read_timeout", "proxy_send_timeout", "client_body_timeout"):
         [value] = [d.split()[1] for d in directives if d.startswith(timeout + " ")]
         assert seconds(value) >= 120, f"{timeout} {value} is too short for a large chunk"
+
+
+# --- deploy/compose.sentinel.yaml: compose.yaml with a Sentinel-managed Redis ----------------------
+
+
+def test_compose_sentinel_workers_ask_the_sentinels_for_the_master_they_watch(compose) -> None:
+    yaml = pytest.importorskip("yaml")
+    override = yaml.safe_load((ROOT / "deploy" / "compose.sentinel.yaml").read_text())
+    services = override["services"]
+    sentinels = {name: s for name, s in services.items() if "--sentinel" in " ".join(command_words(s))}
+    assert len(sentinels) == 3
+    monitor = r"sentinel monitor (\S+) (\S+) (\d+) (\d+)"
+    [(master, host, port, quorum)] = {re.search(monitor, command_words(s)[-1]).groups() for s in sentinels.values()}
+    assert (host, port) == ("redis", "6379") and host in compose["services"]
+    assert int(quorum) == len(sentinels) // 2 + 1
+    assert command_words(services["redis-replica"])[-3:] == ["--replicaof", host, port]
+    for name in workers_of(compose):
+        address = parse(environment(services[name])["FILES_REDIS_URL"])
+        assert isinstance(address, SentinelAddress), name
+        assert address.master == master
+        assert sorted(address.sentinels) == sorted((sentinel, 26379) for sentinel in sentinels)
