@@ -128,11 +128,21 @@ class ResilientUploader:
                 continue
             if response is not None and response.json().get("code") == "session_busy":
                 continue
+            if response is not None and response.json().get("code") == "session_completed":
+                # The completing request failed (503) after its commit: the file is there.
+                upload.result = self._info(upload)
+                return
             where = self._where(session_id)
             if where is None:
                 upload.restarts += 1
                 return
             offset = where
+
+    def _info(self, upload: Upload) -> dict:
+        while True:
+            response = self._request("info", lambda client: client.info(upload.bucket, upload.key))
+            if response is not None and response.status_code == 200:
+                return response.json()
 
     def _where(self, session_id: str) -> int | None:
         """The session's offset as the service reports it, asked until it answers; None once it is unknown."""
@@ -142,6 +152,18 @@ class ResilientUploader:
                 return int(response.json()["offset"])
             if response is not None and response.status_code == 404:
                 return None
+
+
+def finish(uploaders: list[ResilientUploader]) -> None:
+    """Wait for every uploader (each closes its connections), then report the first that failed."""
+    failures = []
+    for uploader in uploaders:
+        try:
+            uploader.join()
+        except AssertionError as error:
+            failures.append(error)
+    if failures:
+        raise failures[0]
 
 
 def check_every_file(uploaders: list[ResilientUploader], services: list[ServiceProcess]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from .harness import Launcher, wait_for
-from .resilient import ResilientUploader, check_every_file
+from .resilient import ResilientUploader, check_every_file, finish
 
 MiB = 1024 * 1024
 
@@ -33,8 +33,7 @@ def test_a_redis_restart_costs_only_the_requests_in_flight(launcher: Launcher, s
     redis.start()  # on the same port, from its append-only file
     back = time.monotonic()
 
-    for uploader in uploaders:
-        uploader.join()
+    finish(uploaders)
     attempts = [attempt for uploader in uploaders for attempt in uploader.attempts]
     failed = [attempt for attempt in attempts if attempt.status not in (200, 409)]
     assert failed, "no request failed: Redis was not down while they ran"

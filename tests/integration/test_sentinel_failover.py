@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from .harness import Launcher, SentinelServer, wait_for
-from .resilient import ResilientUploader, check_every_file
+from .resilient import ResilientUploader, check_every_file, finish
 
 MiB = 1024 * 1024
 MASTER = "files-test"
@@ -36,8 +36,7 @@ def test_the_service_follows_a_failover_by_itself(launcher: Launcher, services) 
     wait_for(lambda: promoted(sentinels, replica.port), 30, "the Sentinels to promote the replica")
     promoted_at = time.monotonic()
 
-    for uploader in uploaders:
-        uploader.join()
+    finish(uploaders)
     attempts = [attempt for uploader in uploaders for attempt in uploader.attempts]
     assert {attempt.status for attempt in attempts} <= {200, 404, 409, 503}, attempts
     assert {attempt.code for attempt in attempts if attempt.status == 503} <= {"unavailable"}
