@@ -6,7 +6,7 @@ import pytest
 from s3server import CREDENTIALS, S3Server
 
 from service.config import ConfigError, Settings
-from service.services import object_store
+from service.storage.s3 import object_store
 
 
 def test_a_missing_bucket_is_one_clear_config_error(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch):

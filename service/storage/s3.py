@@ -26,9 +26,11 @@ import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
+import boto3
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from service.config import ConfigError
 from service.core.digests import ContentHasher, Digests
 from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost
 from service.core.model import BlobInfo, Entry
@@ -425,3 +427,15 @@ class S3EntryStore:
                 yield Entry.model_validate_json(data)
             except ValidationError:
                 continue
+
+
+def object_store(url: str, endpoint_url: str | None) -> S3Location:
+    """The bucket and prefix of `s3://<bucket>[/<prefix>]`, checked to be reachable: a ConfigError in one line
+    for a missing bucket or bad credentials, not a stack trace at the first upload."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    location = S3Location(boto3.client("s3", endpoint_url=endpoint_url), bucket, prefix)
+    try:
+        location.check()
+    except ConnectionError as error:
+        raise ConfigError(f"FILES_STORAGE_URL={url}: {error}") from None
+    return location
