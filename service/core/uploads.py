@@ -246,18 +246,15 @@ class UploadCore:
             except (BodyBrokenOff, BodyStalled, asyncio.CancelledError):
                 # Keep what arrived (also when shutdown cuts the request off), so the client resumes there;
                 # but a chunk with a checksum counts only whole and checked.
-                await _still_held(lease)
                 if check is not None:
-                    await writer.abandon()
-                    await writer.truncate(session.offset)
+                    await _cut_back(writer, lease, session.offset)
                     raise
+                await _still_held(lease)
                 await writer.drain()
                 await self.sessions.advance(session, lease, writer.flushed, release=True)
                 raise
             except (UploadTooLarge, StorageFull, ChecksumMismatch) as error:
-                await writer.abandon()
-                await _still_held(lease)
-                await writer.truncate(session.offset)
+                await _cut_back(writer, lease, session.offset)
                 if isinstance(error, StorageFull):
                     raise InsufficientStorage(
                         "the data volume is full; the session is kept at its offset, resume once space is freed",
@@ -404,6 +401,14 @@ async def _until_stalled(body: AsyncIterator[bytes], seconds: float) -> AsyncIte
             yield chunk
     finally:
         timer.cancel()
+
+
+async def _cut_back(writer: ChunkWriter, lease: Lease, offset: int) -> None:
+    """Stop the body's writes and drop what it wrote past `offset`, the last acknowledged byte;
+    only while the session is still held (another writer's bytes are not this one's to cut)."""
+    await writer.abandon()
+    await _still_held(lease)
+    await writer.truncate(offset)
 
 
 async def _still_held(lease: Lease) -> None:
