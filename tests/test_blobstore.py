@@ -3,6 +3,7 @@ sharded paths, hard links, temporaries, containment of paths, hashing files."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -96,8 +97,6 @@ def test_write_atomic_replaces_whole_and_leaves_no_temporary(tmp_path):
 
 
 def test_a_full_filesystem_raises_storage_full(staging, monkeypatch):
-    import errno
-
     file = staging.open("s", 0)
 
     def no_space(*args):
@@ -133,3 +132,28 @@ def test_contained_resolves_dot_dot_before_comparing(tmp_path):
     assert contained(root, root / "a" / ".." / "b") == root / "b"
     with pytest.raises(OutsideRoot):
         contained(root, root / "a" / ".." / ".." / "b")
+
+
+@pytest.mark.parametrize("refusal", [errno.EXDEV, errno.EOPNOTSUPP])
+def test_concatenate_falls_back_to_sendfile_where_the_kernel_cannot_copy_ranges(staging, monkeypatch, refusal):
+    contents = [os.urandom(100_000), os.urandom(3), os.urandom(70_001)]
+    for number, content in enumerate(contents):
+        stage(staging, f"p{number}", content)
+
+    def refuse(*args: object) -> int:
+        raise OSError(refusal, os.strerror(refusal))
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    staging.concatenate([(f"p{number}", len(content)) for number, content in enumerate(contents)], "final")
+    assert staging.path("final").read_bytes() == b"".join(contents)
+
+
+def test_concatenate_into_a_full_filesystem_raises_storage_full(staging, monkeypatch):
+    stage(staging, "p", b"abc")
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "copy_file_range", full)
+    with pytest.raises(StorageFull):
+        staging.concatenate([("p", 3)], "final")

@@ -23,9 +23,9 @@ def file_hashes(monkeypatch) -> list[str]:
     calls: list[str] = []
     real = service.storage.staging.hash_file
 
-    def counting(path, sha256=False):
+    def counting(path, sha256=False, md5=False):
         calls.append(str(path))
-        return real(path, sha256)
+        return real(path, sha256, md5)
 
     monkeypatch.setattr(service.storage.staging, "hash_file", counting)
     return calls

@@ -175,6 +175,49 @@ def test_digests_give_sha256_only_when_asked(staging):
     assert both.sha256 == hashlib.sha256(content).hexdigest()
 
 
+def test_digests_give_md5_only_when_asked(staging):
+    content = os.urandom(3000)
+    stage(staging, "s", content)
+    assert staging.digests("s").md5 is None
+    all_three = staging.digests("s", sha256=True, md5=True)
+    assert all_three.md5 == hashlib.md5(content).hexdigest()
+    assert all_three.sha256 == hashlib.sha256(content).hexdigest()
+    assert all_three.blake3 == blake3(content).hexdigest()
+
+
+def test_concatenate_joins_the_parts_in_the_order_given_and_leaves_them(staging):
+    # Sizes across the object store's part size (5 MiB), an empty part, and parts named out of order.
+    contents = {"p1": os.urandom(3 * MiB + 1), "p2": os.urandom(6 * MiB + 5), "p3": b"", "p4": b"z"}
+    for name, content in contents.items():
+        stage(staging, name, content)
+    stage(staging, "final", b"old bytes to be replaced")
+    order = ["p2", "p4", "p3", "p1"]
+    staging.concatenate([(name, len(contents[name])) for name in order], "final")
+    whole = b"".join(contents[name] for name in order)
+    assert staging.length("final") == len(whole)
+    assert staging.digests("final").blake3 == blake3(whole).hexdigest()
+    for name, content in contents.items():
+        assert staging.length(name) == len(content)
+        assert staging.digests(name).blake3 == blake3(content).hexdigest()
+
+
+def test_concatenate_takes_the_first_length_bytes_of_a_part(staging):
+    stage(staging, "a", b"abcdef")
+    stage(staging, "b", b"xyz")
+    staging.concatenate([("a", 4), ("b", 3)], "final")
+    assert staging.digests("final").blake3 == blake3(b"abcdxyz").hexdigest()
+
+
+@pytest.mark.parametrize("held", [None, 2])
+def test_concatenating_a_part_gone_or_short_is_staging_lost(staging, held):
+    stage(staging, "a", b"abc")
+    if held is not None:
+        stage(staging, "b", b"x" * held)
+    with pytest.raises(StagingLost):
+        staging.concatenate([("a", 3), ("b", 5)], "final")
+    assert staging.length("a") == 3
+
+
 def test_length_remove_and_names(staging):
     assert staging.length("s") is None and staging.names() == []
     stage(staging, "s", b"abc")

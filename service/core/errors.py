@@ -19,6 +19,13 @@ class InvalidRequest(FilesError):
     code = "invalid_request"
 
 
+class InvalidConcatenation(InvalidRequest):
+    """The parts named for a final upload cannot make it: not parts, not complete, named twice,
+    or not adding up to its size. Nothing was consumed."""
+
+    code = "invalid_concatenation"
+
+
 class SessionNotFound(FilesError):
     code = "session_not_found"
 

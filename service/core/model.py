@@ -19,6 +19,7 @@ class NewUpload:
     digest: str | None = None  # 'blake3:<hex>' or 'sha256:<hex>', lower case
     metadata: Mapping[str, str] = field(default_factory=dict)  # kept with the file
     session_id: str | None = None  # the id to give the session (a front whose key names it); else a new one
+    part: bool = False  # a part of a concatenation: complete at its size, with no file (UploadCore.concatenate)
 
 
 class Entry(BaseModel):
@@ -55,6 +56,8 @@ class Session:
     created_at: int
     metadata: Mapping[str, str] = field(default_factory=dict)
     length_deferred: bool = False  # the size is not known yet: `size` holds the service's limit meanwhile
+    part: bool = False  # a part of a concatenation: its staged bytes wait, complete, for a final upload
+    parts: tuple[str, ...] = ()  # a final upload: the parts its content was assembled from, in order
 
 
 class Intent(BaseModel):

@@ -18,7 +18,7 @@ first (`service.core.names`); a store still refuses one that would lead outside 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -61,10 +61,21 @@ class StagingArea(Protocol):
     def length(self, name: str) -> int | None:
         """How many bytes the staged upload holds; None when there is none of that name."""
 
-    def digests(self, name: str, sha256: bool = False) -> Digests:
-        """Hash the whole staged upload (BLAKE3, and SHA-256 when asked for) in one read.
+    def digests(self, name: str, sha256: bool = False, md5: bool = False) -> Digests:
+        """Hash the whole staged upload (BLAKE3, and SHA-256 and MD5 when asked for) in one read.
 
         The caller has closed every writer of it. Raises StagingLost when it is gone.
+        """
+
+    def concatenate(self, parts: Sequence[tuple[str, int]], into: str) -> None:
+        """Make the staged upload `into` (made, or emptied) hold the first `length` bytes of each
+        staged upload of `parts` (name, length), in order; the parts stay as they are.
+
+        Each store copies its own best way (the kernel's copy on a filesystem). The caller holds
+        `into`'s session (no other writer), has closed every writer of the parts and checked the
+        names (none twice, `into` none of them). Raises StagingLost when a part is gone or holds
+        fewer bytes than its length (`into` is then left holding a part of the whole: the caller
+        removes it), StorageFull, and OutsideRoot.
         """
 
     def remove(self, name: str) -> None:
@@ -199,6 +210,7 @@ class SessionStore(Protocol):
         max_open: int,
         metadata: Mapping[str, str],
         length_deferred: bool = False,
+        part: bool = False,
     ) -> Session:
         """A new session of the id `session_id` (new, made by the core), unless `requester` has
         `max_open` open already (TooManySessions). The caller has checked every field."""
@@ -221,6 +233,12 @@ class SessionStore(Protocol):
         """Set the size of a session created with `length_deferred`, once. The caller holds the
         session's lease and has checked `size` against the offset and the limit. Raises
         SessionNotFound (expired or cancelled meanwhile) or LostLease."""
+
+    async def assembled(self, session: Session, lease: Lease, size: int, parts: Sequence[str]) -> Session:
+        """Record that the session's staged content is the concatenation of the sessions `parts`,
+        `size` bytes in all: its size set (a deferred one declared), its offset at the size, still
+        open (the commit follows). The caller holds the session's lease and has checked the parts
+        and the size. Raises SessionNotFound (expired or cancelled meanwhile) or LostLease."""
 
     async def delete(self, session_id: str) -> None:
         """Forget the session; forgetting an unknown one does nothing."""

@@ -6,6 +6,10 @@ moves only after the bytes it covers are written. When the offset reaches the
 size the content is hashed (as it streamed in, when every byte came to this
 process; else by reading the file once), checked against the digest the client
 gave, and committed to the catalog.
+
+A part (`NewUpload.part`) is a session like any other, but complete at its size without a file:
+its staged bytes wait for `concatenate`, which assembles a final upload from parts written
+at the same time on any workers, and commits that as one file.
 """
 
 from __future__ import annotations
@@ -13,22 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 from service.core import names
 from service.core.auth import Action, Principal
 from service.core.catalog import Catalog
 from service.core.chunkwriter import ChunkWriter
 from service.core.crashpoints import crash_point
-from service.core.digests import ChunkChecksum, ContentHasher
+from service.core.digests import ChunkChecksum, ContentHasher, Digests
 from service.core.errors import (
     BodyBrokenOff,
     BodyStalled,
     ChecksumMismatch,
     DigestMismatch,
     InsufficientStorage,
+    InvalidConcatenation,
     InvalidRequest,
     LostLease,
     OffsetMismatch,
@@ -44,6 +50,7 @@ from service.core.ports import Lease, Observer, SessionStore, StagingArea
 
 KEPT_HASHERS = 256
 CHEAP_TO_RESEND = 1024 * 1024  # a completing body up to this size is recorded with the completion
+MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 class UploadCore:
@@ -97,12 +104,12 @@ class UploadCore:
             self.max_open_sessions,
             request.metadata,
             length_deferred=request.size is None,
+            part=request.part,
         )
         self.observer.session("created")
         if session.size == 0 and not session.length_deferred:
-            entry = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
-            assert isinstance(entry, Entry)
-            return session, entry
+            result = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
+            return (session, result) if isinstance(result, Entry) else (result, None)
         return session, None
 
     async def status(self, session_id: str, principal: Principal, action: Action = "read") -> Session:
@@ -123,45 +130,132 @@ class UploadCore:
         size: int | None = None,
         check: ChunkChecksum | None = None,
     ) -> Session | Entry:
-        """Append one chunk; returns the session, or the file when this chunk completed it.
+        """Append one chunk; returns the session, or the file when this chunk completed it (a part
+        that this chunk completed comes back as its session, completed).
 
         `size` declares the size of a session created without one (and must repeat it after).
         With `check`, the chunk is kept only when it matches (else ChecksumMismatch), so the
         offset moves only once the whole chunk is in and checked: none of a chunk broken off.
         """
         names.check_session_id(session_id)
+        async with self._held(session_id) as (session, lease):
+            _check_access(session, principal, "write")
+            if upload_offset is not None and upload_offset != session.offset:
+                raise OffsetMismatch(
+                    f"Upload-Offset {upload_offset} is not the session's offset {session.offset}",
+                    offset=session.offset,
+                )
+            if size is not None:
+                session = await self._declare_size(session, lease, size)
+            remaining = session.size - session.offset
+            if content_length is not None and content_length > remaining:
+                raise _too_large(session, content_length)
+            chunks = _until_stalled(body, self.stall_seconds)
+            try:
+                session, received, hasher = await self._receive(
+                    session, lease, chunks, checkpoints=content_length is not None and check is None, check=check
+                )
+            except StagingLost:
+                # The acknowledged bytes are gone (a partial file removed by hand, say): start again at 0.
+                await self.sessions.advance(session, lease, 0, release=True)
+                self._hashers.pop(session.id, None)
+                raise OffsetMismatch(
+                    f"the partial data of this upload ({session.offset} bytes) was lost; "
+                    "the session starts again at offset 0",
+                    offset=0,
+                ) from None
+            if received < session.size or session.length_deferred:
+                return session
+            if session.part:
+                session = await self.sessions.advance(session, lease, session.size, complete=True)
+                self.observer.session("completed")
+                return session
+            async with lease.kept_alive():
+                return await self._complete(session, lease, hasher)
+
+    async def concatenate(
+        self, session_id: str, part_ids: Sequence[str], principal: Principal, *, md5: str | None = None
+    ) -> Entry:
+        """Fill the open session `session_id` with the content of the completed parts `part_ids`, in
+        this order, and commit it as its file; then the parts are gone.
+
+        The session (created first, with a size or without) has no bytes of its own. Every part
+        must be a part of this principal's (else SessionNotFound), complete, named once, and
+        together they must make the session's size when it has one (else InvalidConcatenation).
+        The content is hashed once: should it not match the session's digest or `md5` (hex),
+        DigestMismatch. Any error before the commit consumes nothing: the session stays open and
+        the parts stay, to be concatenated again. The session records its parts before the
+        commit and the parts go only after it, so a retry after a crash anywhere completes it.
+        """
+        names.check_session_id(session_id)
+        ids = tuple(names.check_session_id(part_id) for part_id in part_ids)
+        _check_part_list(session_id, ids)
+        if md5 is not None and not MD5.fullmatch(md5 := md5.lower()):
+            raise InvalidRequest("md5 must be the content's MD5 digest in 32 hex digits")
+        async with self._held(session_id) as (final, lease):
+            _check_access(final, principal, "write")
+            parts = await self._parts(final, ids, principal)
+            size = sum(part.size for part in parts)
+            async with lease.kept_alive():
+                digests = await self._assemble(final, parts, md5)
+                final = await self.sessions.assembled(final, lease, size, ids)
+                entry = await self._record(final, digests)
+                await self._completed(final, lease)
+        for part in parts:
+            await self.sessions.delete(part.id)
+            await asyncio.to_thread(self.staging.remove, part.id)
+        return entry
+
+    async def _parts(self, final: Session, ids: tuple[str, ...], principal: Principal) -> list[Session]:
+        """The sessions of the parts `ids` of the final upload `final`, checked (see `concatenate`)."""
+        if final.part:
+            raise InvalidConcatenation("a part cannot be a final upload")
+        if final.offset and final.parts != ids:
+            raise InvalidConcatenation(
+                f"the upload has {final.offset} bytes of its own already: only an empty one can be concatenated"
+            )
+        parts = [await self.sessions.get(part_id) for part_id in ids]
+        for part in parts:
+            _check_access(part, principal, "write")
+            if not part.part:
+                raise InvalidConcatenation(f"upload {part.id} is not a part of a concatenation")
+            if not part.completed:
+                raise InvalidConcatenation(
+                    f"part {part.id} is not complete ({part.offset} of {_size_text(part)} bytes)"
+                )
+        size = sum(part.size for part in parts)
+        if not final.length_deferred and size != final.size:
+            raise InvalidConcatenation(f"the parts hold {size} bytes in all, not the upload's size of {final.size}")
+        self._check_size(size)
+        return parts
+
+    async def _assemble(self, final: Session, parts: list[Session], md5: str | None) -> Digests:
+        """Stage the parts' content, in order, as the final upload's, and hash it once; checked
+        against the digests the client gave (on a mismatch the staged copy goes, the parts stay)."""
+        try:
+            await asyncio.to_thread(self.staging.concatenate, [(part.id, part.size) for part in parts], final.id)
+            digests = await asyncio.to_thread(self.staging.digests, final.id, _wants_sha256(final), md5 is not None)
+        except StagingLost as error:
+            await asyncio.to_thread(self.staging.remove, final.id)
+            raise SessionNotFound(f"the data of a part is gone (cancelled or expired meanwhile): {error}") from None
+        except StorageFull as error:
+            await asyncio.to_thread(self.staging.remove, final.id)
+            raise InsufficientStorage(
+                "the data volume is full; nothing was consumed: concatenate again once space is freed"
+            ) from error
+        outcome = "nothing was consumed: the upload can be concatenated again from the right parts"
+        if (mismatch := _digest_mismatch(final, digests, md5, outcome)) is not None:
+            await asyncio.to_thread(self.staging.remove, final.id)
+            raise mismatch
+        return digests
+
+    @contextlib.asynccontextmanager
+    async def _held(self, session_id: str) -> AsyncIterator[tuple[Session, Lease]]:
+        """The session with its writer lease, let go at the end; a lease lost meanwhile is SessionBusy."""
         with self._in_flight():
             session, lease = await self.sessions.begin_write(session_id)
             try:
-                _check_access(session, principal, "write")
-                if upload_offset is not None and upload_offset != session.offset:
-                    raise OffsetMismatch(
-                        f"Upload-Offset {upload_offset} is not the session's offset {session.offset}",
-                        offset=session.offset,
-                    )
-                if size is not None:
-                    session = await self._declare_size(session, lease, size)
-                remaining = session.size - session.offset
-                if content_length is not None and content_length > remaining:
-                    raise _too_large(session, content_length)
-                chunks = _until_stalled(body, self.stall_seconds)
-                try:
-                    session, received, hasher = await self._receive(
-                        session, lease, chunks, checkpoints=content_length is not None and check is None, check=check
-                    )
-                except StagingLost:
-                    # The acknowledged bytes are gone (a partial file removed by hand, say): start again at 0.
-                    await self.sessions.advance(session, lease, 0, release=True)
-                    self._hashers.pop(session.id, None)
-                    raise OffsetMismatch(
-                        f"the partial data of this upload ({session.offset} bytes) was lost; "
-                        "the session starts again at offset 0",
-                        offset=0,
-                    ) from None
-                if received < session.size or session.length_deferred:
-                    return session
-                async with lease.kept_alive():
-                    return await self._complete(session, lease, hasher)
+                yield session, lease
             except LostLease as error:
                 raise SessionBusy(
                     f"the upload lost its hold on the session ({error}); check the offset and resume"
@@ -273,7 +367,10 @@ class UploadCore:
             writer.close()
 
     def _hasher_for(self, session: Session) -> ContentHasher | None:
-        """A hasher that has seen the session's bytes up to its offset, or None (hash the file at the end)."""
+        """A hasher that has seen the session's bytes up to its offset, or None (hash the file at the end,
+        or never: a part is hashed with the others, once, when they are assembled)."""
+        if session.part:
+            return None
         if session.offset == 0:
             return ContentHasher(sha256=_wants_sha256(session))
         offset, hasher = self._hashers.pop(session.id, (None, None))
@@ -295,28 +392,29 @@ class UploadCore:
             if session.offset < session.size:
                 await self.sessions.advance(session, lease, session.size, release=True)
             raise
+        await self._completed(session, lease)
+        return entry
+
+    async def _completed(self, session: Session, lease: Lease) -> None:
+        """Mark the session complete once its file is committed, and drop its staged bytes."""
         crash_point("committed")
         await self.sessions.advance(session, lease, session.size, complete=True)
         await asyncio.to_thread(self.staging.remove, session.id)
         self.observer.session("completed")
-        return entry
 
     async def _commit(self, session: Session, hasher: ContentHasher | None) -> Entry:
         if hasher is not None:
             digests = hasher.digests()
         else:
             digests = await asyncio.to_thread(self.staging.digests, session.id, _wants_sha256(session))
-        if session.digest is not None:
-            algorithm, expected = session.digest.split(":")
-            actual = digests.blake3 if algorithm == "blake3" else digests.sha256
-            if actual != expected:
-                await self.sessions.delete(session.id)
-                await asyncio.to_thread(self.staging.remove, session.id)
-                raise DigestMismatch(
-                    f"the content's {algorithm} digest is {actual}, not the expected {expected}; "
-                    "the upload is discarded",
-                    actual=f"{algorithm}:{actual}",
-                )
+        if (mismatch := _digest_mismatch(session, digests, None, "the upload is discarded")) is not None:
+            await self.sessions.delete(session.id)
+            await asyncio.to_thread(self.staging.remove, session.id)
+            raise mismatch
+        return await self._record(session, digests)
+
+    async def _record(self, session: Session, digests: Digests) -> Entry:
+        """Commit the session's staged content, hashed to `digests`, as its file."""
         entry = Entry(
             bucket=session.bucket,
             key=session.key,
@@ -337,13 +435,16 @@ class UploadCore:
         return entry
 
     async def cancel(self, session_id: str, principal: Principal) -> None:
-        """Forget the session and its partial data; a completed file is not touched."""
+        """Forget the session and its partial data (a completed part's too); a completed file is not touched."""
         names.check_session_id(session_id)
         try:
             session, lease = await self.sessions.begin_write(session_id)
         except SessionCompleted:
-            _check_access(await self.sessions.get(session_id), principal, "write")
+            completed = await self.sessions.get(session_id)
+            _check_access(completed, principal, "write")
             await self.sessions.delete(session_id)
+            if completed.part:
+                await asyncio.to_thread(self.staging.remove, session_id)
             return
         try:
             _check_access(session, principal, "write")
@@ -352,6 +453,36 @@ class UploadCore:
             self.observer.session("cancelled")
         finally:
             await lease.release()
+
+
+def _check_part_list(session_id: str, ids: tuple[str, ...]) -> None:
+    if not ids:
+        raise InvalidConcatenation("a concatenation needs at least one part")
+    if len(set(ids)) != len(ids):
+        twice = next(part_id for part_id in ids if ids.count(part_id) > 1)
+        raise InvalidConcatenation(f"part {twice} is named twice")
+    if session_id in ids:
+        raise InvalidConcatenation("an upload cannot be a part of itself")
+
+
+def _size_text(session: Session) -> str:
+    return "an undeclared number of" if session.length_deferred else str(session.size)
+
+
+def _digest_mismatch(session: Session, digests: Digests, md5: str | None, outcome: str) -> DigestMismatch | None:
+    """The error for content that is not what the client said it would be (the session's digest,
+    or an MD5 given on completion), or None; `outcome` tells the client what became of it."""
+    expected = [session.digest.split(":")] if session.digest is not None else []
+    if md5 is not None:
+        expected.append(["md5", md5])
+    for algorithm, value in expected:
+        actual = {"blake3": digests.blake3, "sha256": digests.sha256, "md5": digests.md5}[algorithm]
+        if actual != value:
+            return DigestMismatch(
+                f"the content's {algorithm} digest is {actual}, not the expected {value}; {outcome}",
+                actual=f"{algorithm}:{actual}",
+            )
+    return None
 
 
 def _check_access(session: Session, principal: Principal, action: Action) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import redis.asyncio as redis
@@ -65,6 +65,14 @@ redis.call('hset', KEYS[1], 'size', ARGV[2], 'length_deferred', '')
 return 1
 """
 
+# KEYS: session, lock. ARGV: token, size, parts (JSON). Returns 1 set, -1 lock lost, -2 session gone.
+_ASSEMBLED = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('exists', KEYS[1]) == 0 then return -2 end
+redis.call('hset', KEYS[1], 'size', ARGV[2], 'offset', ARGV[2], 'length_deferred', '', 'parts', ARGV[3])
+return 1
+"""
+
 # KEYS: session, lock. ARGV: token, expected offset, new offset, lease ms, ttl s, new state, let go (1/0).
 # Returns 1 moved, -1 lock lost, -2 session gone, -3 offset moved under us.
 # The last move of a request lets go of the lock in the same step (as completing always does).
@@ -98,6 +106,8 @@ def _session(session_id: str, fields: dict[str, str]) -> Session:
         created_at=int(fields["created_at"]),
         metadata=json.loads(fields.get("metadata") or "{}"),
         length_deferred=fields.get("length_deferred") == "1",
+        part=fields.get("part") == "1",
+        parts=tuple(json.loads(fields.get("parts") or "[]")),
     )
 
 
@@ -113,6 +123,7 @@ class SessionStore:
         self._begin_write = client.register_script(_BEGIN_WRITE)
         self._advance = client.register_script(_ADVANCE)
         self._declare_size = client.register_script(_DECLARE_SIZE)
+        self._assembled = client.register_script(_ASSEMBLED)
 
     async def create(
         self,
@@ -127,6 +138,7 @@ class SessionStore:
         max_open: int,
         metadata: Mapping[str, str],
         length_deferred: bool = False,
+        part: bool = False,
     ) -> Session:
         """A new session, unless `requester` already has `max_open` sessions open (TooManySessions)."""
         session = Session(
@@ -142,6 +154,7 @@ class SessionStore:
             created_at=int(time.time()),
             metadata=metadata,
             length_deferred=length_deferred,
+            part=part,
         )
         mapping: dict[str, str | int] = {
             "bucket": bucket,
@@ -155,6 +168,7 @@ class SessionStore:
             "created_at": session.created_at,
             "metadata": json.dumps(dict(metadata)) if metadata else "",
             "length_deferred": "1" if length_deferred else "",
+            "part": "1" if part else "",
         }
         fields = [item for pair in mapping.items() for item in pair]
         created = await self._create(
@@ -231,6 +245,18 @@ class SessionStore:
         if result != 1:
             raise LostLease("its lock lease ran out")
         return replace(session, size=size, length_deferred=False)
+
+    async def assembled(self, session: Session, lease: ports.Lease, size: int, parts: Sequence[str]) -> Session:
+        """Record the session's content as the concatenation of `parts`, `size` bytes; the caller holds its lease."""
+        lease = own(lease)
+        result = await self._assembled(
+            keys=[self.keys.session(session.id), lease.key], args=[lease.token, size, json.dumps(list(parts))]
+        )
+        if result == -2:
+            raise SessionNotFound("the upload session expired or was cancelled while this request ran")
+        if result != 1:
+            raise LostLease("its lock lease ran out")
+        return replace(session, size=size, offset=size, length_deferred=False, parts=tuple(parts))
 
     async def delete(self, session_id: str) -> None:
         await self.client.delete(self.keys.session(session_id))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 
 from service.core.digests import ContentHasher, Digests
 from service.core.errors import BlobMissing, CorruptBlob, StagingLost
@@ -55,10 +55,21 @@ class MemoryStaging:
             content = self._staged.get(name)
         return None if content is None else len(content)
 
-    def digests(self, name: str, sha256: bool = False) -> Digests:
-        hasher = ContentHasher(sha256=sha256)
+    def digests(self, name: str, sha256: bool = False, md5: bool = False) -> Digests:
+        hasher = ContentHasher(sha256=sha256, md5=md5)
         hasher.update(self.content(name))
         return hasher.digests()
+
+    def concatenate(self, parts: Sequence[tuple[str, int]], into: str) -> None:
+        joined = bytearray()
+        with self._lock:
+            for name, length in parts:
+                content = self._staged.get(name)
+                if content is None or len(content) < length:
+                    held = "none" if content is None else len(content)
+                    raise StagingLost(f"staged upload {name} holds {held} bytes, not {length}")
+                joined += content[:length]
+            self._staged[into] = joined
 
     def content(self, name: str) -> bytes:
         """A copy of the staged upload's bytes; StagingLost when there is none."""

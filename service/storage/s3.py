@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -281,13 +281,39 @@ class S3Staging:
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": uploaded[n]} for n in range(1, count + 1)]},
         )
 
-    def digests(self, name: str, sha256: bool = False) -> Digests:
+    def digests(self, name: str, sha256: bool = False, md5: bool = False) -> Digests:
         whole = self.finish(name)
         body = self.location.client.get_object(Bucket=self.location.bucket, Key=whole)["Body"]
-        hasher = ContentHasher(sha256=sha256)
+        hasher = ContentHasher(sha256=sha256, md5=md5)
         while data := body.read(READ_SIZE):
             hasher.update(data)
         return hasher.digests()
+
+    def concatenate(self, parts: Sequence[tuple[str, int]], into: str) -> None:
+        """Read each part's whole object and write it to `into` a part's worth at a time, so that each
+        write uploads a part. (A server-side part copy would need every part but the last to be a
+        multiple of the part size, which parallel parts of any size are not.)"""
+        target = self.open(into, 0)
+        offset = 0
+        for name, length in parts:
+            whole = self.finish(name)
+            copied = 0
+            if length:
+                try:
+                    body = self.location.client.get_object(
+                        Bucket=self.location.bucket, Key=whole, Range=f"bytes=0-{length - 1}"
+                    )["Body"]
+                except ClientError as error:
+                    if error.response.get("Error", {}).get("Code") != "InvalidRange":  # an empty part
+                        raise
+                    body = None
+                while body is not None and (data := body.read(PART_SIZE)):
+                    target.write_at(data, offset + copied)
+                    copied += len(data)
+            if copied < length:
+                raise StagingLost(f"staged upload {name} holds {copied} bytes, not {length}")
+            offset += length
+        target.close()
 
     def remove(self, name: str) -> None:
         whole = self.location.prefix + self._key(name, "whole")
