@@ -75,6 +75,7 @@ async def test_options_advertises_the_protocol(client, settings):
         "termination",
         "checksum",
         "expiration",
+        "concatenation",
     }
     assert int(response.headers["tus-max-size"]) == settings.max_upload_bytes
     assert set(response.headers["tus-checksum-algorithm"].split(",")) == {"sha1", "sha256", "md5"}
@@ -356,9 +357,107 @@ async def test_bad_upload_metadata_is_400_and_nothing_is_stored(client, redis, s
     assert entry_files(settings.data_dir) == []
 
 
-async def test_concatenation_is_not_offered(client):
-    response = await create(client, 1, {"Upload-Concat": "partial"})
-    assert response.status_code == 400
+async def new_partial(client: httpx.AsyncClient, content: bytes, headers: dict[str, str] | None = None) -> str:
+    """A partial upload holding `content` (sent with its creation), finished; returns its path."""
+    response = await create(
+        client, len(content), {"Upload-Concat": "partial", "Content-Type": CHUNK, **(headers or {})}, content=content
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["upload-offset"] == str(len(content))
+    return response.headers["location"].removeprefix(BASE_URL)
+
+
+async def create_final(
+    client: httpx.AsyncClient, urls: list[str], headers: dict[str, str] | None = None, **pairs: str
+) -> httpx.Response:
+    concat = {"Upload-Concat": "final;" + " ".join(urls)}
+    described = {"Upload-Metadata": metadata(**pairs)} if pairs else {}
+    return await client.post("/tus/", headers={**TUS, **concat, **described, **(headers or {})})
+
+
+async def session_keys(redis, settings) -> list[str]:
+    return [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}session:*")]
+
+
+async def test_a_final_upload_is_its_partial_uploads_in_the_order_named(client, settings):
+    first, second = b"hello, " * 1000, b"world" * 999
+    # A partial upload may defer its length too.
+    response = await client.post("/tus/", headers={**TUS, "Upload-Defer-Length": "1", "Upload-Concat": "partial"})
+    assert response.status_code == 201
+    late = response.headers["location"].removeprefix(BASE_URL)
+    early = await new_partial(client, first, {"Upload-Metadata": metadata(filename="ignored")})
+    head_partial = await head(client, early)
+    assert head_partial.headers["upload-concat"] == "partial"
+    assert head_partial.headers["upload-length"] == head_partial.headers["upload-offset"] == str(len(first))
+    assert (await patch(client, late, 0, second, **{"Upload-Length": str(len(second))})).status_code == 204
+    response = await create_final(
+        client, [early, f"{BASE_URL}{late}"], bucket="b", key="joined", filetype="text/plain", filename="j.txt"
+    )
+    assert response.status_code == 201, response.text
+    final = response.headers["location"].removeprefix(BASE_URL)
+    assert response.headers["tus-resumable"] == "1.0.0" and "upload-expires" in response.headers
+    downloaded = await download(client, "b", "joined")
+    assert downloaded.content == first + second
+    assert downloaded.headers["content-type"].startswith("text/plain")
+    info = (await client.get("/v1/files/b/joined")).json()
+    assert info["metadata"] == {"bucket": "b", "key": "joined", "filetype": "text/plain", "filename": "j.txt"}
+    assert info["digest"] == f"blake3:{b3(first + second)}"
+    described = await head(client, final)
+    assert described.status_code == 200
+    assert described.headers["upload-concat"] == f"final;{BASE_URL}{early} {BASE_URL}{late}"
+    assert described.headers["upload-length"] == described.headers["upload-offset"] == str(len(first + second))
+    for path in (early, late):  # consumed by the final upload
+        assert (await head(client, path)).status_code == 404
+    assert partial_files(settings.data_dir) == []
+
+
+async def test_a_patch_on_a_final_upload_is_403(client):
+    final = (await create_final(client, [await new_partial(client, b"abc")])).headers["location"]
+    response = await patch(client, final.removeprefix(BASE_URL), 3, b"more")
+    assert response.status_code == 403
+    assert response.headers["tus-resumable"] == "1.0.0"
+
+
+async def test_a_final_over_an_unfinished_partial_upload_is_400_and_keeps_nothing(client, redis, settings):
+    done = await new_partial(client, b"done")
+    unfinished = await create(client, 10, {"Upload-Concat": "partial"})
+    unfinished_path = unfinished.headers["location"].removeprefix(BASE_URL)
+    assert (await patch(client, unfinished_path, 0, b"half")).status_code == 204
+    before = sorted(await session_keys(redis, settings))
+    response = await create_final(client, [done, unfinished_path], bucket="b", key="never")
+    assert response.status_code == 400, response.text
+    assert "not complete" in response.json()["detail"]
+    assert sorted(await session_keys(redis, settings)) == before  # the final upload was not kept
+    assert entry_files(settings.data_dir) == []
+    assert (await patch(client, unfinished_path, 4, b"finish")).status_code == 204  # the parts are intact
+    response = await create_final(client, [done, unfinished_path], bucket="b", key="now")
+    assert response.status_code == 201
+    assert (await download(client, "b", "now")).content == b"donehalffinish"
+
+
+async def test_a_final_naming_an_unknown_upload_is_404(client):
+    response = await create_final(client, [await new_partial(client, b"a"), "/tus/" + "0" * 32])
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "concat",
+    ["final", "final;", "finale;/tus/x", "partial;/tus/x", "final;/files/0123456789abcdef0123456789abcdef", "both"],
+)
+async def test_a_bad_upload_concat_is_400(client, redis, settings, concat):
+    response = await client.post("/tus/", headers={**TUS, "Upload-Length": "1", "Upload-Concat": concat})
+    assert response.status_code == 400, response.text
+    assert await session_keys(redis, settings) == []
+
+
+async def test_a_final_with_a_length_or_over_ordinary_or_repeated_uploads_is_400(client):
+    part = await new_partial(client, b"abc")
+    ordinary = await new_upload(client, 3)
+    assert (await patch(client, ordinary, 0, b"abc")).status_code == 204
+    assert (await create_final(client, [part], {"Upload-Length": "3"})).status_code == 400
+    assert (await create_final(client, [part, part])).status_code == 400
+    assert (await create_final(client, [part, ordinary])).status_code == 400
+    assert (await create_final(client, [part])).status_code == 201
 
 
 async def test_two_patches_at_once_one_gets_409(client):
@@ -423,6 +522,20 @@ async def test_tokens_as_everywhere(secured):
         path, content=b"x", headers={**TUS, **bearer("writer"), "Upload-Offset": "0", "Content-Type": CHUNK}
     )
     assert done.status_code == 204
+
+
+async def test_a_final_naming_a_partial_upload_of_another_token_is_404(secured):
+    partial = await secured.post(
+        "/tus/",
+        content=b"theirs",
+        headers={**TUS, **bearer("other"), "Upload-Length": "6", "Upload-Concat": "partial", "Content-Type": CHUNK},
+    )
+    assert partial.status_code == 201
+    path = partial.headers["location"].removeprefix(BASE_URL)
+    final = await create_final(secured, [path], bearer("writer"))
+    assert final.status_code == 404
+    assert (await secured.head(path, headers={**TUS, **bearer("other")})).headers["upload-concat"] == "partial"
+    assert (await create_final(secured, [path], bearer("other"))).status_code == 201
 
 
 async def test_cors_preflight_and_exposed_headers(make_app):

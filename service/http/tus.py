@@ -3,7 +3,10 @@
 Each handler turns a tus request into one call on `UploadCore` (a tus upload is a session:
 the same id, `GET /v1/files/session:<id>` reports it) and `answer` is the one place where
 the core's errors become tus answers. Extensions: creation, creation-with-upload,
-creation-defer-length, termination, checksum and expiration (https://tus.io/protocols/resumable-upload).
+creation-defer-length, termination, checksum, expiration and concatenation
+(https://tus.io/protocols/resumable-upload). A partial upload is a part of the core
+(`NewUpload.part`); a final upload is created and concatenated (`UploadCore.concatenate`) in
+one request, over finished parts only (no `concatenation-unfinished`).
 """
 
 from __future__ import annotations
@@ -13,21 +16,23 @@ import binascii
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from service.core import names
+from service.core.auth import Principal
 from service.core.digests import ChunkChecksum
-from service.core.errors import FilesError, InvalidRequest
+from service.core.errors import FilesError, InvalidRequest, SessionCompleted
 from service.core.model import Entry, NewUpload, Session
 from service.http.errors import files_error
 from service.http.routes import base_url, header_int, request_body
 from service.services import Services
 
 VERSION = "1.0.0"
-EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
+EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation"
 CHUNK_TYPE = "application/offset+octet-stream"
 DEFAULT_MIME_TYPE = "application/octet-stream"
 # What a browser may send and read, for the CORS settings (service/http/app.py).
@@ -52,6 +57,7 @@ EXPOSED_HEADERS = [
     "Tus-Extension",
     "Tus-Max-Size",
     "Tus-Checksum-Algorithm",
+    "Upload-Concat",
 ]
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -88,21 +94,12 @@ class TusAPI:
         """creation (Upload-Length, or Upload-Defer-Length: 1), with the first chunk as its body when
         the body is `application/offset+octet-stream` (creation-with-upload)."""
         principal = self.auth.authenticate(request.headers.get("authorization"))
-        if "upload-concat" in request.headers:
-            raise InvalidRequest("the concatenation extension is not supported (yet); see Tus-Extension")
+        concat = request.headers.get("upload-concat")
+        if concat is not None and concat.strip() != "partial":
+            return await self.create_final(request, principal, _final_parts(concat))
         size = _declared_length(request)
-        metadata = parse_metadata(request.headers.get("upload-metadata"))
-        session_id = names.new_session_id()
-        upload = NewUpload(
-            bucket=metadata.get("bucket", self.settings.tus_bucket),
-            key=metadata.get("key") or names.default_key(session_id, metadata.get("filename") or metadata.get("name")),
-            mime_type=metadata.get("filetype") or metadata.get("type") or DEFAULT_MIME_TYPE,
-            size=size,
-            metadata=metadata,
-            session_id=session_id,
-        )
-        requester = request.client.host if request.client else "unknown"
-        session, entry = await self.core.create(upload, principal, requester)
+        upload = self._new_upload(request, size, part=concat is not None)
+        session, entry = await self.core.create(upload, principal, _requester(request))
         offset = 0
         if entry is None and _is_chunk(request):
             result = await self.core.write(
@@ -117,6 +114,35 @@ class TusAPI:
         headers = {"Location": f"{base_url(self.settings, request)}/tus/{session.id}", "Upload-Offset": str(offset)}
         return Response(status_code=201, headers=headers | self._expires())
 
+    async def create_final(self, request: Request, principal: Principal, part_ids: list[str]) -> Response:
+        """concatenation: the final upload, made from its finished parts at once. Its Upload-Metadata
+        decides the bucket, key and metadata (the parts' is not kept); should the parts not make it
+        (unknown: 404, unfinished: 400), the final upload is not kept either."""
+        if "upload-length" in request.headers or "upload-defer-length" in request.headers:
+            raise InvalidRequest("a final upload takes its length from its parts: send no Upload-Length")
+        session, _ = await self.core.create(self._new_upload(request, None), principal, _requester(request))
+        try:
+            entry = await self.core.concatenate(session.id, part_ids, principal)
+        except FilesError:
+            await self.core.cancel(session.id, principal)
+            raise
+        location = f"{base_url(self.settings, request)}/tus/{session.id}"
+        headers = {"Location": location, "Upload-Offset": str(entry.bytes)}
+        return Response(status_code=201, headers=headers | self._expires())
+
+    def _new_upload(self, request: Request, size: int | None, part: bool = False) -> NewUpload:
+        metadata = parse_metadata(request.headers.get("upload-metadata"))
+        session_id = names.new_session_id()
+        return NewUpload(
+            bucket=metadata.get("bucket", self.settings.tus_bucket),
+            key=metadata.get("key") or names.default_key(session_id, metadata.get("filename") or metadata.get("name")),
+            mime_type=metadata.get("filetype") or metadata.get("type") or DEFAULT_MIME_TYPE,
+            size=size,
+            metadata=metadata,
+            session_id=session_id,
+            part=part,
+        )
+
     async def head(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
         session = await self.core.status(request.path_params["upload_id"], principal, "write")
@@ -127,6 +153,11 @@ class TusAPI:
             headers["Upload-Length"] = str(session.size)
         if session.metadata:
             headers["Upload-Metadata"] = format_metadata(session.metadata)
+        if session.part:
+            headers["Upload-Concat"] = "partial"
+        elif session.parts:
+            base = base_url(self.settings, request)
+            headers["Upload-Concat"] = "final;" + " ".join(f"{base}/tus/{part_id}" for part_id in session.parts)
         return Response(status_code=200, headers=headers | self._expires())
 
     async def patch(self, request: Request) -> Response:
@@ -136,15 +167,20 @@ class TusAPI:
         offset = header_int(request, "upload-offset")
         if offset is None:
             raise InvalidRequest("a PATCH must say where its chunk starts in Upload-Offset")
-        result: Session | Entry = await self.core.write(
-            request.path_params["upload_id"],
-            principal,
-            request_body(request),
-            upload_offset=offset,
-            content_length=header_int(request, "content-length"),
-            size=header_int(request, "upload-length"),
-            check=_checksum(request),
-        )
+        try:
+            result: Session | Entry = await self.core.write(
+                request.path_params["upload_id"],
+                principal,
+                request_body(request),
+                upload_offset=offset,
+                content_length=header_int(request, "content-length"),
+                size=header_int(request, "upload-length"),
+                check=_checksum(request),
+            )
+        except SessionCompleted:
+            if (await self.core.status(request.path_params["upload_id"], principal, "write")).parts:
+                return Response("a final upload takes no PATCH: its content is its parts'", status_code=403)
+            raise
         new_offset = result.bytes if isinstance(result, Entry) else result.offset
         return Response(status_code=204, headers={"Upload-Offset": str(new_offset)} | self._expires())
 
@@ -207,6 +243,24 @@ def format_metadata(metadata: Mapping[str, str]) -> str:
     return ",".join(
         f"{name} {base64.b64encode(value.encode()).decode()}" if value else name for name, value in metadata.items()
     )
+
+
+def _requester(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _final_parts(header: str) -> list[str]:
+    """The upload ids of `Upload-Concat: final;<url> <url> ...` (paths or full URLs of /tus/<id>)."""
+    kind, _, urls = header.partition(";")
+    if kind.strip() != "final" or not urls.split():
+        raise InvalidRequest("Upload-Concat must be 'partial' or 'final;' and the URLs of the partial uploads")
+    part_ids = []
+    for url in urls.split():
+        parent, _, upload_id = urlsplit(url).path.rstrip("/").rpartition("/")
+        if not parent.endswith("/tus"):
+            raise InvalidRequest(f"Upload-Concat: {url[:200]!r} is not the URL of an upload here")
+        part_ids.append(upload_id)
+    return part_ids
 
 
 def _declared_length(request: Request) -> int | None:
