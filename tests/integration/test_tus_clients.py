@@ -10,7 +10,9 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from tusclient.client import TusClient
 
@@ -102,8 +104,9 @@ def node_client() -> Path:
     return NODE_DIR / "upload.mjs"
 
 
-def upload_with_node(script: Path, endpoint: str, path: Path, **options: object) -> str:
-    """Upload `path` with tus-js-client; returns the upload's URL."""
+def upload_with_node(script: Path, endpoint: str, path: Path, **options: object) -> dict[str, Any]:
+    """Upload `path` with tus-js-client; returns the upload's `url` and the `requests` each origin
+    received, by method (upload.mjs)."""
     done = subprocess.run(
         ["node", str(script), endpoint, str(path), json.dumps(options)],
         capture_output=True,
@@ -111,7 +114,8 @@ def upload_with_node(script: Path, endpoint: str, path: Path, **options: object)
         timeout=NODE_SECONDS,
     )
     assert done.returncode == 0, f"tus-js-client failed: {done.stdout}{done.stderr}"
-    return json.loads(done.stdout.strip().splitlines()[-1])["url"]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 JS_CASES = {
@@ -129,6 +133,34 @@ def test_tus_js_client_uploads(services, node_client, tmp_path, case):
     path.write_bytes(content)
     metadata = {"bucket": "js", "key": f"{case}/file.bin", "filetype": "image/png", "filename": "file.bin", "note": "é"}
     options = {"protocol": "tus-v1", "metadata": metadata, **JS_CASES[case]}
-    url = upload_with_node(node_client, tus_endpoint(process), path, **options)
+    url = upload_with_node(node_client, tus_endpoint(process), path, **options)["url"]
     assert url.startswith(tus_endpoint(process))
     assert_file(process, "js", f"{case}/file.bin", content, "image/png", metadata)
+
+
+def test_tus_js_client_parallel_uploads_spread_over_two_services(services, node_client, tmp_path):
+    """parallelUploads: 4, each request sent to the next of two services on one Redis and data volume
+    in turn, so that the parts, and the chunks of each part, are written by both."""
+    processes = services.start_many(2)
+    content = os.urandom(6 * MiB + 4321)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(content)
+    metadata = {"bucket": "js", "key": "parallel/file.bin", "filetype": "image/png", "filename": "file.bin"}
+    options = {
+        "protocol": "tus-v1",
+        "metadata": metadata,
+        "metadataForPartialUploads": {"filename": "part"},
+        "parallelUploads": 4,
+        "chunkSize": 512 * 1024,
+        "spreadOver": [process.base_url for process in processes],
+    }
+    result = upload_with_node(node_client, tus_endpoint(processes[0]), path, **options)
+    for process in processes:  # 4 partial uploads and a final one created, 4 parts of 3 chunks written
+        received = result["requests"][process.base_url]
+        assert received["POST"] >= 2 and received["PATCH"] >= 4, result["requests"]
+    assert sum(counts["POST"] for counts in result["requests"].values()) == 5
+    assert_file(processes[1], "js", "parallel/file.bin", content, "image/png", metadata)
+    final = httpx.head(result["url"], headers={"Tus-Resumable": "1.0.0"})
+    assert final.status_code == 200 and final.headers["upload-length"] == str(len(content))
+    kind, _, parts = final.headers["upload-concat"].partition(";")
+    assert kind == "final" and len(parts.split()) == 4
