@@ -87,3 +87,38 @@ def test_the_retry_of_the_completing_request_succeeds_once_the_dead_workers_leas
     assert done["digest"] == f"blake3:{b3(content)}"
     assert_content(fresh.api.content("crash", "k"), content)
     wait_for(lambda: fresh.api.keys("crash") == ["k"], CONVERGE_SECONDS, "the file to be listed")
+
+
+@pytest.mark.parametrize("point", ["blob-placed", "committed"])
+def test_a_concatenation_killed_mid_commit_is_completed_by_the_retry_from_the_same_parts(
+    services, own_redis, data_dir, redis_prefix, point
+) -> None:
+    """The parts go only after the final upload is committed: a tus client's retry of the final
+    POST, on a fresh process, finds them all and makes the file (once, whatever the first one did)."""
+    pieces = [os.urandom(MiB + 5), os.urandom(1000), os.urandom(2 * MiB)]
+    tus = {"Tus-Resumable": "1.0.0"}
+    partial = {**tus, "Upload-Concat": "partial", "Content-Type": "application/offset+octet-stream"}
+    victim = services.start(own_redis.url, name="victim", FILES_TEST_CRASH_AT=point)
+    parts = []
+    for piece in pieces:  # parts complete without a commit: the crash point is not on their way
+        created = httpx.post(
+            f"{victim.base_url}/tus/", content=piece, headers={**partial, "Upload-Length": str(len(piece))}
+        )
+        assert created.status_code == 201 and created.headers["upload-offset"] == str(len(piece))
+        parts.append(httpx.URL(created.headers["location"]).path)
+    final = {**tus, "Upload-Concat": "final;" + " ".join(parts), "Upload-Metadata": "bucket Y3Jhc2g=,key aw=="}
+    with pytest.raises(httpx.TransportError):
+        httpx.post(f"{victim.base_url}/tus/", headers=final)
+    assert victim.wait_exit(10) == 137
+
+    fresh = services.start(own_redis.url, name="fresh")
+    expect(httpx.post(f"{fresh.base_url}/tus/", headers=final), 201)
+    whole = b"".join(pieces)
+    assert_content(fresh.api.content("crash", "k"), whole)
+    for part in parts:  # consumed by the retry
+        assert httpx.head(f"{fresh.base_url}{part}", headers=tus).status_code == 404
+        assert not (data_dir / "partial" / part.rsplit("/", 1)[1]).exists()
+    with own_redis.client() as client:
+        wait_for(lambda: client.hlen(f"{redis_prefix}intents") == 0, CONVERGE_SECONDS, "the dead commit to be settled")
+    assert references(own_redis, redis_prefix, whole) == 1
+    assert_content(fresh.api.content("crash", "k"), whole)
