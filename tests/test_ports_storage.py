@@ -201,6 +201,16 @@ def test_concatenate_joins_the_parts_in_the_order_given_and_leaves_them(staging)
         assert staging.digests(name).blake3 == blake3(content).hexdigest()
 
 
+async def test_a_concatenated_staged_upload_commits_as_a_blob(stores, blobs, staging):
+    first, second = os.urandom(5 * MiB + 1), os.urandom(1234)
+    stage(staging, "a", first)
+    stage(staging, "b", second)
+    staging.concatenate([("a", len(first)), ("b", len(second))], "final")
+    digest = blake3(first + second).hexdigest()
+    assert blobs.commit(staging, "final", digest) is True
+    assert b"".join(await read_all(blobs, digest, 0, len(first + second))) == first + second
+
+
 def test_concatenate_takes_the_first_length_bytes_of_a_part(staging):
     stage(staging, "a", b"abcdef")
     stage(staging, "b", b"xyz")
