@@ -13,6 +13,7 @@ from service.client import ClientError
 from service.client.commands import chunk_size, service_url
 from service.client.console import Console
 from service.client.events import (
+    Deduplicated,
     DownloadResumed,
     Event,
     Hashing,
@@ -169,6 +170,10 @@ def test_state_file_that_is_not_json_is_reported(tmp_path: Path) -> None:
         (Retrying(httpx.ConnectError("refused"), 0.5), "files-service: refused; retrying in 0.5 s"),
         (Retrying(httpx.ReadTimeout(""), 1.25), "files-service: ReadTimeout; retrying in 1.25 s"),
         (Hashing("/d/f", 3 * 2**20), "computing the BLAKE3 digest of /d/f (3.0 MiB)"),
+        (
+            Deduplicated("b/k", 3 * 2**20),
+            "b/k: the service holds this content already; nothing to send (3.0 MiB skipped)",
+        ),
         (UploadResumed("s1", 42), "resuming upload session s1 at byte 42"),
         (SourceChanged("/d/f", "s1"), "/d/f has changed since upload session s1 began; starting anew"),
         (SessionGone("s1", midway=False), "upload session s1 is gone; starting a new one"),

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from service.client.api import ApiError, FilesClient
 from service.client.events import (
+    Deduplicated,
     DownloadResumed,
     Event,
     EventHandler,
@@ -202,6 +203,7 @@ def test_a_gone_session_or_a_changed_file_starts_a_new_upload(
     upload_file(files, source, "b", "k", chunk_size=CHUNK, state=state, on_event=events.append)
     assert events[:2] == [SessionGone(first, midway=False), Hashing(str(source), len(content))]
 
+    files.delete("b", "k")  # else the service holds the content, and the next upload sends nothing
     second = interrupted_upload(files, source, state)
     source.write_bytes(content + b"more")
     events.clear()
@@ -273,6 +275,23 @@ def test_an_empty_file_is_stored_at_once(files: FilesClient, tmp_path: Path, sta
     file = upload_file(files, empty, "b", "empty.txt", state=state, on_event=events.append)
     assert (file.size, file.mime_type, file.digest) == (0, "text/plain", b3(b""))
     assert events == [Hashing(str(empty), 0)]
+    assert state.uploads() == []
+
+
+def test_content_the_service_holds_already_is_not_sent_again(
+    transport: AppTransport, files: FilesClient, source: Path, content: bytes, state: SessionState
+) -> None:
+    first = upload_file(files, source, "b", "first", chunk_size=CHUNK, state=state)
+    requests: list[httpx.Request] = []
+    transport.intercept = requests.append
+    events: list[Event] = []
+
+    file = upload_file(files, source, "other", "second", chunk_size=CHUNK, state=state, on_event=events.append)
+
+    assert events == [Hashing(str(source), len(content)), Deduplicated("other/second", len(content))]
+    assert [(request.method, request.url.path) for request in requests] == [("GET", "/v1/token"), ("POST", "/v1/files")]
+    assert (file.bucket, file.key, file.size, file.digest) == ("other", "second", len(content), first.digest)
+    assert stored(files, "other", "second") == content
     assert state.uploads() == []
 
 

@@ -91,7 +91,8 @@ class FilesClient:
         return self._json("GET", "/v1/token")
 
     def create_session(self, bucket: str, key: str, size: int, mime_type: str, digest: str | None = None) -> dict:
-        """Start an upload; a FileUploadResponse, or already a FileResponse for an empty file."""
+        """Start an upload; a FileUploadResponse, or already a FileResponse for an empty file or, with a blake3
+        `digest` of content the service holds where the token may read it, one with `"deduplicated": true`."""
         body: dict[str, Any] = {"bucket": bucket, "key": key, "mime_type": mime_type, "size": size}
         if digest is not None:
             body["digest"] = digest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from service.client.events import (
+    Deduplicated,
     DownloadResumed,
     Event,
     Hashing,
@@ -61,6 +62,8 @@ def line(notice: Notice) -> str:
             return f"files-service: {describe(error)}; retrying in {delay:.3g} s"
         case Hashing(path, size):
             return f"computing the BLAKE3 digest of {path} ({human(size)})"
+        case Deduplicated(label, size):
+            return f"{label}: the service holds this content already; nothing to send ({human(size)} skipped)"
         case UploadResumed(session_id, offset):
             return f"resuming upload session {session_id} at byte {offset}"
         case SourceChanged(path, session_id):

@@ -21,9 +21,18 @@ class Retrying:
 
 @dataclass(frozen=True)
 class Hashing:
-    """The file is read once for its BLAKE3 digest, which the server checks the upload against."""
+    """The file is read once for its BLAKE3 digest: the server checks the upload against it, and needs no byte
+    of content it holds already."""
 
     path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Deduplicated:
+    """The service holds this content already, where the token may read it: the upload completed with no byte sent."""
+
+    label: str
     size: int
 
 
@@ -88,7 +97,7 @@ class TransferEnded:
 
 
 # What happened, worth a line of its own; and how far bytes have moved, worth a progress bar.
-Notice = Retrying | Hashing | UploadResumed | SourceChanged | SessionGone | DownloadResumed
+Notice = Retrying | Hashing | Deduplicated | UploadResumed | SourceChanged | SessionGone | DownloadResumed
 TransferProgress = TransferStarted | TransferMoved | TransferRepositioned | TransferEnded
 Event = Notice | TransferProgress
 EventHandler = Callable[[Event], None]

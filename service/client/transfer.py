@@ -1,7 +1,8 @@
 """Uploads and downloads that resume and retry, for the CLI and for Python callers alike; nothing here prints.
 
 An upload hashes the file, opens a session that declares the digest (the server checks the whole
-against it), remembers the session in the client's state file so that a later call resumes it, and
+against it, and completes it at once when it holds that content already where the token may read
+it: nothing is sent then), remembers the session in the client's state file so that a later call resumes it, and
 sends the file in chunks, asking the server where to go on after any failure. A download goes into
 PATH.part, resumes what is there with a Range request, checks the BLAKE3 against the ETag, then
 renames. What happens on the way goes to `on_event` (see `service.client.events`).
@@ -27,6 +28,7 @@ from blake3 import blake3
 from service.client import ClientError
 from service.client.api import ApiError, FilesClient
 from service.client.events import (
+    Deduplicated,
     DownloadResumed,
     EventHandler,
     Hashing,
@@ -148,7 +150,7 @@ def upload_file(
     resumed = remembered(client, source, state, retries, on_event)
     if resumed is None:
         started = start_upload(client, source, mime_type, retries, on_event)
-        if isinstance(started, StoredFile):  # an empty file is complete at once
+        if isinstance(started, StoredFile):  # an empty file, or content the service holds: complete at once
             return started
         state.remember(started)
         resumed = started, 0
@@ -167,7 +169,7 @@ def upload_file(
         new_sessions += 1
         # 404: the session is gone midway, as when a service restarts with its embedded Redis.
         on_event(SessionGone(upload.session_id, midway=True))
-        renewed = open_session(client, source, upload.mime_type, upload.digest, retries)
+        renewed = open_session(client, source, upload.mime_type, upload.digest, retries, on_event)
         if isinstance(renewed, StoredFile):  # the same content is stored already
             return renewed
         upload, offset = renewed, 0
@@ -218,15 +220,18 @@ def start_upload(
     on_event(Hashing(source.path, source.size))
     digest = "blake3:" + hash_file(Path(source.path)).blake3
     mime_type = mime_type or mimetypes.guess_type(source.path)[0] or OCTET_STREAM
-    return open_session(client, source, mime_type, digest, retries)
+    return open_session(client, source, mime_type, digest, retries, on_event)
 
 
 def open_session(
-    client: FilesClient, source: Source, mime_type: str, digest: str, retries: Retries
+    client: FilesClient, source: Source, mime_type: str, digest: str, retries: Retries, on_event: EventHandler
 ) -> Upload | StoredFile:
-    """A new session for the source; or, when the server completed it at once (empty content), the file."""
+    """A new session for the source; or, when the server completed it at once, the file: the content is
+    empty, or (`deduplicated`) the server holds it already where the token may read it."""
     created = retries.call(lambda: client.create_session(source.bucket, source.key, source.size, mime_type, digest))
     if "bucket" in created:
+        if created.get("deduplicated"):
+            on_event(Deduplicated(f"{source.bucket}/{source.key}", source.size))
         return StoredFile.from_response(created)
     return Upload(source, created["id"], digest, mime_type)
 

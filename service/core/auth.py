@@ -69,6 +69,12 @@ class Principal:
             return True
         return action in self.grants.get(bucket, frozenset()) or action in self.grants.get(ALL_BUCKETS, frozenset())
 
+    def buckets_for(self, action: Action) -> frozenset[str] | None:
+        """The buckets the principal may do `action` in; None when that is every bucket."""
+        if self.open or action in self.grants.get(ALL_BUCKETS, frozenset()):
+            return None
+        return frozenset(bucket for bucket, granted in self.grants.items() if action in granted)
+
     def actions(self) -> dict[str, list[Action]]:
         """The actions per bucket ('*' for every bucket), in the order read, write, delete."""
         if self.open:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from service.core.crashpoints import crash_point
-from service.core.errors import FileNotFound, OutsideRoot, Unavailable
+from service.core.errors import BlobMissing, FileNotFound, OutsideRoot, Unavailable
 from service.core.model import Entry, Intent
 from service.core.ports import BlobStore, EntryIndex, EntryStore, Intents, Leases, Observer, StagingArea
 
@@ -52,24 +53,48 @@ class Catalog:
 
     async def commit(self, entry: Entry, staged: str) -> None:
         """Store the staged upload `staged` (hashed to `entry.digest`) and write the entry for it."""
+        if not await self._write(entry, staged):
+            self.observer.deduplicated(entry.bytes)
+
+    async def link(self, entry: Entry) -> None:
+        """Write the entry for content the blob store holds already: no byte is read or written again.
+
+        The blob is looked for under its lock, so no release of it runs meanwhile; BlobMissing
+        (nothing written) when there is none of the entry's digest and size, as when the last
+        entry that needed it went since the caller found it.
+        """
+        await self._write(entry, None)
+
+    async def _write(self, entry: Entry, staged: str | None) -> bool:
+        """Place the blob (from `staged`; None: it must be there already), write the entry and count it in,
+        under the locks and with the intent of the change; whether the blob was newly placed."""
         intent = Intent(bucket=entry.bucket, key=entry.key, digest=entry.digest)
         async with self.leases.hold(*intent.locks(), intent=intent.model_dump_json()) as lease:
-            placed, replaced = await asyncio.to_thread(self._store, entry, staged)
+            try:
+                placed, replaced = await asyncio.to_thread(self._store, entry, staged)
+            except BlobMissing:
+                await lease.settle()  # nothing changed
+                raise
             unindexed = await self.index.put(entry, release=lease)
             crash_point("index-updated")
-        if not placed:
-            self.observer.deduplicated(entry.bytes)
         # The volume's old entry and the index's are the same one, unless a crash parted them.
         for digest in _other_digests(entry.digest, replaced.digest if replaced else None, unindexed):
             await self.release_blob(digest)
+        return placed
 
-    def _store(self, entry: Entry, staged: str) -> tuple[bool, Entry | None]:
+    def _store(self, entry: Entry, staged: str | None) -> tuple[bool, Entry | None]:
         """Place the blob and write the entry (one trip to a worker thread): (newly placed?, entry replaced).
 
         Should either fail, the intent stays behind (the lease lets go without dropping it) and
         the sweeper settles it; a blob just placed that no entry can need goes at once.
         """
-        placed = self.blobs.commit(self.staging, staged, entry.digest)
+        if staged is not None:
+            placed = self.blobs.commit(self.staging, staged, entry.digest)
+        else:
+            blob = self.blobs.stat(entry.digest)
+            if blob is None or blob.size != entry.bytes:
+                raise BlobMissing(f"no blob {entry.digest} of {entry.bytes} bytes")
+            placed = False
         crash_point("blob-placed")
         try:
             replaced = self.entries.put(entry)
@@ -114,6 +139,10 @@ class Catalog:
 
     async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
         return await self.index.page(bucket, prefix, after, limit)
+
+    async def held_in(self, digest: str, buckets: Collection[str] | None) -> bool:
+        """Whether a file of one of `buckets` (None: of any bucket) has the content `digest` (see EntryIndex)."""
+        return await self.index.held_in(digest, buckets)
 
     async def release_blob(self, digest: str) -> bool:
         """Delete the blob if no entry refers to it any more; True when it was deleted.

@@ -7,7 +7,8 @@ below them knows no principals (the sweeper and fsck use it directly).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 
 from blake3 import blake3
@@ -15,7 +16,7 @@ from blake3 import blake3
 from service.core import names
 from service.core.auth import Action, Principal
 from service.core.catalog import Catalog
-from service.core.errors import BlobMissing, CorruptBlob, FileNotFound
+from service.core.errors import BlobMissing, CorruptBlob, FileNotFound, InvalidRequest
 from service.core.model import Entry
 
 log = logging.getLogger("files.download")
@@ -45,6 +46,37 @@ class Files:
         """Delete the file and return what it was; the principal must be allowed to delete it."""
         _check(principal, "delete", bucket, key)
         return await self.catalog.delete(bucket, key)
+
+    async def copy(
+        self, principal: Principal, source: tuple[str, str], target: tuple[str, str], metadata: Mapping[str, str] | None
+    ) -> Entry:
+        """Make the bucket/key `target` a file of the same content as `source` without reading or writing
+        that content again (the same blob), and return it; `metadata` (None: the source's) replaces the
+        source's. The principal must be allowed to read the source's bucket and to write the target's
+        (Forbidden, before anything is looked up); FileNotFound when there is no source."""
+        for bucket, key in (source, target):
+            names.check_bucket(bucket)
+            names.check_key(key)
+        if metadata is not None and (problem := names.metadata_error(metadata)) is not None:
+            raise InvalidRequest(f"metadata: {problem}")
+        principal.require("read", source[0])
+        principal.require("write", target[0])
+        original = await self.catalog.get(*source)
+        copied = original.model_copy(
+            update={
+                "bucket": target[0],
+                "key": target[1],
+                "created_at": int(time.time()),
+                "metadata": dict(original.metadata if metadata is None else metadata),
+            }
+        )
+        try:
+            await self.catalog.link(copied)
+        except BlobMissing:
+            raise FileNotFound(
+                f"the content of {source[1]!r} in bucket {source[0]!r} is missing from the blob store"
+            ) from None
+        return copied
 
     async def download(self, principal: Principal, bucket: str, key: str) -> Entry:
         """The file to download; its content comes from `content`. Checked as `info`."""

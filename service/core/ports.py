@@ -18,7 +18,7 @@ first (`service.core.names`); a store still refuses one that would lead outside 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -268,6 +268,12 @@ class EntryIndex(Protocol):
 
     async def unreferenced(self, digest: str) -> bool:
         """True only when the index is complete and no entry nor intent refers to `digest`."""
+
+    async def held_in(self, digest: str, buckets: Collection[str] | None) -> bool:
+        """Whether an entry of one of `buckets` (None: of any bucket) refers to `digest`; rebuilds a lost
+        index first. The caller asks only about buckets its principal may read: the work done depends
+        on `buckets` alone, never on what other buckets hold, so neither the answer nor its timing tells
+        anything of them."""
 
     async def referenced(self) -> set[str] | None:
         """Every digest some entry refers to, or None while the index is not complete."""

@@ -29,6 +29,7 @@ from service.core.chunkwriter import ChunkWriter
 from service.core.crashpoints import crash_point
 from service.core.digests import ChunkChecksum, ContentHasher, Digests
 from service.core.errors import (
+    BlobMissing,
     BodyBrokenOff,
     BodyStalled,
     ChecksumMismatch,
@@ -79,8 +80,14 @@ class UploadCore:
         self._writing: set[asyncio.Future[None]] = set()
 
     async def create(self, request: NewUpload, principal: Principal, requester: str) -> tuple[Session, Entry | None]:
-        """Open a session; one of size 0 completes at once, and its file comes back too. One of no size
+        """Open a session; one that completes at once comes back with its file. One of no size
         (`request.size` None) takes any length up to the limit until `write` is told the size.
+
+        A session completes at once when it is empty, or when its `blake3:` digest names content
+        stored already in a bucket the principal may read (deduplicated: no byte need come; one of
+        size > 0 that comes back with its file is always such). Content stored only where the
+        principal may not read leaves the session an ordinary one, and the work done to find that
+        out is the same as for content stored nowhere: nothing tells the two apart.
 
         `requester` names whose open sessions count against the limit: the token, or the
         client's address when the service is open.
@@ -110,7 +117,29 @@ class UploadCore:
         if session.size == 0 and not session.length_deferred:
             result = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
             return (session, result) if isinstance(result, Entry) else (result, None)
+        whole = not session.length_deferred and not session.part  # a part makes no file of its own
+        if whole and session.digest is not None and session.digest.startswith("blake3:"):
+            digest = session.digest.removeprefix("blake3:")
+            if await self.catalog.held_in(digest, principal.buckets_for("read")):
+                return session, await self._complete_stored(session, digest)
         return session, None
+
+    async def _complete_stored(self, session: Session, digest: str) -> Entry | None:
+        """Complete a new session with the content `digest` that the blob store holds already; None when
+        that content went meanwhile (its last entry deleted): the session stays open for the bytes."""
+        session, lease = await self.sessions.begin_write(session.id)
+        try:
+            entry = _entry(session, digest)
+            try:
+                await self.catalog.link(entry)
+            except BlobMissing:
+                return None
+            await self.sessions.advance(session, lease, session.size, complete=True)
+        finally:
+            await lease.release()
+        self.observer.session("completed")
+        self.observer.deduplicated(session.size)
+        return entry
 
     async def status(self, session_id: str, principal: Principal, action: Action = "read") -> Session:
         """The session, for a principal allowed `action` on its bucket (a protocol whose clients
@@ -415,15 +444,7 @@ class UploadCore:
 
     async def _record(self, session: Session, digests: Digests) -> Entry:
         """Commit the session's staged content, hashed to `digests`, as its file."""
-        entry = Entry(
-            bucket=session.bucket,
-            key=session.key,
-            mime_type=session.mime_type,
-            bytes=session.size,
-            created_at=int(time.time()),
-            digest=digests.blake3,
-            metadata=dict(session.metadata),
-        )
+        entry = _entry(session, digests.blake3)
         try:
             await self.catalog.commit(entry, session.id)
         except StorageFull as error:
@@ -550,6 +571,19 @@ async def _still_held(lease: Lease) -> None:
     """
     if lease.due() and not await lease.renew():
         raise LostLease("its lock lease ran out while the body paused")
+
+
+def _entry(session: Session, digest: str) -> Entry:
+    """The file a completed session makes, of the content `digest` (BLAKE3 hex)."""
+    return Entry(
+        bucket=session.bucket,
+        key=session.key,
+        mime_type=session.mime_type,
+        bytes=session.size,
+        created_at=int(time.time()),
+        digest=digest,
+        metadata=dict(session.metadata),
+    )
 
 
 def _wants_sha256(session: Session) -> bool:

@@ -18,21 +18,11 @@ def _check(error: str | None, value: T) -> T:
     return value
 
 
-class CreateUploadRequest(BaseModel):
-    """Body of `POST /v1/files`."""
+class FileName(BaseModel):
+    """A bucket and key in a request body, checked against the contract's name rules."""
 
     bucket: StrictStr
     key: StrictStr
-    mime_type: StrictStr
-    size: StrictInt = Field(ge=0, description="Total number of bytes of the file.")
-    digest: StrictStr | None = Field(
-        default=None, description="Expected digest of the whole content: 'blake3:<hex>' or 'sha256:<hex>'."
-    )
-    metadata: dict[StrictStr, StrictStr] = Field(
-        default_factory=dict,
-        description="Name/value pairs kept with the file: at most 32, names of 1 to 64 characters of "
-        "a-zA-Z0-9_-, values of at most 1024 characters.",
-    )
 
     @field_validator("bucket")
     @classmethod
@@ -43,6 +33,25 @@ class CreateUploadRequest(BaseModel):
     @classmethod
     def _key(cls, value: str) -> str:
         return _check(names.key_error(value), value)
+
+
+METADATA_DESCRIPTION = (
+    "Name/value pairs kept with the file: at most 32, names of 1 to 64 characters of a-zA-Z0-9_-, "
+    "values of at most 1024 characters."
+)
+
+
+class CreateUploadRequest(FileName):
+    """Body of `POST /v1/files`."""
+
+    mime_type: StrictStr
+    size: StrictInt = Field(ge=0, description="Total number of bytes of the file.")
+    digest: StrictStr | None = Field(
+        default=None,
+        description="Expected digest of the whole content: 'blake3:<hex>' or 'sha256:<hex>'. A 'blake3:' digest of "
+        "content stored already in a bucket the token may read completes the upload at once (deduplicated).",
+    )
+    metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict, description=METADATA_DESCRIPTION)
 
     @field_validator("mime_type")
     @classmethod
@@ -60,6 +69,20 @@ class CreateUploadRequest(BaseModel):
     @classmethod
     def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
         return _check(names.metadata_error(value), value)
+
+
+class CopyRequest(FileName):
+    """Body of `POST /v1/files/<bucket>/<key>:copy`: the new file's bucket and key."""
+
+    metadata: dict[StrictStr, StrictStr] | None = Field(
+        default=None,
+        description="Replaces the source's metadata; absent or null: the source's. " + METADATA_DESCRIPTION,
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return value if value is None else _check(names.metadata_error(value), value)
 
 
 class FileUploadResponse(BaseModel):
@@ -85,11 +108,14 @@ class FileResponse(BaseModel):
 
 
 class CompletedUploadResponse(FileResponse):
-    """A session of size 0 completes at once: the file, plus the session it came from."""
+    """A session that completed at once (empty, or deduplicated): the file, plus the session it came from."""
 
     id: str
     offset: int
     size: int
+    deduplicated: bool = Field(
+        description="The content was stored already, in a bucket the token may read: no byte needs sending."
+    )
 
 
 class Bucket(BaseModel):

@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from service.http.models import (
     BucketList,
     CompletedUploadResponse,
+    CopyRequest,
     CreateUploadRequest,
     ErrorResponse,
     FileList,
@@ -43,6 +44,7 @@ SECURITY_SCHEMES = {
 }
 MODELS: list[type[BaseModel]] = [
     CreateUploadRequest,
+    CopyRequest,
     FileUploadResponse,
     FileResponse,
     CompletedUploadResponse,
@@ -113,17 +115,24 @@ def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, An
     return {"name": name, "in": "header", "required": False, "description": description, "schema": schema}
 
 
-def build_openapi() -> dict[str, Any]:
-    _, definitions = models_json_schema([(model, "serialization") for model in MODELS], ref_template=REF)
-    request_schema = CreateUploadRequest.model_json_schema(ref_template=REF)
-    fields = request_schema["properties"]
+def _named(model: type[BaseModel]) -> dict[str, Any]:
+    """The schema of a request body that names a bucket and key, with the name rules as patterns."""
+    schema = model.model_json_schema(ref_template=REF)
+    fields = schema["properties"]
     fields["bucket"] |= {"pattern": BUCKET_PATTERN, "minLength": 1, "maxLength": 63, "description": BUCKET_DESCRIPTION}
     fields["key"] |= {"pattern": KEY_PATTERN, "minLength": 1, "maxLength": 1024, "description": KEY_DESCRIPTION}
+    return schema
+
+
+def build_openapi() -> dict[str, Any]:
+    _, definitions = models_json_schema([(model, "serialization") for model in MODELS], ref_template=REF)
+    request_schema, copy_schema = (_named(model) for model in (CreateUploadRequest, CopyRequest))
+    fields = request_schema["properties"]
     fields["mime_type"] |= {"pattern": MEDIA_TYPE_PATTERN}
     for choice in fields["digest"]["anyOf"]:
         if choice.get("type") == "string":
             choice["pattern"] = DIGEST_PATTERN
-    schemas = definitions["$defs"] | {"CreateUploadRequest": request_schema}
+    schemas = definitions["$defs"] | {"CreateUploadRequest": request_schema, "CopyRequest": copy_schema}
     session = _path("session_id", "The session id from POST /v1/files.", "^[0-9a-f]{32}$")
     bucket = _path("bucket", BUCKET_DESCRIPTION, BUCKET_PATTERN, "photos")
     key = _path("key", KEY_DESCRIPTION, KEY_PATTERN, "2024/cat.jpg")
@@ -134,7 +143,8 @@ def build_openapi() -> dict[str, Any]:
     # anyOf, not oneOf: a CompletedUploadResponse carries every field of a FileUploadResponse too.
     created = _json(
         {"anyOf": [_ref(FileUploadResponse), _ref(CompletedUploadResponse)]},
-        "The new session (a session of size 0 has completed already: the file).",
+        "The new session; or the file, when the session completed at once: of size 0, or deduplicated "
+        "(its blake3 digest names content stored already in a bucket the token may read).",
     )
     content_headers = {
         name: {"schema": {"type": "string"}} for name in ("ETag", "Accept-Ranges", "Content-Length", "Content-Type")
@@ -269,6 +279,16 @@ def build_openapi() -> dict[str, Any]:
                 "delete": _operation(
                     "Delete the file.", {200: file}, [400, 401, 403, 404, 503], parameters=[bucket, key]
                 ),
+            },
+            "/v1/files/{bucket}/{key}:copy": {
+                "post": _operation(
+                    "Copy the file to another bucket/key without reading or writing its content again (the same "
+                    "blob); needs read on the source's bucket and write on the target's.",
+                    {200: _json(_ref(FileResponse), "The new file.")},
+                    [400, 401, 403, 404, 413, 503, 507],
+                    parameters=[bucket, key],
+                    body={"required": True, "content": {"application/json": {"schema": _ref(CopyRequest)}}},
+                )
             },
             "/v1/files/{bucket}/{key}:content": {
                 "get": _operation(

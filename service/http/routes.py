@@ -8,6 +8,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,7 @@ from service.http.models import (
     Bucket,
     BucketList,
     CompletedUploadResponse,
+    CopyRequest,
     CreateUploadRequest,
     FileList,
     FileResponse,
@@ -36,11 +38,15 @@ from service.ops import metrics
 from service.services import Services
 
 CONTENT_SUFFIX = ":content"
+COPY_SUFFIX = ":copy"
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000
 # A plain decimal number: ASCII digits only, with the optional whitespace (SP, HTAB) HTTP allows around a value.
 HEADER_INT = re.compile(r"[ \t]*([0-9]+)[ \t]*")
 MAX_HEADER_DIGITS = 4000
+
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 def json_response(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
@@ -75,6 +81,7 @@ class FilesAPI:
             Route("/v1/files/session:{session_id}", self.cancel_upload, methods=["DELETE"]),
             Route("/v1/files/{bucket}", self.list_files, methods=["GET"]),
             Route("/v1/files/{bucket}/{key:path}" + CONTENT_SUFFIX, self.download, methods=["GET", "HEAD"]),
+            Route("/v1/files/{bucket}/{key:path}" + COPY_SUFFIX, self.copy, methods=["POST"]),
             Route("/v1/files/{bucket}/{key:path}", self.file, methods=["GET", "DELETE"]),
         ]
 
@@ -135,22 +142,37 @@ class FilesAPI:
 
     async def create_upload(self, request: Request) -> Response:
         principal = self.principal(request)  # before the body: without a valid token, 401 whatever it holds
+        upload = await self.read_json(request, CreateUploadRequest)
+        requester = request.client.host if request.client else "unknown"
+        new = NewUpload(upload.bucket, upload.key, upload.mime_type, upload.size, upload.digest, upload.metadata)
+        session, entry = await self.core.create(new, principal, requester)
+        if entry is not None:
+            file = self.file_model(request, entry).model_dump()
+            # Completed at once: empty, or (any other size) its content was stored already.
+            completed = CompletedUploadResponse(
+                **file, id=session.id, offset=entry.bytes, size=entry.bytes, deduplicated=entry.bytes > 0
+            )
+            return json_response(completed)
+        return self.upload_response(request, session)
+
+    async def copy(self, request: Request) -> Response:
+        principal = self.principal(request)
+        target = await self.read_json(request, CopyRequest)
+        source = request.path_params["bucket"], request.path_params["key"]
+        entry = await self.files.copy(principal, source, (target.bucket, target.key), target.metadata)
+        return json_response(self.file_model(request, entry))
+
+    async def read_json(self, request: Request, model: type[Body]) -> Body:
+        """The request's JSON body as `model`; InvalidRequest (400) saying what is wrong, else."""
         body = await _read_limited(request, self.settings.max_json_bytes)
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InvalidRequest(f"the body is not valid JSON: {error}") from None
         try:
-            upload = CreateUploadRequest.model_validate(payload)
+            return model.model_validate(payload)
         except ValidationError as error:
             raise InvalidRequest(_describe(error)) from None
-        requester = request.client.host if request.client else "unknown"
-        new = NewUpload(upload.bucket, upload.key, upload.mime_type, upload.size, upload.digest, upload.metadata)
-        session, entry = await self.core.create(new, principal, requester)
-        if entry is not None:
-            file = self.file_model(request, entry)
-            return json_response(CompletedUploadResponse(**file.model_dump(), id=session.id, offset=0, size=0))
-        return self.upload_response(request, session)
 
     async def upload_content(self, request: Request) -> Response:
         principal = self.principal(request)

@@ -1,9 +1,11 @@
 """The listing index in Redis: a cache of the entries on the volume, rebuilt when it is lost.
 
 Per bucket a sorted set of keys (all at score 0, so ZRANGEBYLEX walks them in
-byte order) and a hash key -> entry JSON; a set of non-empty buckets; and a
+byte order) and a hash key -> entry JSON; a set of non-empty buckets; a
 hash digest -> number of entries that refer to it, so that a blob can be
-freed the moment its last entry goes.
+freed the moment its last entry goes; and a hash '<digest>:<bucket>' -> number
+of entries of that bucket that refer to it, so that an upload of content stored
+already can be told whether it is stored where its caller may read (`held_in`).
 
 `ready` holds a generation id while the index is complete. Losing Redis's data
 loses that key too, so readers notice and rebuild from the volume. Writers
@@ -22,6 +24,7 @@ import asyncio
 import itertools
 import secrets
 import time
+from collections.abc import Collection
 
 import redis.asyncio as redis
 
@@ -47,28 +50,39 @@ end
 """
 
 
-# KEYS: bucket keys, bucket entries, buckets, refs, intents, events, then locks to let go of. ARGV: bucket,
+# Lua that counts one entry of bucket `bucket` out of the references to `digest`: refs KEYS[4], holders KEYS[7].
+_UNCOUNT = """
+local function uncount(digest, bucket)
+  if redis.call('hincrby', KEYS[4], digest, -1) <= 0 then redis.call('hdel', KEYS[4], digest) end
+  local holder = digest .. ':' .. bucket
+  if redis.call('hincrby', KEYS[7], holder, -1) <= 0 then redis.call('hdel', KEYS[7], holder) end
+end
+"""
+
+# KEYS: bucket keys, bucket entries, buckets, refs, intents, events, holders, then locks to let go of. ARGV: bucket,
 # key, json, digest, only-if-absent, the locks' token (which also names the intent to drop), the events'
 # maxlen ('' for no event), the time. Appends a file.created in the same step as the change.
 # Returns the digest of the entry it replaced ('' for none), or 0 when only-if-absent found one.
 _PUT = (
     _emit_lua("ARGV[7]", "ARGV[8]")
+    + _UNCOUNT
     + """
 local old = redis.call('hget', KEYS[2], ARGV[2])
 local replaced = ''
 if old then
   if ARGV[5] == '1' then return 0 end
   replaced = string.match(old, '"digest":"(%x+)"')
-  if redis.call('hincrby', KEYS[4], replaced, -1) <= 0 then redis.call('hdel', KEYS[4], replaced) end
+  uncount(replaced, ARGV[1])
 end
 redis.call('hset', KEYS[2], ARGV[2], ARGV[3])
 redis.call('zadd', KEYS[1], 0, ARGV[2])
 redis.call('zadd', KEYS[3], 0, ARGV[1])
 redis.call('hincrby', KEYS[4], ARGV[4], 1)
+redis.call('hincrby', KEYS[7], ARGV[4] .. ':' .. ARGV[1], 1)
 if ARGV[6] ~= '' then redis.call('hdel', KEYS[5], ARGV[6]) end
 emit('file.created', ARGV[3])
 """
-    + release_lua(7, "ARGV[6]")
+    + release_lua(8, "ARGV[6]")
     + "return replaced\n"
 )
 
@@ -77,16 +91,17 @@ emit('file.created', ARGV[3])
 # Returns the digest of the entry it removed, '' for none.
 _REMOVE = (
     _emit_lua("ARGV[5]", "ARGV[6]")
+    + _UNCOUNT
     + """
 if ARGV[4] ~= '' then redis.call('hdel', KEYS[5], ARGV[4]) end
 """
-    + release_lua(7, "ARGV[4]")
+    + release_lua(8, "ARGV[4]")
     + """
 local old = redis.call('hget', KEYS[2], ARGV[2])
 if not old then return '' end
 if ARGV[3] ~= '' and old ~= ARGV[3] then return '' end
 local digest = string.match(old, '"digest":"(%x+)"')
-if redis.call('hincrby', KEYS[4], digest, -1) <= 0 then redis.call('hdel', KEYS[4], digest) end
+uncount(digest, ARGV[1])
 redis.call('hdel', KEYS[2], ARGV[2])
 redis.call('zrem', KEYS[1], ARGV[2])
 if redis.call('zcard', KEYS[1]) == 0 then redis.call('zrem', KEYS[3], ARGV[1]) end
@@ -128,6 +143,22 @@ end
 return 1
 """
 
+# KEYS: ready, refs, holders. ARGV: digest, '1' to look in every bucket (else '0'), then the buckets to look in.
+# -1 when the index is not ready, else 1 when an entry of one of them refers to the digest, 0 when none.
+# The same commands whatever the answer, so neither it nor its timing tells of the buckets not asked about.
+_HELD_IN = """
+if redis.call('exists', KEYS[1]) == 0 then return -1 end
+if ARGV[2] == '1' then return redis.call('hexists', KEYS[2], ARGV[1]) end
+if #ARGV == 2 then return 0 end
+local holders = {}
+for i = 3, #ARGV do holders[i - 2] = ARGV[1] .. ':' .. ARGV[i] end
+local held = 0
+for _, count in ipairs(redis.call('hmget', KEYS[3], unpack(holders))) do
+  if count then held = 1 end
+end
+return held
+"""
+
 # KEYS: rebuild lock, ready. ARGV: lock token, generation.
 _FINISH = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -163,6 +194,7 @@ class EntryIndex:
         self._page = client.register_script(_PAGE)
         self._buckets = client.register_script(_BUCKETS)
         self._unreferenced = client.register_script(_UNREFERENCED)
+        self._held_in = client.register_script(_HELD_IN)
         self._finish = client.register_script(_FINISH)
         self._rebuild_begun = client.register_script(_REBUILD_BEGUN)
         self._caught_up = client.register_script(_CAUGHT_UP)
@@ -176,6 +208,7 @@ class EntryIndex:
             keys.refs,
             keys.intents,
             keys.events,
+            keys.holders,
         ]
 
     def _event_args(self) -> list[str]:
@@ -237,6 +270,18 @@ class EntryIndex:
     async def unreferenced(self, digest: str) -> bool:
         """True only when the index is complete and no entry refers to `digest`."""
         return bool(await self._unreferenced(keys=[self.keys.ready, self.keys.refs, self.keys.intents], args=[digest]))
+
+    async def held_in(self, digest: str, buckets: Collection[str] | None) -> bool:
+        """Whether an entry of one of `buckets` (None: of any bucket) refers to `digest`; rebuilds a lost index
+        first. The same script and commands for any answer: see `_HELD_IN`."""
+        anywhere = "1" if buckets is None else "0"
+        held = await self._held_in(
+            keys=[self.keys.ready, self.keys.refs, self.keys.holders], args=[digest, anywhere, *sorted(buckets or ())]
+        )
+        if int(held) < 0:
+            await self.rebuild()
+            return await self.held_in(digest, buckets)
+        return bool(held)
 
     async def referenced(self) -> set[str] | None:
         """Every digest some entry refers to, or None while the index is not complete."""

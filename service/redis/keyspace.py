@@ -8,6 +8,7 @@ class KeySpace:
         self.prefix = prefix
         self.buckets = f"{prefix}index:buckets"
         self.refs = f"{prefix}index:refs"
+        self.holders = f"{prefix}index:holders"
         self.ready = f"{prefix}index:ready"
         self.rebuilds = f"{prefix}index:rebuilds"
         self.blob_stats = f"{prefix}stats:blobs"
