@@ -177,6 +177,35 @@ def test_upload_mime_type_guessed_or_given_and_empty_file(client: Client) -> Non
     assert client.uploads() == []
 
 
+def test_uploading_content_the_service_holds_sends_no_byte_and_says_so(client: Client) -> None:
+    content = os.urandom(2 * MiB + 4321)
+    path = client.file("twice.bin", content)
+    client.run("upload", str(path), "dedup/first.bin", "--chunk-size", "256K")
+    received = bytes_received(client.service)
+    assert received >= len(content)
+
+    second = client.run("upload", str(path), "other/second.bin")
+
+    assert "other/second.bin: the service holds this content already; nothing to send (2.0 MiB skipped)" in (
+        second.stderr.splitlines()
+    )
+    assert "%" not in second.stderr, f"a progress bar, yet nothing was to be sent:\n{second.stderr}"
+    assert bytes_received(client.service) == received
+    assert fields(second.stdout)["digest"] == f"blake3:{b3(content)}"
+    assert_content(client.service.api.content("other", "second.bin"), content)
+    blobs = [path.name for path in (client.service.data_dir / "blobs").rglob("*") if path.is_file()]
+    assert blobs == [b3(content)]
+    assert client.uploads() == []
+
+
+def bytes_received(service: ServiceProcess) -> float:
+    """Upload bytes the service has received in request bodies, from its /metrics."""
+    metrics = expect(service.api.http.get("/metrics"), 200).text
+    found = re.search(r"^files_bytes_received_total (\S+)$", metrics, re.MULTILINE)
+    assert found, "no files_bytes_received_total in /metrics"
+    return float(found[1])
+
+
 def test_the_server_refuses_content_that_does_not_match_the_declared_digest(service: ServiceProcess) -> None:
     content = os.urandom(100_000)
     with FilesClient(service.base_url) as api:
