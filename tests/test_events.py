@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from apihelpers import b3, sweep, upload
+from apihelpers import b3, start, sweep, upload
 from conftest import http_client, on_both_redises
 
 from service.redis.events import EventStream
@@ -45,6 +45,23 @@ async def test_created_replaced_and_deleted_files_give_their_events_in_order(app
     times = [event["time"] for event in found]
     assert times == sorted(times) and before <= times[0] <= time.time()
     assert set(found[0]) == {"id", "type", "bucket", "key", "digest", "bytes", "mime_type", "time"}
+
+
+async def test_a_copy_and_an_upload_that_needs_no_bytes_each_give_one_file_created(app, redis, settings):
+    content = b"stored once, then copied and uploaded again"
+    digest = f"blake3:{b3(content)}"
+    async with http_client(app) as client:
+        await upload(client, "b", "a", content, mime_type="text/plain")
+        await upload(client, "c", "k", b"replaced by the copy")
+        assert (await client.post("/v1/files/b/a:copy", json={"bucket": "c", "key": "k"})).status_code == 200
+        created = await start(client, "d", "k", len(content), "text/markdown", digest=digest)
+        assert created.json()["deduplicated"] is True
+    assert [summary(event) for event in await events(redis, settings)] == [
+        ("file.created", "b", "a", digest, len(content), "text/plain"),
+        ("file.created", "c", "k", f"blake3:{b3(b'replaced by the copy')}", 20, "application/octet-stream"),
+        ("file.created", "c", "k", digest, len(content), "text/plain"),
+        ("file.created", "d", "k", digest, len(content), "text/markdown"),
+    ]
 
 
 async def test_a_rebuild_of_the_lost_index_appends_no_event(app, redis, settings):

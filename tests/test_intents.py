@@ -336,3 +336,26 @@ async def test_a_commit_cut_short_has_its_event_exactly_when_its_change_is_settl
     found = await redis.xrange(keys.events)
     expected = [] if point == "blob-placed" else [("file.created", "k", f"blake3:{b3(b'one event or none')}")]
     assert [(fields["type"], fields["key"], fields["digest"]) for _, fields in found] == expected
+
+
+@pytest.mark.parametrize("point", ["blob-placed", "entry-written", "index-updated"])
+async def test_a_copy_cut_short_is_settled_and_the_blob_kept_while_it_may_be_needed(
+    app, redis, settings, crash_at, point, keys
+):
+    content = b"copied, and the copy's process died"
+    async with http_client(app) as client:
+        await upload(client, "b", "source", content)
+        await listed(client, "b")
+        crash_at(point)
+        with pytest.raises(Crash):
+            await client.post("/v1/files/b/source:copy", json={"bucket": "b", "key": "copy"})
+        # The source goes before the sweep: the copy's intent, which names the content, keeps its blob.
+        assert (await client.delete("/v1/files/b/source")).status_code == 200
+        assert blob_path(settings.data_dir, b3(content)).exists()
+        await sweep(app)
+        if point == "blob-placed":  # before the copy's entry was written: rolled back, and nothing needs the blob
+            await assert_absent(client, settings.data_dir, "b", "copy", content)
+        else:
+            await assert_whole(client, settings.data_dir, "b", "copy", content)
+            assert await references(redis, keys, content) == 1
+    assert await redis.hlen(keys.intents) == 0
