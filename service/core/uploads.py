@@ -83,11 +83,11 @@ class UploadCore:
         """Open a session; one that completes at once comes back with its file. One of no size
         (`request.size` None) takes any length up to the limit until `write` is told the size.
 
-        A session completes at once when it is empty, or when its `blake3:` digest names content
-        stored already in a bucket the principal may read (deduplicated: no byte need come; one of
-        size > 0 that comes back with its file is always such). Content stored only where the
-        principal may not read leaves the session an ordinary one, and the work done to find that
-        out is the same as for content stored nowhere: nothing tells the two apart.
+        A session completes at once when it is empty, or, deduplicated, when its `blake3:` digest
+        names content stored already in a bucket the principal may read: then no byte need come
+        (so a session of size > 0 that comes back with its file was deduplicated). Content stored
+        only where the principal may not read leaves the session an ordinary one, after the same
+        work as for content stored nowhere: nothing tells the two apart.
 
         `requester` names whose open sessions count against the limit: the token, or the
         client's address when the service is open.
