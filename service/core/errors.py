@@ -26,6 +26,10 @@ class InvalidConcatenation(InvalidRequest):
     code = "invalid_concatenation"
 
 
+class InconsistentLength(InvalidRequest):
+    """A request gives the upload a length other than the one it has (declared, or implied by the bytes in)."""
+
+
 class SessionNotFound(FilesError):
     code = "session_not_found"
 

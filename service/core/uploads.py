@@ -34,6 +34,7 @@ from service.core.errors import (
     BodyStalled,
     ChecksumMismatch,
     DigestMismatch,
+    InconsistentLength,
     InsufficientStorage,
     InvalidConcatenation,
     InvalidRequest,
@@ -303,11 +304,11 @@ class UploadCore:
         """The session with its size set now, if it had none; a size it has already must be repeated."""
         if not session.length_deferred:
             if size != session.size:
-                raise InvalidRequest(f"the upload's size is {session.size} already; it cannot become {size}")
+                raise InconsistentLength(f"the upload's size is {session.size} already; it cannot become {size}")
             return session
         self._check_size(size)
         if size < session.offset:
-            raise InvalidRequest(f"size {size} is less than the {session.offset} bytes received already")
+            raise InconsistentLength(f"size {size} is less than the {session.offset} bytes received already")
         return await self.sessions.declare_size(session, lease, size)
 
     async def settle(self, timeout: float) -> None:

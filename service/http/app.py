@@ -14,10 +14,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
 from service.config import Settings
-from service.http import tus
+from service.http import resumable, tus
 from service.http.errors import HANDLERS
 from service.http.limits import HeaderLimit
 from service.http.observe import RequestObserver
+from service.http.resumable import ResumableAPI
 from service.http.routes import FilesAPI
 from service.http.static import console_routes, docs_routes
 from service.http.tus import TusAPI
@@ -28,7 +29,15 @@ from service.services import Services
 log = logging.getLogger("files.service")
 
 SETTLE_SECONDS = 5.0
-CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Range", "If-None-Match", "X-Request-ID", *tus.REQUEST_HEADERS]
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Range",
+    "If-None-Match",
+    "X-Request-ID",
+    *tus.REQUEST_HEADERS,
+    *resumable.REQUEST_HEADERS,
+]
 CORS_EXPOSED_HEADERS = [
     "ETag",
     "Content-Range",
@@ -36,6 +45,7 @@ CORS_EXPOSED_HEADERS = [
     "Accept-Ranges",
     "X-Request-ID",
     *tus.EXPOSED_HEADERS,
+    *resumable.EXPOSED_HEADERS,
 ]
 
 
@@ -49,7 +59,14 @@ def create_app(
     dir_lock = hold_for_service(settings.data_dir, embedded=settings.redis_url is None) if client is None else None
     services = Services.build(settings, client, in_memory)
     api = FilesAPI(services)
-    routes = [*api.routes(), *TusAPI(services).routes(), *docs_routes(), *console_routes()]
+    # The draft's routes first: they take the requests to /tus/ in the draft, tus's all the others.
+    routes = [
+        *api.routes(),
+        *ResumableAPI(services).routes(),
+        *TusAPI(services).routes(),
+        *docs_routes(),
+        *console_routes(),
+    ]
     templates: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
     templates |= {route.app: f"{route.path}/{{path}}" for route in routes if isinstance(route, Mount)}
 

@@ -43,9 +43,17 @@ def error_response(
     return JSONResponse({"detail": detail, "code": code, **fields}, status_code=status, headers=headers)
 
 
+def status_of(error: errors.FilesError) -> int:
+    return next(code for kind, code in STATUS.items() if isinstance(error, kind))
+
+
 async def files_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, errors.FilesError)
-    status = next(code for kind, code in STATUS.items() if isinstance(error, kind))
+    return error_response(status_of(error), error.detail, error.code, error_headers(error), **error.fields)
+
+
+def error_headers(error: errors.FilesError) -> dict[str, str]:
+    """The headers an error's answer carries whatever the protocol: where to resume, how to authenticate."""
     headers = {}
     if "offset" in error.fields:
         headers["Upload-Offset"] = str(error.fields["offset"])
@@ -55,7 +63,7 @@ async def files_error(request: Request, error: Exception) -> Response:
         headers["Connection"] = "close"
     if isinstance(error, errors.RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{error.fields['size']}"
-    return error_response(status, error.detail, error.code, headers, **error.fields)
+    return headers
 
 
 async def http_error(request: Request, error: Exception) -> Response:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.config import Settings
 from service.core import names
 from service.core.auth import Principal
 from service.core.digests import ChunkChecksum
@@ -131,17 +132,7 @@ class TusAPI:
         return Response(status_code=201, headers=headers | self._expires())
 
     def _new_upload(self, request: Request, size: int | None, part: bool = False) -> NewUpload:
-        metadata = parse_metadata(request.headers.get("upload-metadata"))
-        session_id = names.new_session_id()
-        return NewUpload(
-            bucket=metadata.get("bucket", self.settings.tus_bucket),
-            key=metadata.get("key") or names.default_key(session_id, metadata.get("filename") or metadata.get("name")),
-            mime_type=metadata.get("filetype") or metadata.get("type") or DEFAULT_MIME_TYPE,
-            size=size,
-            metadata=metadata,
-            session_id=session_id,
-            part=part,
-        )
+        return new_upload(parse_metadata(request.headers.get("upload-metadata")), size, self.settings, part)
 
     async def head(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
@@ -217,6 +208,21 @@ def answer(handler: Handler, versioned: bool = True) -> Handler:
 
     endpoint.__name__ = endpoint.__qualname__ = handler.__name__
     return endpoint
+
+
+def new_upload(metadata: dict[str, str], size: int | None, settings: Settings, part: bool = False) -> NewUpload:
+    """The upload that the `Upload-Metadata` pairs ask for, with the contract's defaults for what they
+    leave out (the IETF draft's front, service/http/resumable.py, creates its uploads with it too)."""
+    session_id = names.new_session_id()
+    return NewUpload(
+        bucket=metadata.get("bucket", settings.tus_bucket),
+        key=metadata.get("key") or names.default_key(session_id, metadata.get("filename") or metadata.get("name")),
+        mime_type=metadata.get("filetype") or metadata.get("type") or DEFAULT_MIME_TYPE,
+        size=size,
+        metadata=metadata,
+        session_id=session_id,
+        part=part,
+    )
 
 
 def parse_metadata(header: str | None) -> dict[str, str]:
