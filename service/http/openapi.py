@@ -67,6 +67,30 @@ ERRORS = {
     503: "Redis or the data directory is unavailable.",
     507: "The data volume is full.",
 }
+# The errors of /tus/ besides: tus's (in text), and those both protocols give a chunk.
+UPLOAD_PROTOCOL_ERRORS = ERRORS | {
+    409: "Upload-Offset is not the upload's offset (the draft: a mismatching-upload-offset problem), "
+    "or another request is writing to the upload.",
+    412: "tus: Tus-Resumable is not 1.0.0 (and no Upload-Draft-Interop-Version makes the request the draft's).",
+    415: "The chunk's Content-Type is not application/offset+octet-stream (tus) or application/partial-upload "
+    "(the draft, from interop version 6).",
+    460: "tus: the chunk does not match its Upload-Checksum; nothing of it was kept.",
+}
+PROBLEM_DETAILS = {
+    "type": "object",
+    "description": "RFC 9457 problem details, the errors of the IETF draft (the draft's problem types "
+    "where it names one, with expected-offset and provided-offset on a mismatching offset).",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "expected-offset": {"type": "integer"},
+        "provided-offset": {"type": ["integer", "null"]},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -115,6 +139,111 @@ def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, An
     return {"name": name, "in": "header", "required": False, "description": description, "schema": schema}
 
 
+def _upload_protocol_operation(
+    summary: str,
+    ok: dict[int, dict[str, Any]],
+    errors: list[int],
+    parameters: Sequence[dict[str, Any]],
+    body: bool = False,
+) -> dict[str, Any]:
+    """An operation of /tus/, where tus and the IETF draft share each method (told apart by
+    Upload-Draft-Interop-Version): tus errors are JSON (or text), the draft's problem details."""
+    operation = _operation(summary, ok, [], parameters)
+    for status in errors:
+        content: dict[str, Any] = {
+            "application/json": {"schema": _ref(ErrorResponse)},
+            "application/problem+json": {"schema": {"$ref": REF.format(model="ProblemDetails")}},
+        }
+        if status in (412, 415):
+            content["text/plain"] = {"schema": {"type": "string"}}
+        operation["responses"][str(status)] = {"description": UPLOAD_PROTOCOL_ERRORS[status], "content": content}
+    operation["security"] = [{BEARER: []}]
+    if body:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        operation["requestBody"] = {
+            "required": False,
+            "content": {"application/offset+octet-stream": binary, "application/partial-upload": binary},
+        }
+    return operation
+
+
+def upload_protocol_paths() -> dict[str, Any]:
+    """/tus/: tus 1.0.0 and the IETF draft "Resumable Uploads for HTTP" (docs/api.md has the whole of both)."""
+    upload_id = _path("upload_id", "The upload's id, from Location; also its session id.", "^[0-9a-f]{32}$")
+    tus = _header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}, "tus: required but on OPTIONS.")
+    draft = _header(
+        "Upload-Draft-Interop-Version",
+        {"type": "string", "enum": ["3", "4", "5", "6", "7", "8"]},
+        "The IETF draft's interop version (8: draft -11): a request with it is the draft's, one without tus's.",
+    )
+    complete = _header(
+        "Upload-Complete", {"type": "string", "enum": ["?0", "?1"]}, "The draft: ?1 when this request ends the upload."
+    )
+    length = _header("Upload-Length", {"type": "integer", "minimum": 0}, "The upload's length in bytes.")
+    offset = _header("Upload-Offset", {"type": "integer", "minimum": 0}, "Where this chunk starts.")
+    checksum = _header("Upload-Checksum", {"type": "string"}, "tus: '<sha1|sha256|md5> <base64 digest>' of the chunk.")
+    text = {"schema": {"type": "string"}}
+    headers = {
+        name: text
+        for name in ("Location", "Upload-Offset", "Upload-Expires", "Upload-Complete", "Upload-Limit", "Tus-Resumable")
+    }
+    return {
+        "/tus/": {
+            "options": _upload_protocol_operation(
+                "tus: the version, extensions and limits; the draft (with its interop version): Accept-Patch and "
+                "Upload-Limit.",
+                {204: {"description": "What is served.", "headers": headers}},
+                [400, 401],
+                [draft],
+            ),
+            "post": _upload_protocol_operation(
+                "Create an upload (tus: creation; the draft: upload creation), with its first bytes as the body.",
+                {201: {"description": "Created: Location is the upload's URL.", "headers": headers}},
+                [400, 401, 403, 408, 409, 412, 413, 415, 429, 460, 503, 507],
+                [
+                    tus,
+                    draft,
+                    length,
+                    _header("Upload-Defer-Length", {"type": "string", "enum": ["1"]}, "tus: the length comes later."),
+                    _header(
+                        "Upload-Metadata",
+                        {"type": "string"},
+                        "Pairs of a name and a base64 value: bucket, key, "
+                        "filetype, filename and any other, kept as the file's metadata.",
+                    ),
+                    checksum,
+                    complete,
+                ],
+                body=True,
+            ),
+        },
+        "/tus/{upload_id}": {
+            "head": _upload_protocol_operation(
+                "The upload's offset (and length, once known), also after completion.",
+                {
+                    200: {"description": "tus: the offset.", "headers": headers},
+                    204: {"description": "The draft: the offset and completeness.", "headers": headers},
+                },
+                [400, 401, 403, 404, 412, 503],
+                [upload_id, tus, draft],
+            ),
+            "patch": _upload_protocol_operation(
+                "Append a chunk at Upload-Offset (the draft: with Upload-Complete: ?1 the last).",
+                {204: {"description": "Appended: the new Upload-Offset.", "headers": headers}},
+                [400, 401, 403, 404, 408, 409, 412, 413, 415, 460, 503, 507],
+                [upload_id, tus, draft, offset, length, checksum, complete],
+                body=True,
+            ),
+            "delete": _upload_protocol_operation(
+                "Cancel the upload (tus: termination) and remove its partial data.",
+                {204: {"description": "Cancelled."}},
+                [400, 401, 403, 404, 409, 412, 503],
+                [upload_id, tus, draft],
+            ),
+        },
+    }
+
+
 def _named(model: type[BaseModel]) -> dict[str, Any]:
     """The schema of a request body that names a bucket and key, with the name rules as patterns."""
     schema = model.model_json_schema(ref_template=REF)
@@ -132,7 +261,11 @@ def build_openapi() -> dict[str, Any]:
     for choice in fields["digest"]["anyOf"]:
         if choice.get("type") == "string":
             choice["pattern"] = DIGEST_PATTERN
-    schemas = definitions["$defs"] | {"CreateUploadRequest": request_schema, "CopyRequest": copy_schema}
+    schemas = definitions["$defs"] | {
+        "CreateUploadRequest": request_schema,
+        "CopyRequest": copy_schema,
+        "ProblemDetails": PROBLEM_DETAILS,
+    }
     session = _path("session_id", "The session id from POST /v1/files.", "^[0-9a-f]{32}$")
     bucket = _path("bucket", BUCKET_DESCRIPTION, BUCKET_PATTERN, "photos")
     key = _path("key", KEY_DESCRIPTION, KEY_PATTERN, "2024/cat.jpg")
@@ -308,6 +441,7 @@ def build_openapi() -> dict[str, Any]:
                     parameters=download_parameters,
                 ),
             },
-        },
+        }
+        | upload_protocol_paths(),
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }

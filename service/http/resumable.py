@@ -200,7 +200,7 @@ class ResumableAPI:
 
         async def endpoint(request: Request) -> Response:
             version = request.headers[INTEROP_VERSION].strip()
-            draft = DRAFTS.get(int(version)) if version.isascii() and version.isdigit() else None
+            draft = DRAFTS.get(int(version)) if version.isascii() and version.isdigit() and len(version) < 4 else None
             if draft is None:
                 served = ", ".join(str(number) for number in DRAFTS)
                 return _problem(400, "Bad Request", f"{INTEROP_VERSION} {version[:20]!r} is not served: {served} are")

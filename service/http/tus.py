@@ -154,7 +154,7 @@ class TusAPI:
     async def patch(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
         if not _is_chunk(request):
-            return Response(f"a PATCH must have Content-Type: {CHUNK_TYPE}", status_code=415)
+            return Response(f"a PATCH must have Content-Type: {CHUNK_TYPE}", status_code=415, media_type="text/plain")
         offset = header_int(request, "upload-offset")
         if offset is None:
             raise InvalidRequest("a PATCH must say where its chunk starts in Upload-Offset")
@@ -195,6 +195,7 @@ def answer(handler: Handler, versioned: bool = True) -> Handler:
                 f"this server speaks tus {VERSION}; send Tus-Resumable: {VERSION}",
                 status_code=412,
                 headers={"Tus-Version": VERSION},
+                media_type="text/plain",
             )
         else:
             try:

@@ -39,10 +39,14 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-# Bounded: 15 operations, each with its examples, coverage cases and this many fuzzed ones.
+# Bounded: 20 operations, each with its examples, coverage cases and this many fuzzed ones.
 EXAMPLES_PER_OPERATION = 50
 CONFIG = schemathesis.Config.from_dict(
     {"generation": {"max-examples": EXAMPLES_PER_OPERATION, "database": "none"}, "seed": 20261126}
+)
+# The chunks of /tus/ (tus's and the IETF draft's media types) are bytes, as application/octet-stream.
+schemathesis.serializer.alias(
+    ["application/offset+octet-stream", "application/partial-upload"], "application/octet-stream"
 )
 # The bucket and key the document gives as examples of its path parameters.
 EXAMPLE_FILE = ("photos", "2024/cat.jpg")
