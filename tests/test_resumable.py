@@ -307,33 +307,53 @@ async def test_tokens_as_everywhere(make_app, tmp_path):
         assert (await append(client, upload, 0, b"x", complete=True, **bearer("writer"))).status_code == 204
 
 
-async def test_cors_preflight_and_exposed_headers(make_app):
+async def test_cors_preflight_without_a_token_and_every_request_readable(make_app, tmp_path):
+    """From a page on an allowed origin, with tokens on: each preflight passes with no token, and
+    each request of the draft (errors too) lets the page read the draft's and tus's headers."""
     origin = "https://app.example"
-    async with http_client(make_app(cors_origins=(origin,))) as client:
-        preflight = await client.options(
-            "/tus/",
-            headers={
-                "Origin": origin,
-                "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "upload-draft-interop-version,upload-complete,upload-incomplete,"
-                "upload-length,upload-offset,upload-metadata,upload-defer-length,content-type,authorization,x-request-id",
-            },
-        )
-        assert preflight.status_code == 200, preflight.text
-        assert {"POST", "PATCH", "HEAD", "DELETE"} <= {
-            m.strip() for m in preflight.headers["access-control-allow-methods"].split(",")
-        }
-        created = await create(client, False, **{"Origin": origin})
-        assert created.headers["access-control-allow-origin"] == origin
-        exposed = {name.strip().lower() for name in created.headers["access-control-expose-headers"].split(",")}
-        assert {
-            "location",
-            "upload-offset",
-            "upload-length",
-            "upload-expires",
-            "upload-complete",
-            "upload-incomplete",
-            "upload-limit",
-            "upload-draft-interop-version",
-            "tus-resumable",
-        } <= exposed
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": [entry for _, entry in ISSUED.values()]}))
+    writer = {"Origin": origin, **bearer("writer")}
+    async with http_client(make_app(cors_origins=(origin,), auth_tokens_file=path)) as client:
+        requested = "authorization,content-type,upload-draft-interop-version,upload-complete,upload-incomplete,"
+        requested += "upload-length,upload-offset,upload-metadata,upload-defer-length,x-request-id"
+        for method, target in [("POST", "/tus/"), ("PATCH", "/tus/x"), ("HEAD", "/tus/x"), ("DELETE", "/tus/x")]:
+            preflight = await client.options(
+                target,
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": method,
+                    "Access-Control-Request-Headers": requested,
+                },
+            )
+            assert preflight.status_code == 200, (method, preflight.text)
+            assert preflight.headers["access-control-allow-origin"] == origin
+            assert method in preflight.headers["access-control-allow-methods"]
+        created = await create(client, False, **writer)
+        upload = created.headers["location"].removeprefix(BASE_URL)
+        answers = [
+            created,
+            await client.options("/tus/", headers={**LATEST, **writer}),
+            await append(client, upload, 0, b"ab", complete=False, **writer),
+            await append(client, upload, 5, b"c", complete=True, **writer),  # 409, a problem
+            await client.head(upload, headers={**LATEST, **writer}),
+            await client.delete(upload, headers={**LATEST, **writer}),
+        ]
+        assert [answer.status_code for answer in answers] == [201, 204, 204, 409, 204, 204]
+        for answer in answers:
+            assert answer.headers["access-control-allow-origin"] == origin
+            exposed = {name.strip().lower() for name in answer.headers["access-control-expose-headers"].split(",")}
+            assert {
+                "location",
+                "upload-offset",
+                "upload-length",
+                "upload-expires",
+                "upload-complete",
+                "upload-incomplete",
+                "upload-limit",
+                "upload-draft-interop-version",
+                "accept-patch",
+                "tus-resumable",
+                "tus-version",
+                "tus-max-size",
+            } <= exposed
