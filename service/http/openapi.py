@@ -199,7 +199,7 @@ def upload_protocol_paths() -> dict[str, Any]:
             "post": _upload_protocol_operation(
                 "Create an upload (tus: creation; the draft: upload creation), with its first bytes as the body.",
                 {201: {"description": "Created: Location is the upload's URL.", "headers": headers}},
-                [400, 401, 403, 408, 409, 412, 413, 415, 429, 460, 503, 507],
+                [400, 401, 403, 404, 408, 409, 412, 413, 415, 429, 460, 503, 507],
                 [
                     tus,
                     draft,
@@ -212,6 +212,11 @@ def upload_protocol_paths() -> dict[str, Any]:
                         "filetype, filename and any other, kept as the file's metadata.",
                     ),
                     checksum,
+                    _header(
+                        "Upload-Concat",
+                        {"type": "string"},
+                        "tus: 'partial', or 'final;' and the URLs of the partial uploads to concatenate.",
+                    ),
                     complete,
                 ],
                 body=True,
