@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -39,11 +40,16 @@ async def new_upload(client: httpx.AsyncClient, **headers: str) -> str:
 
 
 async def append(
-    client: httpx.AsyncClient, path: str, offset: int, content: object, complete: bool, **headers: str
+    client: httpx.AsyncClient,
+    path: str,
+    offset: int,
+    content: bytes | AsyncIterator[bytes],
+    complete: bool,
+    **headers: str,
 ) -> httpx.Response:
     return await client.patch(
         path,
-        content=content,  # type: ignore[arg-type]
+        content=content,
         headers={
             **LATEST,
             "Upload-Offset": str(offset),

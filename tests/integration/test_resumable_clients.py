@@ -102,9 +102,11 @@ def http(services) -> Iterator[tuple[ServiceProcess, httpx.Client]]:
         yield process, client
 
 
-def append(client: httpx.Client, url: str, offset: int, content: object, complete: bool) -> httpx.Response:
+def append(
+    client: httpx.Client, url: str, offset: int, content: bytes | Iterator[bytes], complete: bool
+) -> httpx.Response:
     headers = {**LATEST, "Upload-Offset": str(offset), "Upload-Complete": "?1" if complete else "?0"}
-    return client.patch(url, content=content, headers={**headers, "Content-Type": PARTIAL})  # type: ignore[arg-type]
+    return client.patch(url, content=content, headers={**headers, "Content-Type": PARTIAL})
 
 
 def test_the_latest_draft_from_creation_to_completion(http):
