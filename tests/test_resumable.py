@@ -192,6 +192,21 @@ async def test_an_append_to_a_completed_upload_is_refused(client):
     assert (await download(client, "uploads", path.rsplit("/", 1)[1])).content == b"ab"
 
 
+async def test_an_upload_complete_at_its_length_takes_the_empty_completing_append(client):
+    path = await new_upload(client, **{"Upload-Length": "4"})
+    last_bytes = await append(client, path, 0, b"abcd", complete=False)
+    assert (last_bytes.status_code, last_bytes.headers["upload-complete"]) == (204, "?1")
+    completing = await append(client, path, 4, b"", complete=True)
+    assert (completing.status_code, completing.headers["upload-offset"], completing.headers["upload-complete"]) == (
+        204,
+        "4",
+        "?1",
+    )
+    problem(await append(client, path, 3, b"", complete=True), 400, "completed-upload")
+    problem(await append(client, path, 4, b"e", complete=True), 400, "completed-upload")
+    assert (await download(client, "uploads", path.rsplit("/", 1)[1])).content == b"abcd"
+
+
 async def test_inconsistent_lengths_are_400(client, settings):
     refused = await create(client, True, b"abc", **{"Upload-Length": "10"})
     problem(refused, 400, "inconsistent-upload-length")
