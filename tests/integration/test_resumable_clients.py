@@ -150,8 +150,8 @@ def test_the_latest_draft_from_creation_to_completion(http):
     last = append(client, url, 2 * MiB, content[2 * MiB :], complete=True)
     assert (last.status_code, last.headers["upload-complete"]) == (204, "?1")
     assert client.head(url, headers=LATEST).headers["upload-complete"] == "?1"
-    again = append(client, url, len(content), b"", complete=True)
-    assert (again.status_code, again.json()["type"]) == (
+    more = append(client, url, len(content), b"more", complete=True)
+    assert (more.status_code, more.json()["type"]) == (
         400,
         "https://iana.org/assignments/http-problem-types#completed-upload",
     )
