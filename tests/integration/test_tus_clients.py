@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -136,6 +137,46 @@ def test_tus_js_client_uploads(services, node_client, tmp_path, case):
     url = upload_with_node(node_client, tus_endpoint(process), path, **options)["url"]
     assert url.startswith(tus_endpoint(process))
     assert_file(process, "js", f"{case}/file.bin", content, "image/png", metadata)
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "md5"])
+def test_tus_js_client_uploads_checked_chunks(services, node_client, tmp_path, algorithm):
+    """Every chunk with its Upload-Checksum (given in tus-js-client's HTTP stack: upload.mjs)."""
+    process = services.start()
+    content = os.urandom(MiB + 999)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(content)
+    metadata = {"bucket": "js", "key": f"checked/{algorithm}.bin"}
+    options = {"protocol": "tus-v1", "metadata": metadata, "chunkSize": 256 * 1024, "checksum": algorithm}
+    result = upload_with_node(node_client, tus_endpoint(process), path, **options)
+    assert result["checksummed"] == 5  # four full chunks and the rest, each checked
+    assert_file(process, "js", f"checked/{algorithm}.bin", content, "application/octet-stream", metadata)
+
+
+def test_tus_js_client_chunk_with_a_wrong_checksum_is_refused_and_not_kept(services, node_client, tmp_path):
+    process = services.start()
+    path = tmp_path / "upload.bin"
+    path.write_bytes(os.urandom(300 * 1024))
+    options = {
+        "protocol": "tus-v1",
+        "metadata": {"bucket": "js", "key": "checked/wrong.bin"},
+        "chunkSize": 100 * 1024,
+        "checksum": "sha256",
+        "corruptChecksum": True,
+        "retryDelays": [],
+    }
+    done = subprocess.run(
+        ["node", str(node_client), tus_endpoint(process), str(path), json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=NODE_SECONDS,
+    )
+    assert done.returncode == 1 and "response code: 460" in done.stderr, done.stderr
+    expect(process.api.info("js", "checked/wrong.bin"), 404)
+    upload_url = re.search(r"method: PATCH, url: (\S+),", done.stderr)
+    assert upload_url is not None, done.stderr
+    head = httpx.head(upload_url[1], headers={"Tus-Resumable": "1.0.0"})
+    assert head.status_code == 200 and head.headers["upload-offset"] == "0"
 
 
 def test_tus_js_client_parallel_uploads_spread_over_two_services(services, node_client, tmp_path):
