@@ -264,3 +264,29 @@ async def test_cancelling_a_complete_part_removes_its_bytes(services):
     assert await staged(services, part) is None
     with pytest.raises(SessionNotFound):
         await services.core.status(part, WRITER)
+
+
+async def test_another_tokens_part_answers_as_an_unknown_one_whatever_the_other_parts(services):
+    incomplete = await new_part(services, 10)
+    theirs = await write_part(services, b"theirs", principal=OTHER)
+    final = await new_final(services, None)
+    for ids in ([incomplete.id, "0" * 32], [incomplete.id, theirs]):  # the same error, not "not complete"
+        with pytest.raises(SessionNotFound):
+            await services.core.concatenate(final.id, ids, WRITER)
+
+
+async def test_another_tokens_sessions_busy_or_completed_do_not_exist(services):
+    theirs = await new_final(services, 3, principal=OTHER)
+    done = await write_part(services, b"abc", principal=OTHER)
+    _, lease = await services.sessions.begin_write(theirs.id)  # a write of theirs under way
+    try:
+        for session_id in (theirs.id, done):
+            with pytest.raises(SessionNotFound):
+                await services.core.write(session_id, WRITER, body(b"x"), upload_offset=0, content_length=1)
+            with pytest.raises(SessionNotFound):
+                await services.core.concatenate(session_id, [await write_part(services, b"x")], WRITER)
+            with pytest.raises(SessionNotFound):
+                await services.core.cancel(session_id, WRITER)
+    finally:
+        await lease.release()
+    assert (await services.core.status(done, OTHER)).completed

@@ -168,8 +168,7 @@ class UploadCore:
         offset moves only once the whole chunk is in and checked: none of a chunk broken off.
         """
         names.check_session_id(session_id)
-        async with self._held(session_id) as (session, lease):
-            _check_access(session, principal, "write")
+        async with self._held(session_id, principal) as (session, lease):
             if upload_offset is not None and upload_offset != session.offset:
                 raise OffsetMismatch(
                     f"Upload-Offset {upload_offset} is not the session's offset {session.offset}",
@@ -222,8 +221,7 @@ class UploadCore:
         _check_part_list(session_id, ids)
         if md5 is not None and not MD5.fullmatch(md5 := md5.lower()):
             raise InvalidRequest("md5 must be the content's MD5 digest in 32 hex digits")
-        async with self._held(session_id) as (final, lease):
-            _check_access(final, principal, "write")
+        async with self._held(session_id, principal) as (final, lease):
             parts = await self._parts(final, ids, principal)
             size = sum(part.size for part in parts)
             async with lease.kept_alive():
@@ -244,9 +242,11 @@ class UploadCore:
             raise InvalidConcatenation(
                 f"the upload has {final.offset} bytes of its own already: only an empty one can be concatenated"
             )
-        parts = [await self.sessions.get(part_id) for part_id in ids]
-        for part in parts:
+        parts = []
+        for part_id in ids:  # every one found first: another's part is unknown whatever the others are
+            parts.append(part := await self.sessions.get(part_id))
             _check_access(part, principal, "write")
+        for part in parts:
             if not part.part:
                 raise InvalidConcatenation(f"upload {part.id} is not a part of a concatenation")
             if not part.completed:
@@ -280,11 +280,18 @@ class UploadCore:
         return digests
 
     @contextlib.asynccontextmanager
-    async def _held(self, session_id: str) -> AsyncIterator[tuple[Session, Lease]]:
-        """The session with its writer lease, let go at the end; a lease lost meanwhile is SessionBusy."""
+    async def _held(self, session_id: str, principal: Principal) -> AsyncIterator[tuple[Session, Lease]]:
+        """The session, checked for `write` by `principal`, with its writer lease, let go at the end; a
+        lease lost meanwhile is SessionBusy. Another principal's session is SessionNotFound whatever
+        its state (busy, completed), so that nothing tells it from an unknown one."""
         with self._in_flight():
-            session, lease = await self.sessions.begin_write(session_id)
             try:
+                session, lease = await self.sessions.begin_write(session_id)
+            except (SessionBusy, SessionCompleted):
+                _check_access(await self.sessions.get(session_id), principal, "write")
+                raise
+            try:
+                _check_access(session, principal, "write")
                 yield session, lease
             except LostLease as error:
                 raise SessionBusy(
@@ -460,21 +467,15 @@ class UploadCore:
         """Forget the session and its partial data (a completed part's too); a completed file is not touched."""
         names.check_session_id(session_id)
         try:
-            session, lease = await self.sessions.begin_write(session_id)
-        except SessionCompleted:
+            async with self._held(session_id, principal) as (session, _):
+                await self.sessions.delete(session.id)
+                await asyncio.to_thread(self.staging.remove, session.id)
+                self.observer.session("cancelled")
+        except SessionCompleted:  # the principal's own (`_held` checked)
             completed = await self.sessions.get(session_id)
-            _check_access(completed, principal, "write")
             await self.sessions.delete(session_id)
             if completed.part:
                 await asyncio.to_thread(self.staging.remove, session_id)
-            return
-        try:
-            _check_access(session, principal, "write")
-            await self.sessions.delete(session.id)
-            await asyncio.to_thread(self.staging.remove, session.id)
-            self.observer.session("cancelled")
-        finally:
-            await lease.release()
 
 
 def _check_part_list(session_id: str, ids: tuple[str, ...]) -> None:
