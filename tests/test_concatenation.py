@@ -49,11 +49,11 @@ async def body(*chunks: bytes):
 
 
 async def new_part(services: Services, size: int | None, principal: Principal = WRITER, bucket: str = "b") -> Session:
-    session, entry = await services.core.create(
+    created = await services.core.create(
         NewUpload(bucket, "parts", "application/octet-stream", size, part=True), principal, "t"
     )
-    assert entry is None
-    return session
+    assert created.file is None
+    return created.session
 
 
 async def write_part(
@@ -70,8 +70,7 @@ async def new_final(
     services: Services, size: int | None, key: str = "final", digest: str | None = None, principal: Principal = WRITER
 ) -> Session:
     upload = NewUpload("b", key, "text/plain", size, digest=digest, metadata={"filename": "f.txt"})
-    session, _ = await services.core.create(upload, principal, "t")
-    return session
+    return (await services.core.create(upload, principal, "t")).session
 
 
 async def read(services: Services, entry: Entry) -> bytes:
@@ -199,7 +198,7 @@ async def test_the_finals_own_digest_is_checked_once_over_the_whole(services, al
 
 async def test_a_concatenated_content_stored_already_is_deduplicated(services):
     content = os.urandom(30 * KiB)
-    whole, _ = await services.core.create(NewUpload("b", "whole", "text/plain", len(content)), WRITER, "t")
+    whole = (await services.core.create(NewUpload("b", "whole", "text/plain", len(content)), WRITER, "t")).session
     existing = await services.core.write(whole.id, WRITER, body(content), upload_offset=0, content_length=len(content))
     assert isinstance(existing, Entry)
     ids = [await write_part(services, content[:100]), await write_part(services, content[100:])]
@@ -239,8 +238,9 @@ async def test_a_part_of_unknown_length_completes_when_its_size_is_declared(serv
     assert isinstance(result, Session) and not result.completed
     result = await services.core.write(part.id, WRITER, body(), upload_offset=3, content_length=0, size=3)
     assert isinstance(result, Session) and result.completed
-    empty, entry = await services.core.create(NewUpload("b", "p", "text/plain", 0, part=True), WRITER, "t")
-    assert entry is None and empty.completed  # a part of size 0 is complete at once, with no file
+    created = await services.core.create(NewUpload("b", "p", "text/plain", 0, part=True), WRITER, "t")
+    empty = created.session
+    assert created.file is None and empty.completed  # a part of size 0 is complete at once, with no file
     final = await new_final(services, None)
     joined = await services.core.concatenate(final.id, [empty.id, part.id], WRITER)
     assert await read(services, joined) == b"xyz"

@@ -29,7 +29,7 @@ async def services(settings: Settings, redis_server: fakeredis.FakeServer) -> Se
 
 @pytest.fixture
 async def stored(services: Services) -> Entry:
-    session, _ = await services.core.create(NewUpload("b", "k", "text/plain", 5), WRITER, "test")
+    session = (await services.core.create(NewUpload("b", "k", "text/plain", 5), WRITER, "test")).session
     entry = await services.core.write(session.id, WRITER, single_body(b"hello"), upload_offset=0, content_length=5)
     assert isinstance(entry, Entry)
     return entry
@@ -87,7 +87,7 @@ async def test_a_new_upload_breaking_the_name_rules_is_refused(services, upload)
 async def test_uploading_and_session_info_check_the_principal(services):
     with pytest.raises(Forbidden):
         await services.core.create(NewUpload("b", "k", "text/plain", 3), STRANGER, "test")
-    session, _ = await services.core.create(NewUpload("b", "k", "text/plain", 3), WRITER, "test")
+    session = (await services.core.create(NewUpload("b", "k", "text/plain", 3), WRITER, "test")).session
     assert isinstance(await services.core.status(session.id, WRITER), Session)
     for call in (
         services.core.status(session.id, STRANGER),
@@ -98,3 +98,18 @@ async def test_uploading_and_session_info_check_the_principal(services):
         with pytest.raises(SessionNotFound):
             await call
     assert (await services.core.status(session.id, WRITER)).offset == 0
+
+
+async def test_the_core_says_which_new_upload_was_deduplicated(services, stored):
+    """The fronts tell a client so; they never infer it from the file they get back."""
+    again = await services.core.create(
+        NewUpload("b", "again", "text/plain", 5, digest=f"blake3:{stored.digest}"), WRITER, "t"
+    )
+    assert again.deduplicated and again.file is not None and again.file.digest == stored.digest
+    assert (await services.core.status(again.session.id, WRITER)).completed
+    empty = await services.core.create(NewUpload("b", "empty", "text/plain", 0), WRITER, "t")
+    assert empty.file is not None and not empty.deduplicated  # completed at once, but with nothing to store
+    unknown = await services.core.create(
+        NewUpload("b", "new", "text/plain", 5, digest=f"blake3:{'0' * 64}"), WRITER, "t"
+    )
+    assert unknown.file is None and not unknown.deduplicated

@@ -60,6 +60,15 @@ class Session:
     parts: tuple[str, ...] = ()  # a final upload: the parts its content was assembled from, in order
 
 
+@dataclass(frozen=True)
+class Created:
+    """A session just opened (`UploadCore.create`), with its file when it completed at once."""
+
+    session: Session
+    file: Entry | None = None  # the session completed at once: it was empty, or deduplicated
+    deduplicated: bool = False  # its content was stored already (where its principal may read): no byte need come
+
+
 class Intent(BaseModel):
     """A change of one bucket/key in flight: a commit of the content `digest`, or a delete (no digest)."""
 

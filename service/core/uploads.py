@@ -47,7 +47,7 @@ from service.core.errors import (
     StorageFull,
     UploadTooLarge,
 )
-from service.core.model import Entry, NewUpload, Session
+from service.core.model import Created, Entry, NewUpload, Session
 from service.core.ports import Lease, Observer, SessionStore, StagingArea
 
 KEPT_HASHERS = 256
@@ -80,15 +80,15 @@ class UploadCore:
         self._hashers: OrderedDict[str, tuple[int, ContentHasher]] = OrderedDict()
         self._writing: set[asyncio.Future[None]] = set()
 
-    async def create(self, request: NewUpload, principal: Principal, requester: str) -> tuple[Session, Entry | None]:
+    async def create(self, request: NewUpload, principal: Principal, requester: str) -> Created:
         """Open a session; one that completes at once comes back with its file. One of no size
         (`request.size` None) takes any length up to the limit until `write` is told the size.
 
         A session completes at once when it is empty, or, deduplicated, when its `blake3:` digest
-        names content stored already in a bucket the principal may read: then no byte need come
-        (so a session of size > 0 that comes back with its file was deduplicated). Content stored
-        only where the principal may not read leaves the session an ordinary one, after the same
-        work as for content stored nowhere: nothing tells the two apart.
+        names content stored already in a bucket the principal may read: then no byte need come, and
+        the answer says so (`Created.deduplicated`), for no front to infer it. Content stored only
+        where the principal may not read leaves the session an ordinary one, after the same work
+        as for content stored nowhere: nothing tells the two apart.
 
         `requester` names whose open sessions count against the limit: the token, or the
         client's address when the service is open.
@@ -117,13 +117,14 @@ class UploadCore:
         self.observer.session("created")
         if session.size == 0 and not session.length_deferred:
             result = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
-            return (session, result) if isinstance(result, Entry) else (result, None)
+            return Created(session, result) if isinstance(result, Entry) else Created(result)
         whole = not session.length_deferred and not session.part  # a part makes no file of its own
         if whole and session.digest is not None and session.digest.startswith("blake3:"):
             digest = session.digest.removeprefix("blake3:")
             if await self.catalog.held_in(digest, principal.buckets_for("read")):
-                return session, await self._complete_stored(session, digest)
-        return session, None
+                entry = await self._complete_stored(session, digest)
+                return Created(session, entry, deduplicated=entry is not None)
+        return Created(session)
 
     async def _complete_stored(self, session: Session, digest: str) -> Entry | None:
         """Complete a new session with the content `digest` that the blob store holds already; None when

@@ -35,7 +35,7 @@ from service.core.errors import (
 )
 from service.core.model import Entry, Session
 from service.http.errors import error_headers, status_of
-from service.http.routes import base_url, header_int, request_body
+from service.http.routes import base_url, header_int, request_body, requester
 from service.http.tus import new_upload, parse_metadata
 from service.services import Services
 
@@ -118,12 +118,11 @@ class ResumableAPI:
         content_length = header_int(request, "content-length")
         length = _length(request, complete, offset=0)
         upload = new_upload(parse_metadata(request.headers.get("upload-metadata")), length, self.settings)
-        requester = request.client.host if request.client else "unknown"
-        session, entry = await self.core.create(upload, principal, requester)
-        result: Session | Entry = session if entry is None else entry
-        if entry is None and (complete or content_length != 0):
-            result = await self._append(session.id, principal, request, 0, complete, length)
-        headers = {"Location": f"{base_url(self.settings, request)}/tus/{session.id}"}
+        created = await self.core.create(upload, principal, requester(request))
+        result: Session | Entry = created.session if created.file is None else created.file
+        if created.file is None and (complete or content_length != 0):
+            result = await self._append(created.session.id, principal, request, 0, complete, length)
+        headers = {"Location": f"{base_url(self.settings, request)}/tus/{created.session.id}"}
         return Response(status_code=201, headers=headers | self._progress(draft, result) | self.limits(draft))
 
     async def head(self, request: Request, draft: Draft) -> Response:

@@ -143,17 +143,15 @@ class FilesAPI:
     async def create_upload(self, request: Request) -> Response:
         principal = self.principal(request)  # before the body: without a valid token, 401 whatever it holds
         upload = await self.read_json(request, CreateUploadRequest)
-        requester = request.client.host if request.client else "unknown"
         new = NewUpload(upload.bucket, upload.key, upload.mime_type, upload.size, upload.digest, upload.metadata)
-        session, entry = await self.core.create(new, principal, requester)
-        if entry is not None:
+        created = await self.core.create(new, principal, requester(request))
+        if (entry := created.file) is not None:  # completed at once: empty, or deduplicated
             file = self.file_model(request, entry).model_dump()
-            # Completed at once: empty, or (any other size) its content was stored already.
             completed = CompletedUploadResponse(
-                **file, id=session.id, offset=entry.bytes, size=entry.bytes, deduplicated=entry.bytes > 0
+                **file, id=created.session.id, offset=entry.bytes, size=entry.bytes, deduplicated=created.deduplicated
             )
             return json_response(completed)
-        return self.upload_response(request, session)
+        return self.upload_response(request, created.session)
 
     async def copy(self, request: Request) -> Response:
         principal = self.principal(request)
@@ -237,6 +235,11 @@ class FilesAPI:
         sent = length if request.method != "HEAD" else 0  # HEAD: the blob is opened, nothing read
         chunks = self.files.content(entry, first, sent, whole=span is None and sent == entry.bytes)
         return BlobResponse(chunks, 200 if span is None else 206, headers)
+
+
+def requester(request: Request) -> str:
+    """Whose open sessions a new one counts with when no token names it: the client's address."""
+    return request.client.host if request.client else "unknown"
 
 
 def base_url(settings: Settings, request: Request) -> str:

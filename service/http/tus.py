@@ -29,7 +29,7 @@ from service.core.digests import ChunkChecksum
 from service.core.errors import FilesError, InvalidRequest, SessionCompleted
 from service.core.model import Entry, NewUpload, Session
 from service.http.errors import files_error
-from service.http.routes import base_url, header_int, request_body
+from service.http.routes import base_url, header_int, request_body, requester
 from service.services import Services
 
 VERSION = "1.0.0"
@@ -100,9 +100,10 @@ class TusAPI:
             return await self.create_final(request, principal, _final_parts(concat))
         size = _declared_length(request)
         upload = self._new_upload(request, size, part=concat is not None)
-        session, entry = await self.core.create(upload, principal, _requester(request))
+        created = await self.core.create(upload, principal, requester(request))
+        session = created.session
         offset = 0
-        if entry is None and _is_chunk(request):
+        if created.file is None and _is_chunk(request):
             result = await self.core.write(
                 session.id,
                 principal,
@@ -121,7 +122,7 @@ class TusAPI:
         (unknown: 404, unfinished: 400), the final upload is not kept either."""
         if "upload-length" in request.headers or "upload-defer-length" in request.headers:
             raise InvalidRequest("a final upload takes its length from its parts: send no Upload-Length")
-        session, _ = await self.core.create(self._new_upload(request, None), principal, _requester(request))
+        session = (await self.core.create(self._new_upload(request, None), principal, requester(request))).session
         try:
             entry = await self.core.concatenate(session.id, part_ids, principal)
         except FilesError:
@@ -250,10 +251,6 @@ def format_metadata(metadata: Mapping[str, str]) -> str:
     return ",".join(
         f"{name} {base64.b64encode(value.encode()).decode()}" if value else name for name, value in metadata.items()
     )
-
-
-def _requester(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _final_parts(header: str) -> list[str]:
