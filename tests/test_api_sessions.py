@@ -317,6 +317,17 @@ async def test_a_chunk_returns_the_session_with_its_offset_advanced(client):
     assert (await client.get(session_path(session_id))).json()["offset"] == 4
 
 
+async def test_a_session_whose_partial_data_was_lost_starts_again_at_0(client, settings):
+    session_id = await start_session(client, "b", "k", 10)
+    assert (await send(client, session_id, b"abcd")).status_code == 200
+    partial_path(settings.data_dir, session_id).unlink()
+    body = assert_error(await send(client, session_id, b"efghij", offset=4), 409)
+    assert (body["code"], body["offset"]) == ("offset_mismatch", 0) and "lost" in body["detail"]
+    assert (await client.get(session_path(session_id))).json()["offset"] == 0
+    assert (await send(client, session_id, b"abcdefghij", offset=0)).status_code == 200
+    assert (await download(client, "b", "k")).content == b"abcdefghij"
+
+
 @pytest.mark.parametrize("wrong", [0, 3, 5, 10, 11])
 async def test_a_mismatching_upload_offset_is_409_with_the_current_offset(client, settings, wrong):
     session_id = await start_session(client, "b", "k", 10)

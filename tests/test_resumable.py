@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from apihelpers import b3, download, session_path, stream
+from apihelpers import b3, download, partial_path, session_path, stream
 from conftest import BASE_URL, http_client
 
 from service.core.auth import new_token
@@ -378,3 +378,18 @@ async def test_cors_preflight_without_a_token_and_every_request_readable(make_ap
                 "tus-version",
                 "tus-max-size",
             } <= exposed
+
+
+async def test_an_upload_whose_bytes_were_lost_is_no_longer_active(client, settings):
+    """The draft's offset never decreases: where the seed's API restarts a session at 0, the draft's
+    upload ends (404, as a cancelled one), and its client creates a new one."""
+    path = await new_upload(client)
+    assert (await append(client, path, 0, b"abcd", complete=False)).status_code == 204
+    partial_path(settings.data_dir, path.rsplit("/", 1)[1]).unlink()  # lost: removed by hand, a volume replaced
+    response = await append(client, path, 4, b"efgh", complete=True)
+    assert "create a new upload" in problem(response, 404)["detail"]
+    assert "upload-offset" not in response.headers
+    problem(await client.head(path, headers=LATEST), 404)
+    again = await new_upload(client)
+    assert (await append(client, again, 0, b"abcdefgh", complete=True)).status_code == 204
+    assert (await download(client, "uploads", again.rsplit("/", 1)[1])).content == b"abcdefgh"

@@ -49,6 +49,12 @@ class OffsetMismatch(FilesError):
     code = "offset_mismatch"
 
 
+class UploadRestarted(OffsetMismatch):
+    """The session's acknowledged bytes were lost (its partial data removed by hand, a volume
+    replaced): it starts again at offset 0, which the error carries. A protocol in which an offset
+    never decreases ends the session instead (`UploadCore.cancel`)."""
+
+
 class SessionBusy(FilesError):
     """Another request holds the session's lock."""
 

@@ -45,6 +45,7 @@ from service.core.errors import (
     SessionNotFound,
     StagingLost,
     StorageFull,
+    UploadRestarted,
     UploadTooLarge,
 )
 from service.core.model import Created, Entry, NewUpload, Session
@@ -189,7 +190,7 @@ class UploadCore:
                 # The acknowledged bytes are gone (a partial file removed by hand, say): start again at 0.
                 await self.sessions.advance(session, lease, 0, release=True)
                 self._hashers.pop(session.id, None)
-                raise OffsetMismatch(
+                raise UploadRestarted(
                     f"the partial data of this upload ({session.offset} bytes) was lost; "
                     "the session starts again at offset 0",
                     offset=0,

@@ -31,6 +31,8 @@ from service.core.errors import (
     InvalidRequest,
     OffsetMismatch,
     SessionCompleted,
+    SessionNotFound,
+    UploadRestarted,
     UploadTooLarge,
 )
 from service.core.model import Entry, Session
@@ -171,14 +173,19 @@ class ResumableAPI:
         is declared after it, by an empty write (a process that dies between the two leaves the
         bytes in and the upload incomplete: the client's next append, empty, completes it).
         """
-        result = await self.core.write(
-            session_id,
-            principal,
-            request_body(request),
-            upload_offset=offset,
-            content_length=header_int(request, "content-length"),
-            size=length,
-        )
+        try:
+            result = await self.core.write(
+                session_id,
+                principal,
+                request_body(request),
+                upload_offset=offset,
+                content_length=header_int(request, "content-length"),
+                size=length,
+            )
+        except UploadRestarted:
+            # The draft's offset never decreases: the upload ends rather than restart at 0 (see `problem`).
+            await self.core.cancel(session_id, principal)
+            raise
         if not complete or isinstance(result, Entry):
             return result
         if not result.length_deferred:
@@ -225,6 +232,9 @@ class ResumableAPI:
     def problem(self, request: Request, draft: Draft, error: FilesError) -> Response:
         """An error as RFC 9457 problem details: the draft's problem types where it names one, else
         `about:blank` with the status the seed's API gives it (and its code and fields, as there)."""
+        if isinstance(error, UploadRestarted):  # ended, not restarted at 0 (`_append`): no offset to report
+            detail = "the partial data of this upload was lost, and the upload with it: create a new upload"
+            return _problem(404, _phrase(404), detail, code=SessionNotFound.code)
         status = status_of(error)
         headers = error_headers(error)
         members: dict[str, object] = {"code": error.code, **error.fields}
