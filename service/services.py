@@ -99,6 +99,7 @@ class Services:
             catalog=catalog,
             core=UploadCore(
                 sessions,
+                leases,
                 staging,
                 catalog,
                 counters,

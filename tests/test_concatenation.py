@@ -8,9 +8,12 @@ the parts its own way).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
+import threading
+from collections.abc import Iterator
 
 import pytest
 from blake3 import blake3
@@ -18,11 +21,14 @@ from conftest import on_both_redises
 
 from service.config import Settings
 from service.core.auth import Principal
+from service.core.digests import Digests
 from service.core.errors import (
     DigestMismatch,
+    FileNotFound,
     Forbidden,
     InvalidConcatenation,
     InvalidRequest,
+    SessionBusy,
     SessionCompleted,
     SessionNotFound,
 )
@@ -290,3 +296,52 @@ async def test_another_tokens_sessions_busy_or_completed_do_not_exist(services):
     finally:
         await lease.release()
     assert (await services.core.status(done, OTHER)).completed
+
+
+@contextlib.contextmanager
+def paused_hashing(services: Services, final: Session, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Hold the concatenation of `final` after it copied its parts, before it hashes them, until the
+    event it yields is set (by the end of the block at the latest); waits for it to get there."""
+    arrived, resume = threading.Event(), threading.Event()
+    real = services.staging.digests
+
+    def digests(name: str, *args: bool) -> Digests:
+        if name == final.id:
+            arrived.set()
+            assert resume.wait(30), "the test never let the concatenation go on"
+        return real(name, *args)
+
+    monkeypatch.setattr(services.staging, "digests", digests)
+    try:
+        yield arrived
+    finally:
+        resume.set()
+
+
+async def test_a_part_goes_into_one_final_only(services, monkeypatch):
+    ids = [await write_part(services, b"abc"), await write_part(services, b"def")]
+    first, second = await new_final(services, None, key="first"), await new_final(services, None, key="second")
+    with paused_hashing(services, first, monkeypatch) as arrived:
+        assembling = asyncio.create_task(services.core.concatenate(first.id, ids, WRITER))
+        assert await asyncio.to_thread(arrived.wait, 30)
+        with pytest.raises(SessionBusy):
+            await services.core.concatenate(second.id, ids[::-1], WRITER)
+    assert await read(services, await assembling) == b"abcdef"
+    with pytest.raises(FileNotFound):
+        await services.files.info(WRITER, "b", "second")
+    with pytest.raises(SessionNotFound):  # the parts went into the first
+        await services.core.concatenate(second.id, ids, WRITER)
+    assert not (await services.core.status(second.id, WRITER)).completed
+
+
+async def test_a_part_being_assembled_cannot_be_cancelled(services, monkeypatch):
+    ids = [await write_part(services, b"abc"), await write_part(services, b"def")]
+    final = await new_final(services, None)
+    with paused_hashing(services, final, monkeypatch) as arrived:
+        assembling = asyncio.create_task(services.core.concatenate(final.id, ids, WRITER))
+        assert await asyncio.to_thread(arrived.wait, 30)
+        with pytest.raises(SessionBusy):
+            await services.core.cancel(ids[1], WRITER)
+    assert await read(services, await assembling) == b"abcdef"
+    with pytest.raises(SessionNotFound):
+        await services.core.cancel(ids[1], WRITER)

@@ -194,6 +194,11 @@ class Leases(Protocol):
         Intent) it is recorded under the lease's token in the same step. Let go on exit."""
 
 
+def session_lock(session_id: str) -> str:
+    """The name of the lock (`Leases`) that is a session's writer lease."""
+    return f"session:{session_id}"
+
+
 class SessionStore(Protocol):
     """Upload sessions, each with a time to live renewed by every request on it."""
 
@@ -220,7 +225,11 @@ class SessionStore(Protocol):
 
     async def begin_write(self, session_id: str) -> tuple[Session, Lease]:
         """Take the session's writer lease without waiting, and read it in the same step:
-        SessionNotFound, SessionCompleted, or SessionBusy (another writer holds it)."""
+        SessionNotFound, SessionCompleted, or SessionBusy (another writer holds it).
+
+        The writer lease is the lock `session_lock(session_id)` of `Leases`: the core holds that
+        of a completed session (a part being concatenated) itself, and begin_write then finds it
+        held (SessionBusy) or the session completed."""
 
     async def advance(
         self, session: Session, lease: Lease, offset: int, complete: bool = False, release: bool = False

@@ -45,11 +45,12 @@ from service.core.errors import (
     SessionNotFound,
     StagingLost,
     StorageFull,
+    Unavailable,
     UploadRestarted,
     UploadTooLarge,
 )
 from service.core.model import Created, Entry, NewUpload, Session
-from service.core.ports import Lease, Observer, SessionStore, StagingArea
+from service.core.ports import Lease, Leases, Observer, SessionStore, StagingArea, session_lock
 
 KEPT_HASHERS = 256
 CHEAP_TO_RESEND = 1024 * 1024  # a completing body up to this size is recorded with the completion
@@ -62,6 +63,7 @@ class UploadCore:
     def __init__(
         self,
         sessions: SessionStore,
+        leases: Leases,
         staging: StagingArea,
         catalog: Catalog,
         observer: Observer,
@@ -70,6 +72,7 @@ class UploadCore:
         stall_seconds: float,
     ) -> None:
         self.sessions = sessions
+        self.leases = leases
         self.staging = staging
         self.catalog = catalog
         self.observer = observer
@@ -217,6 +220,10 @@ class UploadCore:
         DigestMismatch. Any error before the commit consumes nothing: the session stays open and
         the parts stay, to be concatenated again. The session records its parts before the
         commit and the parts go only after it, so a retry after a crash anywhere completes it.
+
+        The parts are held (their writer leases) from the copy to their removal: another final
+        upload naming one, or its cancellation, meanwhile is SessionBusy, so a part goes into
+        one file at most, and a part whose cancellation was answered goes into none.
         """
         names.check_session_id(session_id)
         ids = tuple(names.check_session_id(part_id) for part_id in part_ids)
@@ -226,14 +233,14 @@ class UploadCore:
         async with self._held(session_id, principal) as (final, lease):
             parts = await self._parts(final, ids, principal)
             size = sum(part.size for part in parts)
-            async with lease.kept_alive():
+            async with self._completed_held(ids), lease.kept_alive():
                 digests = await self._assemble(final, parts, md5)
                 final = await self.sessions.assembled(final, lease, size, ids)
                 entry = await self._record(final, digests)
                 await self._completed(final, lease)
-        for part in parts:
-            await self.sessions.delete(part.id)
-            await asyncio.to_thread(self.staging.remove, part.id)
+                for part in parts:
+                    await self.sessions.delete(part.id)
+                    await asyncio.to_thread(self.staging.remove, part.id)
         return entry
 
     async def _parts(self, final: Session, ids: tuple[str, ...], principal: Principal) -> list[Session]:
@@ -301,6 +308,20 @@ class UploadCore:
                 ) from error
             finally:
                 await lease.release()
+
+    @contextlib.asynccontextmanager
+    async def _completed_held(self, session_ids: Sequence[str]) -> AsyncIterator[None]:
+        """Hold the writer leases of completed sessions (which `begin_write` no longer takes), kept
+        alive, so that no other request consumes or cancels them meanwhile; SessionBusy when one is
+        held already. The caller has checked that they are the principal's."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(self.leases.hold(*map(session_lock, session_ids), wait=0))
+            except Unavailable:
+                raise SessionBusy(
+                    "another request is concatenating or cancelling this upload; retry when it is done"
+                ) from None
+            yield
 
     def _check_size(self, size: int) -> None:
         if size > self.max_upload_bytes:
@@ -473,11 +494,12 @@ class UploadCore:
                 await self.sessions.delete(session.id)
                 await asyncio.to_thread(self.staging.remove, session.id)
                 self.observer.session("cancelled")
-        except SessionCompleted:  # the principal's own (`_held` checked)
-            completed = await self.sessions.get(session_id)
-            await self.sessions.delete(session_id)
-            if completed.part:
-                await asyncio.to_thread(self.staging.remove, session_id)
+        except SessionCompleted:  # the principal's own (`_held` checked); a part may be being concatenated
+            async with self._completed_held([session_id]):
+                completed = await self.sessions.get(session_id)
+                await self.sessions.delete(session_id)
+                if completed.part:
+                    await asyncio.to_thread(self.staging.remove, session_id)
 
 
 def _check_part_list(session_id: str, ids: tuple[str, ...]) -> None:

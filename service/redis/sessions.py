@@ -195,7 +195,7 @@ class SessionStore:
 
     async def begin_write(self, session_id: str) -> tuple[Session, Lease]:
         """Lock the session for one writer, without waiting, and read its state in the same step."""
-        lease = self.leases.new(self.keys.lock(f"session:{session_id}"), self.leases.token())
+        lease = self.leases.new(self.keys.lock(ports.session_lock(session_id)), self.leases.token())
         result = await self._begin_write(
             keys=[self.keys.session(session_id), lease.key],
             args=[lease.token, lease.milliseconds, self.ttl_seconds],
