@@ -5,6 +5,7 @@
 - `own_redis`: a redis-server of the test's own, on a free port, for tests that flush, kill or
   restart Redis or look at every key in it.
 - `services`: starts service processes on one data directory; all are stopped at teardown.
+- `browser`: a headless Chromium driven by selenium (tests/integration/browser.py), quit at teardown.
 When a test fails, the output of every process it started is added to its report.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from .browser import start_chromium
 from .harness import (
     Launcher,
     ManagedProcess,
@@ -63,6 +65,16 @@ def own_redis(launcher: Launcher) -> RedisServer:
     if redis_server_binary() is None:
         unavailable("this test needs a redis-server of its own (to flush, kill or restart), and none is on PATH")
     return launcher.redis()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator:
+    (tmp_path / "downloads").mkdir()
+    driver = start_chromium(tmp_path / "downloads")
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 @pytest.fixture

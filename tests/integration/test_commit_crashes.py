@@ -94,7 +94,8 @@ def test_a_concatenation_killed_mid_commit_is_completed_by_the_retry_from_the_sa
     services, own_redis, data_dir, redis_prefix, point
 ) -> None:
     """The parts go only after the final upload is committed: a tus client's retry of the final
-    POST, on a fresh process, finds them all and makes the file (once, whatever the first one did)."""
+    POST, on a fresh process, finds them all and makes the file (once, whatever the first one did),
+    once the dead process's hold on them has run out (409 until then, which tus clients retry)."""
     pieces = [os.urandom(MiB + 5), os.urandom(1000), os.urandom(2 * MiB)]
     tus = {"Tus-Resumable": "1.0.0"}
     partial = {**tus, "Upload-Concat": "partial", "Content-Type": "application/offset+octet-stream"}
@@ -112,7 +113,12 @@ def test_a_concatenation_killed_mid_commit_is_completed_by_the_retry_from_the_sa
     assert victim.wait_exit(10) == 137
 
     fresh = services.start(own_redis.url, name="fresh")
-    expect(httpx.post(f"{fresh.base_url}/tus/", headers=final), 201)
+
+    def retried() -> httpx.Response | None:
+        response = httpx.post(f"{fresh.base_url}/tus/", headers=final)
+        return None if response.status_code == 409 else response  # the dead one's hold on the parts
+
+    expect(wait_for(retried, CONVERGE_SECONDS, "the dead process's leases on the parts to run out"), 201)
     whole = b"".join(pieces)
     assert_content(fresh.api.content("crash", "k"), whole)
     for part in parts:  # consumed by the retry

@@ -15,7 +15,7 @@ import pytest
 
 from service.core.auth import new_token
 
-from .browser import ConsolePage, start_chromium
+from .browser import ConsolePage
 from .conftest import Services
 from .harness import MiB, ServiceProcess, assert_content, expect
 
@@ -23,16 +23,6 @@ BIG = 200 * MiB
 BIG_UPLOAD_SECONDS = 90.0
 # An upload on loopback ends too soon to be cut in the middle; the browser sends this fast instead.
 THROTTLED_BYTES_PER_SECOND = 40 * MiB
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator:
-    (tmp_path / "downloads").mkdir()
-    driver = start_chromium(tmp_path / "downloads")
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 
 from service.core.auth import new_token
 
-from .browser import STEP_SECONDS, start_chromium
+from .browser import STEP_SECONDS
 from .harness import assert_content, wait_for
 from .test_tus_clients import NODE_DIR, node_client  # noqa: F401 - the fixture that installs tus-js-client
 
@@ -68,16 +68,6 @@ def page_origin(node_client: Path, tmp_path: Path) -> Iterator[str]:  # noqa: F8
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator:
-    (tmp_path / "downloads").mkdir()
-    driver = start_chromium(tmp_path / "downloads")
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_tus_and_the_draft_from_a_page_of_another_origin(services, page_origin, browser, tmp_path):
