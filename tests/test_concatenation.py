@@ -345,3 +345,11 @@ async def test_a_part_being_assembled_cannot_be_cancelled(services, monkeypatch)
     assert await read(services, await assembling) == b"abcdef"
     with pytest.raises(SessionNotFound):
         await services.core.cancel(ids[1], WRITER)
+
+
+async def test_a_part_takes_no_digest_since_nothing_would_check_it(services):
+    """A part is hashed only with the others, as the final upload's content."""
+    with pytest.raises(InvalidRequest, match="final upload"):
+        await services.core.create(
+            NewUpload("b", "p", "text/plain", 3, digest=f"blake3:{blake3(b'abc').hexdigest()}", part=True), WRITER, "t"
+        )

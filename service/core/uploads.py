@@ -100,6 +100,8 @@ class UploadCore:
         names.check_upload(
             request.bucket, request.key, request.mime_type, request.size, request.digest, request.metadata
         )
+        if request.part and request.digest is not None:
+            raise InvalidRequest("a part is hashed only with the others: give the digest to the final upload")
         session_id = names.check_session_id(request.session_id) if request.session_id else names.new_session_id()
         principal.require("write", request.bucket)
         if request.size is not None:
