@@ -353,3 +353,19 @@ async def test_a_part_takes_no_digest_since_nothing_would_check_it(services):
         await services.core.create(
             NewUpload("b", "p", "text/plain", 3, digest=f"blake3:{blake3(b'abc').hexdigest()}", part=True), WRITER, "t"
         )
+
+
+async def test_a_final_expiring_while_it_assembles_consumes_nothing(services, monkeypatch, redis, settings):
+    ids = [await write_part(services, b"abc"), await write_part(services, b"def")]
+    final = await new_final(services, None)
+    with paused_hashing(services, final, monkeypatch) as arrived:
+        assembling = asyncio.create_task(services.core.concatenate(final.id, ids, WRITER))
+        assert await asyncio.to_thread(arrived.wait, 30)
+        await redis.delete(f"{settings.redis_prefix}session:{final.id}")  # what its expiry leaves
+    with pytest.raises(SessionNotFound):
+        await assembling
+    with pytest.raises(FileNotFound):
+        await services.files.info(WRITER, "b", "final")
+    assert await services.sweeper.sweep_staging() == 1  # the assembled copy, left to the sweep
+    again = await new_final(services, None, key="again")
+    assert await read(services, await services.core.concatenate(again.id, ids, WRITER)) == b"abcdef"
