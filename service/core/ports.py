@@ -218,7 +218,9 @@ class SessionStore(Protocol):
         part: bool = False,
     ) -> Session:
         """A new session of the id `session_id` (new, made by the core), unless `requester` has
-        `max_open` open already (TooManySessions). The caller has checked every field."""
+        `max_open` open already (TooManySessions). The caller has checked every field. With
+        `length_deferred`, `size` is the limit until `declare_size`; with `part`, the session is a
+        part of a concatenation (`Session.part`), which the core completes at its size unhashed."""
 
     async def get(self, session_id: str) -> Session:
         """The session, its time to live renewed; SessionNotFound when unknown or expired."""
@@ -282,7 +284,7 @@ class EntryIndex(Protocol):
         """Whether an entry of one of `buckets` (None: of any bucket) refers to `digest`; rebuilds a lost
         index first. The caller asks only about buckets its principal may read: the work done depends
         on `buckets` alone, never on what other buckets hold, so neither the answer nor its timing tells
-        anything of them."""
+        anything of them. Raises Unavailable when a lost index is not rebuilt in time (as `rebuild`)."""
 
     async def referenced(self) -> set[str] | None:
         """Every digest some entry refers to, or None while the index is not complete."""
