@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import secrets
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from peers import BENCH, NODE_PEER, TUSPYSERVER
-from protocols import Ceiling, FilesAPI, Tus
+from protocols import Ceiling, FilesAPI, ServiceTus, Tus, UploadProtocol
 from systems import HOST, Spec, slug
 
 GLIBC_TUNED = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
@@ -27,8 +28,16 @@ def _variant(name: str, env: dict[str, str], tuned: bool) -> tuple[str, dict[str
     return f"{name} tuned", {**env, "GLIBC_TUNABLES": GLIBC_TUNED}, "; with GLIBC_TUNABLES set"
 
 
-def service(workdir: Path, redis_url: str | None, tuned: bool = False, name: str = "service", **extra: str) -> Spec:
-    """`files-service serve` with a fresh data folder and a Redis prefix of its own."""
+def service(
+    workdir: Path,
+    redis_url: str | None,
+    tuned: bool = False,
+    name: str = "service",
+    protocol: UploadProtocol | None = None,
+    **extra: str,
+) -> Spec:
+    """`files-service serve` with a fresh data folder and a Redis prefix of its own, spoken to in its
+    own API (or `protocol`)."""
     env = {
         "PYTHONPATH": str(REPOSITORY),
         "FILES_LOG_LEVEL": "warning",
@@ -44,11 +53,17 @@ def service(workdir: Path, redis_url: str | None, tuned: bool = False, name: str
         name=name,
         command=[sys.executable, "-m", "service", "serve", "--host", HOST, "--port", "{port}", "--workers", "1"],
         env=env,
-        protocol=FilesAPI(),
+        protocol=protocol or FilesAPI(),
         store=store,
         flushes=True,
         notes=f"this repository, `files-service serve --workers 1`{variant}",
     )
+
+
+def service_tus(workdir: Path, redis_url: str | None) -> Spec:
+    """The service through its tus front, with the same requests as the tus peers get."""
+    spec = service(workdir, redis_url, name="service tus", protocol=ServiceTus())
+    return replace(spec, notes=f"{spec.notes}, through its tus front at /tus/ (the requests the tus peers get)")
 
 
 def ceiling(workdir: Path, tuned: bool = False) -> Spec:

@@ -8,6 +8,7 @@ goes by, which the benchmark uses to flush it (for systems that do not) and to d
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Protocol
@@ -63,33 +64,101 @@ class FilesAPI:
 
 
 class Tus:
-    """tus 1.0: POST /files (creation) for a Location, then one PATCH per chunk."""
+    """tus 1.0 at `path` (`/files` on the peers): POST for a Location (creation), then one PATCH per chunk.
+
+    The requests tus-js-client sends, on the benchmark's lean client: tus-js-client itself
+    under Node.js would cost the shared cores more than the servers it measures.
+    """
+
+    def __init__(self, path: str = "/files") -> None:
+        self.path = path
+
+    def metadata(self, name: str) -> dict[str, str]:
+        """The Upload-Metadata pairs of an upload, as tus-js-client is given them."""
+        return {"filename": name, "filetype": "application/octet-stream"}
+
+    def stored(self, name: str, upload_id: str) -> str:
+        """The name a completed upload goes by, for the flush and `remove`."""
+        return upload_id
 
     async def upload(self, connection: Connection, name: str, data: memoryview, chunk: int | None) -> str:
-        metadata = ",".join(
-            f"{key} {base64.b64encode(value.encode()).decode()}"
-            for key, value in (("filename", name), ("filetype", "application/octet-stream"))
-        )
-        created = await connection.request(
-            "POST",
-            "/files",
-            {"Tus-Resumable": "1.0.0", "Upload-Length": str(len(data)), "Upload-Metadata": metadata},
-        )
-        location = urlsplit(created.expect(201).headers["location"]).path
+        location = await self._create(connection, {"Upload-Length": str(len(data))}, self.metadata(name))
         for offset, part in parts(data, chunk):
-            headers = {
-                "Tus-Resumable": "1.0.0",
-                "Upload-Offset": str(offset),
-                "Content-Type": "application/offset+octet-stream",
-            }
-            (await connection.request("PATCH", location, headers, part)).expect(204)
-        return location.rsplit("/", 1)[-1]
+            await self._patch(connection, location, offset, part)
+        return self.stored(name, location.rsplit("/", 1)[-1])
+
+    async def offers_concatenation(self, connection: Connection) -> bool:
+        """Whether OPTIONS lists the concatenation extension, which parallel uploads need."""
+        answer = await connection.request("OPTIONS", f"{self.path.rstrip('/')}/", {"Tus-Resumable": "1.0.0"})
+        offered = answer.headers.get("tus-extension", "").split(",") if answer.status in (200, 204) else []
+        return "concatenation" in offered
+
+    async def upload_parallel(self, connections: list[Connection], name: str, data: memoryview) -> list[str]:
+        """tus-js-client's `parallelUploads: len(connections)`: one partial upload per connection, each
+        sent whole at the same time, then the final upload naming them in order; the stored names
+        of the final and of the partials (removed with it, where the server keeps them)."""
+        step = -(-len(data) // len(connections))
+        slices = [data[offset : offset + step] for offset in range(0, len(data), step)]
+
+        async def partial(connection: Connection, part: memoryview) -> str:
+            headers = {"Upload-Length": str(len(part)), "Upload-Concat": "partial"}
+            location = await self._create(connection, headers, {})
+            await self._patch(connection, location, 0, part)
+            return location
+
+        locations = await asyncio.gather(*map(partial, connections, slices))
+        final = await self._create(
+            connections[0], {"Upload-Concat": "final;" + " ".join(locations)}, self.metadata(name)
+        )
+        return [self.stored(name, final.rsplit("/", 1)[-1]), *(location.rsplit("/", 1)[-1] for location in locations)]
+
+    async def _create(self, connection: Connection, headers: dict[str, str], metadata: dict[str, str]) -> str:
+        """POST an upload; the path of its Location."""
+        encoded = ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items())
+        headers = {"Tus-Resumable": "1.0.0", **headers, **({"Upload-Metadata": encoded} if encoded else {})}
+        created = await connection.request("POST", self.path, headers)
+        return urlsplit(created.expect(201).headers["location"]).path
+
+    async def _patch(self, connection: Connection, location: str, offset: int, part: memoryview) -> None:
+        headers = {
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        }
+        (await connection.request("PATCH", location, headers, part)).expect(204)
 
     async def remove(self, connection: Connection, stored: str) -> None:
-        (await connection.request("DELETE", f"/files/{stored}", {"Tus-Resumable": "1.0.0"})).expect(204)
+        (await connection.request("DELETE", self.download_target(stored), {"Tus-Resumable": "1.0.0"})).expect(204)
+
+    async def remove_partials(self, connection: Connection, partials: list[str]) -> None:
+        """Terminate the partial uploads of a final one, those the server still keeps: one that the final
+        has consumed may be gone (404, 410) or refuse as complete (409)."""
+        for upload_id in partials:
+            target = f"{self.path.rstrip('/')}/{upload_id}"
+            (await connection.request("DELETE", target, {"Tus-Resumable": "1.0.0"})).expect(204, 404, 409, 410)
 
     def download_target(self, stored: str) -> str:
-        return f"/files/{stored}"
+        return f"{self.path.rstrip('/')}/{stored}"
+
+
+class ServiceTus(Tus):
+    """The service's tus front at /tus/: the bucket and key in Upload-Metadata, as a client of it sends
+    them; a completed upload is a file, removed through the service's API."""
+
+    def __init__(self) -> None:
+        super().__init__("/tus/")
+
+    def metadata(self, name: str) -> dict[str, str]:
+        return {"bucket": BUCKET, "key": name, **super().metadata(name)}
+
+    def stored(self, name: str, upload_id: str) -> str:
+        return name
+
+    async def remove(self, connection: Connection, stored: str) -> None:
+        await FilesAPI().remove(connection, stored)
+
+    def download_target(self, stored: str) -> str:
+        return FilesAPI().download_target(stored)
 
 
 class Ceiling:

@@ -119,39 +119,49 @@ def markdown(outcome: dict, chart: str | None) -> str:
     return "\n".join(text) + "\n"
 
 
-# (what, workload, row title starts with, compared with (a system) or None for an absolute bound, bound)
+# (what, workload, row title starts with, the system checked, compared with (a system) or None for an
+# absolute bound, bound)
+TUS = "service tus"
 TARGETS = [
-    ("one request at least 1.0 of the tuned ceiling", "1", "upload", "ceiling tuned", 1.0),
-    ("chunks at least 0.9 of the tuned ceiling", "2", "upload", "ceiling tuned", 0.9),
-    ("whole download at least 1.0 of the tuned ceiling", "4", "download 1 GiB whole", "ceiling tuned", 1.0),
-    ("ranged download at least 1.0 of the tuned ceiling", "4", "download 1 GiB as", "ceiling tuned", 1.0),
-    ("one request ahead of tuspyserver (tuned)", "1", "upload", "tuspyserver tuned", 1.0),
-    ("one request ahead of @tus/server", "1", "upload", "@tus/server", 1.0),
-    ("chunks ahead of tuspyserver (tuned)", "2", "upload", "tuspyserver tuned", 1.0),
-    ("chunks ahead of @tus/server", "2", "upload", "@tus/server", 1.0),
-    ("small files: tuspyserver's rate is the floor", "3", "4 KiB", "tuspyserver", 1.0),
-    ("small files: @tus/server's rate is the aim", "3", "4 KiB", "@tus/server", 1.0),
-    ("a page of 1000 under 50 ms at the median", "5", "list a page", None, 50.0),
-    ("rebuild of 100,000 entries under 30 s", "5", "rebuild", None, 30.0),
-    ("peak RSS under 100 MiB during 1", "6", "peak RSS during 1", None, 100.0),
-    ("peak RSS under 100 MiB during 2", "6", "peak RSS during 2", None, 100.0),
+    ("one request at least 1.0 of the tuned ceiling", "1", "upload", SERVICE, "ceiling tuned", 1.0),
+    ("chunks at least 0.95 of the tuned ceiling", "2", "upload", SERVICE, "ceiling tuned", 0.95),
+    ("whole download at least 1.0 of the tuned ceiling", "4", "download 1 GiB whole", SERVICE, "ceiling tuned", 1.0),
+    ("ranged download at least 1.0 of the tuned ceiling", "4", "download 1 GiB as", SERVICE, "ceiling tuned", 1.0),
+    ("one request ahead of tuspyserver (tuned)", "1", "upload", SERVICE, "tuspyserver tuned", 1.0),
+    ("one request ahead of @tus/server", "1", "upload", SERVICE, "@tus/server", 1.0),
+    ("chunks ahead of tuspyserver (tuned)", "2", "upload", SERVICE, "tuspyserver tuned", 1.0),
+    ("chunks ahead of @tus/server", "2", "upload", SERVICE, "@tus/server", 1.0),
+    ("small files: tuspyserver's rate is the floor", "3", "4 KiB", SERVICE, "tuspyserver", 1.0),
+    ("small files: @tus/server's rate is the aim", "3", "4 KiB", SERVICE, "@tus/server", 1.0),
+    ("tus, one request: ahead of tuspyserver (tuned)", "1", "upload", TUS, "tuspyserver tuned", 1.0),
+    ("tus, one request: ahead of @tus/server", "1", "upload", TUS, "@tus/server", 1.0),
+    ("tus, chunks: ahead of tuspyserver (tuned)", "2", "upload", TUS, "tuspyserver tuned", 1.0),
+    ("tus, chunks: ahead of @tus/server", "2", "upload", TUS, "@tus/server", 1.0),
+    ("tus, small files: at least @tus/server's rate", "3", "4 KiB", TUS, "@tus/server", 1.0),
+    ("a page of 1000 under 50 ms at the median", "5", "list a page", SERVICE, None, 50.0),
+    ("rebuild of 100,000 entries under 30 s", "5", "rebuild", SERVICE, None, 30.0),
+    ("peak RSS under 100 MiB during 1", "6", "peak RSS during 1", SERVICE, None, 100.0),
+    ("peak RSS under 100 MiB during 2", "6", "peak RSS during 2", SERVICE, None, 100.0),
+    ("tus: peak RSS under 100 MiB during 1", "6", "peak RSS during 1", TUS, None, 100.0),
+    ("tus: peak RSS under 100 MiB during 2", "6", "peak RSS during 2", TUS, None, 100.0),
 ]
 
 
 def _target_line(rows: list[Row], target: tuple) -> list[str]:
-    what, workload, title, other, bound = target
+    what, workload, title, system, other, bound = target
     row = next((row for row in rows if row.workload == workload and row.title.startswith(title)), None)
-    if row is None or row.summary(SERVICE) is None:
+    summary = None if row is None else row.summary(system)
+    if row is None or summary is None:
         return [what, "not measured", "–"]
     if other is None:
-        figure = row.summary(SERVICE)[0]
+        figure = summary[0]
         met = figure < bound
         return [
             what,
             f"{_number(figure)} {row.unit.split()[0]}",
             "yes" if met else f"no: {figure / bound:.2f}× the bound",
         ]
-    ratio = row.ratio(SERVICE, other)
+    ratio = row.ratio(system, other)
     if ratio is None:
         return [what, f"{other} did not run", "–"]
     met = ratio >= bound
@@ -187,6 +197,13 @@ METHOD = [
     ),
     "Runs go round-robin over the systems, so that a disturbance from outside spreads over all of them; each"
     " repetition starts one system further on, so that none always runs in the same place.",
+    (
+        '"service tus" is the same service spoken to through its tus front at /tus/, with the very requests the '
+        "tus peers get, those tus-js-client sends: a POST for the upload, then a PATCH per chunk; and for 7 "
+        "(`parallelUploads: 4`) four partial uploads sent at once and a final one that concatenates them. They "
+        "are sent by the benchmark's lean client: tus-js-client under Node.js would take more of the shared "
+        "cores than the servers it measures."
+    ),
     (
         "Downloads read the very same file (the service's blob, hard-linked into the ceiling's folder), "
         "already in the page cache: they measure the servers, not the disk."

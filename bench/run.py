@@ -6,7 +6,9 @@ One run on one machine: it installs the peers into bench/.peers/ when they are m
 starts every system as one process on a free port, runs the workloads of the issue, and
 writes benchmarks.md (the table) and benchmarks.png (the chart) into --out, and the raw
 samples into bench/results/. Workloads: 1 upload (one request), 2 chunks, 3 small files,
-4 download, 5 listing and index rebuild, 6 peak memory (measured during 1 and 2).
+4 download, 5 listing and index rebuild, 6 peak memory (measured during 1 and 2), 7 parallel
+tus parts (concatenation). The service runs twice: spoken to in its own API, and as "service
+tus" through its tus front with the very requests the tus peers get (rows 1, 2, 3 and 7).
 """
 
 from __future__ import annotations
@@ -32,23 +34,25 @@ import peers
 import report
 from listing import listing
 from payload import Payload
-from protocols import FilesAPI
+from protocols import FilesAPI, ServiceTus
 from results import Row
 from systems import RedisServer, Spec, System, start
-from workloads import Bench, Sizes, downloads, large_upload, small_files
+from workloads import Bench, Sizes, downloads, large_upload, parallel_upload, small_files
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 FULL = Sizes(
-    large=GiB, chunk=8 * MiB, reps=5,
+    large=GiB, chunk=8 * MiB, parallel=4, reps=5,
     small=4 * KiB, small_clients=32, small_runs=4, small_seconds=5.0,
     ranges=16, entries=100_000, page=1000, pages=200, rebuilds=3,
 )  # fmt: skip
 QUICK = Sizes(
-    large=16 * MiB, chunk=2 * MiB, reps=2,
+    large=16 * MiB, chunk=2 * MiB, parallel=4, reps=2,
     small=4 * KiB, small_clients=32, small_runs=3, small_seconds=1.0,
     ranges=16, entries=2_000, page=1000, pages=20, rebuilds=2,
 )  # fmt: skip
-WORKLOADS = {"upload": "1", "chunks": "2", "small": "3", "download": "4", "listing": "5", "rss": "6"}
+WORKLOADS = {
+    "upload": "1", "chunks": "2", "small": "3", "download": "4", "listing": "5", "rss": "6", "parallel": "7",
+}  # fmt: skip
 RESULTS = BENCH / "results"
 
 
@@ -95,6 +99,7 @@ def lineups(
     """The systems of workloads 1 to 4, by number; a peer that cannot be had is left out, with the reason."""
     url = redis.url(0) if redis else None
     service = lineup.service(workdir, url)
+    service_tus = lineup.service_tus(workdir, url)
     ceilings = [lineup.ceiling(workdir), lineup.ceiling(workdir, tuned=True)]
     tuned_service = [] if arguments.no_tuned_service else [lineup.service(workdir, url, tuned=True)]
     python_peers: list[Spec] = []
@@ -113,9 +118,10 @@ def lineups(
             node_peers = [lineup.tus_node(workdir, peers.ensure_tus_node())]
         except peers.Unavailable as error:
             skipped["@tus/server"] = str(error)
-    uploads = [service, *tuned_service, *ceilings, *python_peers, *node_peers]
+    uploads = [service, *tuned_service, service_tus, *ceilings, *python_peers, *node_peers]
     plain = [spec for spec in uploads if not spec.name.endswith(" tuned")]
-    return {"1": uploads, "2": uploads, "3": plain, "4": [service, *tuned_service, *ceilings]}
+    tus = [service_tus, *python_peers[:1], *node_peers]
+    return {"1": uploads, "2": uploads, "3": plain, "4": [service, *tuned_service, *ceilings], "7": tus}
 
 
 def start_all(specs: list[Spec], logs: Path, skipped: dict[str, str], log: Logger) -> dict[str, System]:
@@ -128,7 +134,7 @@ def start_all(specs: list[Spec], logs: Path, skipped: dict[str, str], log: Logge
             try:
                 running[spec.name] = start(spec, logs)
             except RuntimeError as error:
-                if isinstance(spec.protocol, FilesAPI):
+                if isinstance(spec.protocol, (FilesAPI, ServiceTus)):
                     raise
                 skipped[spec.name] = str(error)
     except BaseException:
@@ -158,6 +164,7 @@ async def measure(
         ("1", "one large file in one request", lambda: large_upload(bench, systems["1"], chunked=False)),
         ("2", "one large file in chunks", lambda: large_upload(bench, systems["2"], chunked=True)),
         ("3", "small files", lambda: small_files(bench, systems["3"])),
+        ("7", "parallel tus parts", lambda: parallel_upload(bench, systems["7"])),
         ("4", "downloads", lambda: downloads(bench, *_split_services(systems["4"]))),
         ("5", "listing and index rebuild", lambda: listing(bench, listing_spec, redis, logs)),
     ):

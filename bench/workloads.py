@@ -1,4 +1,4 @@
-"""The timed workloads 1 to 4 and 6 of the issue; 5 (listing) is in listing.py.
+"""The timed workloads 1 to 4, 6 and 7 of the issue; 5 (listing) is in listing.py.
 
 Runs go round-robin: each repetition visits every system before the next begins, so that a
 disturbance from outside (this machine is shared) spreads over all systems instead of
@@ -12,6 +12,7 @@ already in the page cache, so they measure the servers, not the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pathlib import Path
 from clients import HTTPError
 from machine import drop_page_cache
 from payload import Payload
-from protocols import FilesAPI
+from protocols import FilesAPI, Tus
 from results import Row
 from systems import System
 
@@ -34,6 +35,7 @@ MiB = 1024 * 1024
 class Sizes:
     large: int  # workloads 1, 2, 4
     chunk: int  # workload 2
+    parallel: int  # workload 7: the partial uploads of one file, sent at once
     reps: int  # repetitions of workloads 1, 2, 4
     small: int  # workload 3
     small_clients: int
@@ -110,6 +112,47 @@ async def large_upload(bench: Bench, systems: list[System], chunked: bool) -> li
                 f"  peak RSS {peak.resident / MiB:.0f} MiB, anonymous {peak.anonymous / MiB:.0f} MiB"
             )
     return [speed, resident, anonymous]
+
+
+async def parallel_upload(bench: Bench, systems: list[System]) -> list[Row]:
+    """Workload 7: one large file as tus partial uploads sent at once on as many connections, then the
+    final upload that concatenates them (tus-js-client's `parallelUploads`). A system whose OPTIONS
+    does not list the concatenation extension is left out of the row, and the row says so."""
+    size, count = bench.sizes.large, bench.sizes.parallel
+    row = Row("7", f"upload {_size(size)} as {count} parallel tus parts", "MiB/s", True)
+    offering, missing = [], []
+    for system in systems:
+        async with system.connection() as connection:
+            protocol = system.spec.protocol
+            if isinstance(protocol, Tus) and await protocol.offers_concatenation(connection):
+                offering.append(system)
+            else:
+                missing.append(system.name)
+    if missing:
+        row.note = f"not offered by {', '.join(missing)} (OPTIONS lists no concatenation extension)"
+    for rep in range(bench.sizes.reps if offering else 0):
+        for system in rotated(offering, rep):
+            bench.settle()
+            elapsed = await _timed_parallel(bench, system, f"parallel/{rep}", bench.payload.large())
+            row.add(system.name, size / MiB / elapsed)
+            bench.log(f"  7: {system.name:<18} {size / MiB / elapsed:8.0f} MiB/s")
+    return [row]
+
+
+async def _timed_parallel(bench: Bench, system: System, name: str, data: memoryview) -> float:
+    """Seconds to upload one file in parallel parts and, for a system that does not flush, to flush it."""
+    protocol = system.spec.protocol
+    assert isinstance(protocol, Tus)
+    async with contextlib.AsyncExitStack() as stack:
+        connections = [await stack.enter_async_context(system.connection()) for _ in range(bench.sizes.parallel)]
+        started = time.perf_counter()
+        final, *partials = await protocol.upload_parallel(connections, name, data)
+        if not system.spec.flushes:  # the final upload's files and the folder: the file as stored
+            await asyncio.to_thread(system.flush, final, bench.sync_all)
+        elapsed = time.perf_counter() - started
+        await protocol.remove(connections[0], final)
+        await protocol.remove_partials(connections[0], partials)
+    return elapsed
 
 
 async def small_files(bench: Bench, systems: list[System]) -> list[Row]:
