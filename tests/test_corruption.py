@@ -282,17 +282,54 @@ async def whole_download(client: httpx.AsyncClient, size: int) -> bytes | None:
     return response.content
 
 
+def overwrite_in_place(path: Path, content: bytes) -> None:
+    """Damage the very file, as a stray write to it would: same inode, same size."""
+    with open(path, "r+b") as file:
+        file.write(content)
+
+
 @pytest.mark.parametrize("size", [100, 2 * MiB + 5], ids=["one-read", "many-reads"])
 @pytest.mark.parametrize("raise_app_exceptions", [True, False], ids=["app-errors-raised", "as-a-client-sees-it"])
-async def test_a_blob_corrupted_after_upload_is_cut_off(make_app, caplog, size, raise_app_exceptions):
+@pytest.mark.parametrize("damage", [replace_file, overwrite_in_place], ids=["replaced", "overwritten"])
+@pytest.mark.parametrize("verified", [False, True], ids=["never-downloaded", "downloaded-whole-before"])
+async def test_a_blob_corrupted_after_upload_is_cut_off(make_app, caplog, size, raise_app_exceptions, damage, verified):
+    """Also once a whole download has verified the blob and the next ones no longer hash it: any
+    damage done through the filesystem since changes the blob's stamp, and it is hashed again."""
     content = os.urandom(size)
     app = make_app()
     async with app_client(app, raise_app_exceptions) as client:
         await upload(client, "b", "damaged", content)
-        blob = app.state.services.blobs.path(b3(content))
-        replace_file(blob, altered(content))
+        if verified:
+            assert await whole_download(client, size) == content
+            assert await whole_download(client, size) == content
+        damage(app.state.services.blobs.path(b3(content)), altered(content))
         assert await whole_download(client, size) is None
+        assert await whole_download(client, size) is None  # and it stays cut off
     assert "corrupt" in caplog.text
+
+
+async def test_a_blob_verified_once_is_sent_unhashed_while_it_is_unchanged(make_app, monkeypatch):
+    """Whole downloads hash a blob until one finds it right; the next ones send it as it is read,
+    checking only that it is still the same file (the blob store's stamp)."""
+    content = os.urandom(3 * MiB)
+    app = make_app()
+    blobs = app.state.services.blobs
+    hashed: list[bool] = []
+    read = blobs.read
+
+    def watched_read(digest, first, length, observe=None):
+        hashed.append(observe is not None)
+        return read(digest, first, length, observe)
+
+    monkeypatch.setattr(blobs, "read", watched_read)
+    async with app_client(app) as client:
+        await upload(client, "b", "k", content)
+        for _ in range(3):
+            response = await download(client, "b", "k")
+            assert response.status_code == 200 and response.content == content
+        os.utime(blobs.path(b3(content)))  # what placing the same content again does: a new stamp
+        assert (await download(client, "b", "k")).content == content
+    assert hashed == [True, False, False, True]
 
 
 @pytest.mark.parametrize("damage", ["removed", "cut short"])

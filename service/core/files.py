@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Hashable, Mapping
 from contextlib import aclosing
 
 from blake3 import blake3
@@ -18,13 +19,21 @@ from service.core.auth import Action, Principal
 from service.core.catalog import Catalog
 from service.core.errors import BlobMissing, CorruptBlob, FileNotFound, InvalidRequest
 from service.core.model import Entry
+from service.core.ports import BlobStamps
 
 log = logging.getLogger("files.download")
+
+
+KEPT_VERIFIED = 4096  # blobs whose stamp is kept: a few hundred KiB at most
 
 
 class Files:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        stamps = catalog.blobs
+        self._stamps = stamps if isinstance(stamps, BlobStamps) else None
+        # The stamp of each blob a whole download here hashed and found right (least recent first).
+        self._verified: OrderedDict[str, Hashable] = OrderedDict()
 
     async def buckets(self, principal: Principal) -> list[str]:
         """The buckets holding files that the principal may read."""
@@ -86,27 +95,51 @@ class Files:
     async def content(self, entry: Entry, first: int, length: int, whole: bool) -> AsyncGenerator[bytes, None]:
         """Stream `length` bytes of the file from `first` (the caller checked the range).
 
-        FileNotFound at the first step when the blob is missing. When the `whole` file is sent its
-        content is hashed as it is read, and the last chunk goes out only once the hash is known
-        to match: a blob found corrupt ends in CorruptBlob before its end, so the client sees a
-        broken download rather than a whole-looking wrong one.
+        FileNotFound at the first step when the blob is missing. When the `whole` file is sent it
+        is verified, and the last chunk goes out only once it is: a blob found corrupt ends in
+        CorruptBlob before its end, so the client sees a broken download rather than a
+        whole-looking wrong one. Verified means hashed as it is read and matching, or, for a
+        store that stamps blobs, still the very file that such a download hashed here (its stamp
+        unchanged from before the first read to before the last chunk): blobs never change, so
+        one that did is damaged, and a whole download need not hash every GiB again.
         """
-        hasher = blake3() if whole else None  # one thread: it runs beside the sending event loop
+        stamp = self._stamps.stamp(entry.digest) if whole and self._stamps is not None else None
+        trusted = stamp is not None and self._verified.get(entry.digest) == stamp
+        hasher = blake3() if whole and not trusted else None  # one thread: it runs beside the sending event loop
         stream = self.catalog.blobs.read(entry.digest, first, length, hasher.update if hasher else None)
         sent = 0
         async with aclosing(stream):
             try:
                 async for data in stream:
                     sent += len(data)
-                    if sent == length:
-                        _verify(entry, hasher)
+                    if whole and sent == length:
+                        self._verify(entry, hasher, stamp)
                     yield data
             except BlobMissing:
                 raise FileNotFound(
                     f"the content of {entry.key!r} in bucket {entry.bucket!r} is missing from the blob store"
                 ) from None
-        if length == 0:
-            _verify(entry, hasher)
+        if whole and length == 0:
+            self._verify(entry, hasher, stamp)
+
+    def _verify(self, entry: Entry, hasher: blake3 | None, stamp: Hashable | None) -> None:
+        """CorruptBlob unless the content sent is the entry's: hashed to its digest, or not hashed and
+        the blob's stamp the one verified. A blob hashed right and unchanged meanwhile is recorded."""
+        digest = entry.digest
+        if hasher is not None and hasher.hexdigest() != digest:
+            self._verified.pop(digest, None)
+            log.error("blob %s is corrupt: its content hashes to %s; download cut off", digest, hasher.hexdigest())
+            raise CorruptBlob(f"blob {digest} is corrupt")
+        unchanged = stamp is not None and self._stamps is not None and self._stamps.stamp(digest) == stamp
+        if hasher is None and not unchanged:
+            self._verified.pop(digest, None)
+            log.error("blob %s changed on disk since it was verified; download cut off", digest)
+            raise CorruptBlob(f"blob {digest} changed since it was verified")
+        if hasher is not None and unchanged:
+            self._verified[digest] = stamp
+            self._verified.move_to_end(digest)
+            if len(self._verified) > KEPT_VERIFIED:
+                self._verified.popitem(last=False)
 
 
 def _check(principal: Principal, action: Action, bucket: str, key: str) -> None:
@@ -114,10 +147,3 @@ def _check(principal: Principal, action: Action, bucket: str, key: str) -> None:
     names.check_bucket(bucket)
     names.check_key(key)
     principal.require(action, bucket)
-
-
-def _verify(entry: Entry, hasher: blake3 | None) -> None:
-    """CorruptBlob unless the content hashed (if any was) is the entry's."""
-    if hasher is not None and hasher.hexdigest() != entry.digest:
-        log.error("blob %s is corrupt: its content hashes to %s; download cut off", entry.digest, hasher.hexdigest())
-        raise CorruptBlob(f"blob {entry.digest} is corrupt")

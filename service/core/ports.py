@@ -18,7 +18,7 @@ first (`service.core.names`); a store still refuses one that would lead outside 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -125,6 +125,17 @@ class BlobStore(Protocol):
 
     def list(self) -> Iterator[BlobInfo]:
         """Every blob, in no particular order; things in the store that are not blobs are skipped."""
+
+
+@runtime_checkable
+class BlobStamps(Protocol):
+    """Capability: a store that can tell that a blob is still the very file it was, so that a blob
+    hashed whole once need not be hashed again on every whole download (service/core/files.py)."""
+
+    def stamp(self, digest: str) -> Hashable | None:
+        """A value equal to an earlier one only while the blob is the same file, unchanged since: any
+        write to it, replacement or removal changes it (a filesystem: device, inode, size, mtime and
+        ctime, which no one can set back). None when there is no blob. Cheap: one stat, no read."""
 
 
 @runtime_checkable

@@ -51,6 +51,16 @@ class BlobStore:
             return None
         return BlobInfo(digest, stat.st_size, stat.st_mtime) if S_ISREG(stat.st_mode) else None
 
+    def stamp(self, digest: str) -> tuple[int, ...] | None:
+        """The `BlobStamps` capability: a write or a rename changes the ctime, which utime cannot set back."""
+        try:
+            stat = self.path(digest).lstat()
+        except FileNotFoundError:
+            return None
+        if not S_ISREG(stat.st_mode):
+            return None
+        return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
     def commit(self, staging: StagingArea, name: str, digest: str) -> bool:
         if not isinstance(staging, LocalFiles):
             raise TypeError("the filesystem blob store commits only staged uploads that are local files")
