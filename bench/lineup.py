@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import sys
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 from peers import BENCH, NODE_PEER, TUSPYSERVER
@@ -64,6 +65,54 @@ def service_tus(workdir: Path, redis_url: str | None) -> Spec:
     """The service through its tus front, with the same requests as the tus peers get."""
     spec = service(workdir, redis_url, name="service tus", protocol=ServiceTus())
     return replace(spec, notes=f"{spec.notes}, through its tus front at /tus/ (the requests the tus peers get)")
+
+
+def service_granian(workdir: Path, redis_url: str | None) -> Spec:
+    """The service's app under granian (ASGI, uvloop, one worker) instead of uvicorn: the same settings,
+    and the allocator tunables and metrics folder `files-service serve` sets up for itself."""
+    spec = service(workdir, redis_url, name="service granian")
+    return replace(
+        spec,
+        command=[
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            HOST,
+            "--port",
+            "{port}",
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "service.http.app:create_app",
+        ],  # fmt: skip
+        env={
+            **spec.env,
+            "GLIBC_TUNABLES": GLIBC_TUNED,
+            "PROMETHEUS_MULTIPROC_DIR": str(_made(workdir / "granian-metrics")),
+        },
+        notes=f"this repository's app under granian {_version('granian')} (`granian --interface asgi --loop uvloop"
+        " --workers 1`) instead of uvicorn: bench only, `files-service serve` runs uvicorn",
+    )
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def ceiling(workdir: Path, tuned: bool = False) -> Spec:

@@ -8,13 +8,16 @@ writes benchmarks.md (the table) and benchmarks.png (the chart) into --out, and 
 samples into bench/results/. Workloads: 1 upload (one request), 2 chunks, 3 small files,
 4 download, 5 listing and index rebuild, 6 peak memory (measured during 1 and 2), 7 parallel
 tus parts (concatenation). The service runs twice: spoken to in its own API, and as "service
-tus" through its tus front with the very requests the tus peers get (rows 1, 2, 3 and 7).
+tus" through its tus front with the very requests the tus peers get (rows 1, 2, 3 and 7),
+and in workload 3 also as "service granian", its app under granian instead of uvicorn (when
+granian is installed: pip install -e '.[bench]').
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -120,6 +123,10 @@ def lineups(
             skipped["@tus/server"] = str(error)
     uploads = [service, *tuned_service, service_tus, *ceilings, *python_peers, *node_peers]
     plain = [spec for spec in uploads if not spec.name.endswith(" tuned")]
+    if importlib.util.find_spec("granian") is not None:  # the other HTTP server, where the small-file rate is decided
+        plain.insert(1, lineup.service_granian(workdir, url))
+    else:
+        skipped["service granian"] = "granian is not installed beside the service (pip install -e '.[bench]')"
     tus = [service_tus, *python_peers[:1], *node_peers]
     return {"1": uploads, "2": uploads, "3": plain, "4": [service, *tuned_service, *ceilings], "7": tus}
 
