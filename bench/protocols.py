@@ -113,11 +113,11 @@ class Tus:
         return [self.stored(name, final.rsplit("/", 1)[-1]), *(location.rsplit("/", 1)[-1] for location in locations)]
 
     async def _create(self, connection: Connection, headers: dict[str, str], metadata: dict[str, str]) -> str:
-        """POST an upload; the path of its Location."""
+        """POST an upload; its Location, as the server gives it (a final upload names its parts by it)."""
         encoded = ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items())
         headers = {"Tus-Resumable": "1.0.0", **headers, **({"Upload-Metadata": encoded} if encoded else {})}
         created = await connection.request("POST", self.path, headers)
-        return urlsplit(created.expect(201).headers["location"]).path
+        return created.expect(201).headers["location"]
 
     async def _patch(self, connection: Connection, location: str, offset: int, part: memoryview) -> None:
         headers = {
@@ -125,7 +125,7 @@ class Tus:
             "Upload-Offset": str(offset),
             "Content-Type": "application/offset+octet-stream",
         }
-        (await connection.request("PATCH", location, headers, part)).expect(204)
+        (await connection.request("PATCH", urlsplit(location).path, headers, part)).expect(204)
 
     async def remove(self, connection: Connection, stored: str) -> None:
         (await connection.request("DELETE", self.download_target(stored), {"Tus-Resumable": "1.0.0"})).expect(204)

@@ -138,6 +138,7 @@ TARGETS = [
     ("tus, chunks: ahead of tuspyserver (tuned)", "2", "upload", TUS, "tuspyserver tuned", 1.0),
     ("tus, chunks: ahead of @tus/server", "2", "upload", TUS, "@tus/server", 1.0),
     ("tus, small files: at least @tus/server's rate", "3", "4 KiB", TUS, "@tus/server", 1.0),
+    ("tus, parallel parts: ahead of tuspyserver", "7", "upload", TUS, "tuspyserver", 1.0),
     ("a page of 1000 under 50 ms at the median", "5", "list a page", SERVICE, None, 50.0),
     ("rebuild of 100,000 entries under 30 s", "5", "rebuild", SERVICE, None, 30.0),
     ("peak RSS under 100 MiB during 1", "6", "peak RSS during 1", SERVICE, None, 100.0),
