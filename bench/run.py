@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = workdir / "logs"
     logs.mkdir()
     skipped: dict[str, str] = {}
-    bench = Bench(sizes, Payload(sizes.large if numbers & {"1", "2", "4"} else 0, sizes.small), log)
+    bench = Bench(sizes, Payload(sizes.large if numbers & {"1", "2", "4", "7"} else 0, sizes.small), log)
     bench.sync_all = arguments.peer_flush == "sync"
     bench.notes.append(
         "Workload 3 runs the plain variants only: the allocator's thresholds concern large buffers, "

@@ -130,13 +130,18 @@ async def parallel_upload(bench: Bench, systems: list[System]) -> list[Row]:
                 missing.append(system.name)
     if missing:
         row.note = f"not offered by {', '.join(missing)} (OPTIONS lists no concatenation extension)"
+    resident = Row("6", "peak RSS during 7", "MiB", False, note="VmHWM of the server process, reset before each run")
     for rep in range(bench.sizes.reps if offering else 0):
         for system in rotated(offering, rep):
             bench.settle()
-            elapsed = await _timed_parallel(bench, system, f"parallel/{rep}", bench.payload.large())
+            with system.memory_watch() as peak:
+                elapsed = await _timed_parallel(bench, system, f"parallel/{rep}", bench.payload.large())
             row.add(system.name, size / MiB / elapsed)
-            bench.log(f"  7: {system.name:<18} {size / MiB / elapsed:8.0f} MiB/s")
-    return [row]
+            resident.add(system.name, peak.resident / MiB)
+            bench.log(
+                f"  7: {system.name:<18} {size / MiB / elapsed:8.0f} MiB/s  peak RSS {peak.resident / MiB:.0f} MiB"
+            )
+    return [row, resident]
 
 
 async def _timed_parallel(bench: Bench, system: System, name: str, data: memoryview) -> float:
