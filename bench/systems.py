@@ -118,8 +118,8 @@ class System:
     def memory_watch(self) -> Iterator[MemoryPeak]:
         """Peak memory while the block runs: VmHWM (reset first) and anonymous memory, sampled.
 
-        VmHWM counts file pages the process maps (the service hashes a finished file through
-        mmap), which are page cache, not memory it holds; the anonymous peak tells them apart.
+        VmHWM counts file pages the process maps, which are page cache, not memory it holds;
+        the anonymous peak tells them apart.
         """
         for pid in self._pids():
             try:

@@ -87,7 +87,7 @@ class StagingArea(Protocol):
 
 @runtime_checkable
 class LocalFiles(Protocol):
-    """Capability: staged uploads are files on a local filesystem (mmap hashing, hard links)."""
+    """Capability: staged uploads are files on a local filesystem (hashed where they lie, hard links)."""
 
     def path(self, name: str) -> Path:
         """The file of the staged upload `name`, checked to lie inside the area (OutsideRoot)."""
