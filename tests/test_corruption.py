@@ -332,6 +332,44 @@ async def test_a_blob_verified_once_is_sent_unhashed_while_it_is_unchanged(make_
     assert hashed == [True, False, False, True]
 
 
+@pytest.mark.parametrize("touch", ["same-content-placed-again", "damaged-in-place"])
+async def test_a_verified_blob_touched_while_it_is_sent_is_hashed_again(make_app, monkeypatch, touch):
+    """A blob sent unhashed (verified before) whose stamp changes during the download: placing the
+    same content again (its times refreshed) must not break the download, damage must cut it off."""
+    content = os.urandom(2 * MiB + 5)  # two reads: the touch falls between them
+    app = make_app()
+    blobs = app.state.services.blobs
+    path = blobs.path(b3(content))
+    read = blobs.read
+    touches = 0  # how many unhashed sends to touch the blob in
+
+    async def touched_read(digest, first, length, observe=None):
+        nonlocal touches
+        async for data in read(digest, first, length, observe):
+            yield data
+            if touches and observe is None:
+                touches -= 1
+                if touch == "same-content-placed-again":
+                    os.utime(path)
+                else:  # the last byte, which the send has not read yet
+                    with open(path, "r+b") as file:
+                        file.seek(len(content) - 1)
+                        file.write(bytes([content[-1] ^ 0xFF]))
+
+    monkeypatch.setattr(blobs, "read", touched_read)
+    async with app_client(app, raise_app_exceptions=False) as client:
+        await upload(client, "b", "damaged", content)
+        assert await whole_download(client, len(content)) == content  # hashed, now verified
+        touches = 1
+        outcome = await whole_download(client, len(content))
+        if touch == "same-content-placed-again":
+            assert outcome == content
+            assert await whole_download(client, len(content)) == content
+        else:
+            assert outcome is None
+            assert await whole_download(client, len(content)) is None
+
+
 @pytest.mark.parametrize("damage", ["removed", "cut short"])
 async def test_lost_partial_data_restarts_the_session_instead_of_filling_in_zeros(client, settings, damage):
     """The bytes a session acknowledged vanish from the volume: the next chunk gets 409 at offset 0

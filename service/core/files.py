@@ -100,10 +100,11 @@ class Files:
         CorruptBlob before its end, so the client sees a broken download rather than a
         whole-looking wrong one. Verified means hashed as it is read and matching, or, for a
         store that stamps blobs, still the very file that such a download hashed here (its stamp
-        unchanged from before the first read to before the last chunk): blobs never change, so
-        one that did is damaged, and a whole download need not hash every GiB again.
+        unchanged from before the first read to before the last chunk; see `_verify` for one
+        touched meanwhile): a blob's content never changes but by damage, and a whole download
+        need not hash every GiB again.
         """
-        stamp = self._stamps.stamp(entry.digest) if whole and self._stamps is not None else None
+        stamp = self._stamp(entry.digest) if whole else None
         trusted = stamp is not None and self._verified.get(entry.digest) == stamp
         hasher = blake3() if whole and not trusted else None  # one thread: it runs beside the sending event loop
         stream = self.catalog.blobs.read(entry.digest, first, length, hasher.update if hasher else None)
@@ -113,33 +114,41 @@ class Files:
                 async for data in stream:
                     sent += len(data)
                     if whole and sent == length:
-                        self._verify(entry, hasher, stamp)
+                        await self._verify(entry, hasher, stamp)
                     yield data
+                if whole and length == 0:
+                    await self._verify(entry, hasher, stamp)
             except BlobMissing:
                 raise FileNotFound(
                     f"the content of {entry.key!r} in bucket {entry.bucket!r} is missing from the blob store"
                 ) from None
-        if whole and length == 0:
-            self._verify(entry, hasher, stamp)
 
-    def _verify(self, entry: Entry, hasher: blake3 | None, stamp: Hashable | None) -> None:
-        """CorruptBlob unless the content sent is the entry's: hashed to its digest, or not hashed and
-        the blob's stamp the one verified. A blob hashed right and unchanged meanwhile is recorded."""
+    async def _verify(self, entry: Entry, hasher: blake3 | None, stamp: Hashable | None) -> None:
+        """CorruptBlob unless the content sent is the entry's. Sent hashed: the hash must match. Sent
+        unhashed (its stamp was a verified one): when the stamp changed meanwhile, the blob was touched
+        while it was sent (placing the same content again refreshes its times; damage changes it), and
+        it is hashed whole as it is now, which damage done meanwhile would still fail. A blob that
+        hashed right and kept its stamp while it was hashed is recorded as verified."""
         digest = entry.digest
+        now = self._stamp(digest)
+        if hasher is None and now != stamp:
+            hasher, stamp = blake3(), now
+            async with aclosing(self.catalog.blobs.read(digest, 0, entry.bytes, hasher.update)) as again:
+                async for _ in again:
+                    pass
+            now = self._stamp(digest)
         if hasher is not None and hasher.hexdigest() != digest:
             self._verified.pop(digest, None)
             log.error("blob %s is corrupt: its content hashes to %s; download cut off", digest, hasher.hexdigest())
             raise CorruptBlob(f"blob {digest} is corrupt")
-        unchanged = stamp is not None and self._stamps is not None and self._stamps.stamp(digest) == stamp
-        if hasher is None and not unchanged:
-            self._verified.pop(digest, None)
-            log.error("blob %s changed on disk since it was verified; download cut off", digest)
-            raise CorruptBlob(f"blob {digest} changed since it was verified")
-        if hasher is not None and unchanged:
+        if stamp is not None and now == stamp:
             self._verified[digest] = stamp
             self._verified.move_to_end(digest)
             if len(self._verified) > KEPT_VERIFIED:
                 self._verified.popitem(last=False)
+
+    def _stamp(self, digest: str) -> Hashable | None:
+        return self._stamps.stamp(digest) if self._stamps is not None else None
 
 
 def _check(principal: Principal, action: Action, bucket: str, key: str) -> None:
