@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
     s3_endpoint_url: str | None = None
     tus_bucket: str = "uploads"
+    openai_bucket: str = Field("openai", pattern=r"^[a-zA-Z0-9_-]{1,63}$")
 
     @classmethod
     def settings_customise_sources(

@@ -40,11 +40,19 @@ class Files:
         return [name for name in await self.catalog.buckets() if principal.may("read", name)]
 
     async def page(
-        self, principal: Principal, bucket: str, prefix: str, after: str | None, limit: int
+        self,
+        principal: Principal,
+        bucket: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        reverse: bool = False,
+        purpose: str | None = None,
     ) -> tuple[list[Entry], bool]:
-        """Up to `limit` files of `bucket` whose keys start with `prefix`, after `after`; and whether more follow."""
+        """Up to `limit` files of `bucket` whose keys start with `prefix`, after `after` in key order (or
+        before it, in the reverse order), only those of one metadata `purpose` if given; and whether more follow."""
         principal.require("read", names.check_bucket(bucket))
-        return await self.catalog.page(bucket, prefix, after, limit)
+        return await self.catalog.page(bucket, prefix, after, limit, reverse, purpose)
 
     async def info(self, principal: Principal, bucket: str, key: str) -> Entry:
         """The file (FileNotFound when there is none); the principal must be allowed to read it."""

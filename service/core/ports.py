@@ -285,8 +285,24 @@ class EntryIndex(Protocol):
     async def buckets(self) -> list[str]:
         """Every bucket holding a file, in order; rebuilds a lost index first."""
 
-    async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
-        """Up to `limit` entries of `bucket` in key order after `after`, and whether more follow."""
+    async def page(
+        self,
+        bucket: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        reverse: bool = False,
+        purpose: str | None = None,
+    ) -> tuple[list[Entry], bool]:
+        """Up to `limit` entries of `bucket` whose keys start with `prefix`, in key order after `after`
+        (with `reverse`, in the reverse order, before `after`), and whether more follow. With `purpose`,
+        only the entries whose metadata `purpose` is that. Reads about `limit` entries, however many
+        the bucket holds (no scan); rebuilds a lost index first."""
+
+    async def expired(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """(bucket, key) of up to `limit` entries whose metadata `expires_at` (unix seconds) is `now` or
+        earlier, the earliest first; rebuilds a lost index first. The caller checks the entry again
+        (under its lock) before it deletes: the index may lag behind the volume."""
 
     async def unreferenced(self, digest: str) -> bool:
         """True only when the index is complete and no entry nor intent refers to `digest`."""

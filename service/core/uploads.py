@@ -166,11 +166,14 @@ class UploadCore:
         content_length: int | None,
         size: int | None = None,
         check: ChunkChecksum | None = None,
+        last: bool = False,
     ) -> Session | Entry:
         """Append one chunk; returns the session, or the file when this chunk completed it (a part
         that this chunk completed comes back as its session, completed).
 
         `size` declares the size of a session created without one (and must repeat it after).
+        With `last`, a session without a size gets the one its bytes reach when this body ends:
+        a body whose length nobody knows before it ends (a multipart form's file) completes it.
         With `check`, the chunk is kept only when it matches (else ChecksumMismatch), so the
         offset moves only once the whole chunk is in and checked: none of a chunk broken off.
         """
@@ -189,7 +192,12 @@ class UploadCore:
             chunks = _until_stalled(body, self.stall_seconds)
             try:
                 session, received, hasher = await self._receive(
-                    session, lease, chunks, checkpoints=content_length is not None and check is None, check=check
+                    session,
+                    lease,
+                    chunks,
+                    checkpoints=content_length is not None and check is None,
+                    check=check,
+                    last=last,
                 )
             except StagingLost:
                 # The acknowledged bytes are gone (a partial file removed by hand, say): start again at 0.
@@ -366,6 +374,7 @@ class UploadCore:
         body: AsyncIterator[bytes],
         checkpoints: bool,
         check: ChunkChecksum | None = None,
+        last: bool = False,
     ) -> tuple[Session, int, ContentHasher | None]:
         """Copy the body to the staging file: (the session, the bytes now in the file, the hasher).
 
@@ -376,6 +385,7 @@ class UploadCore:
         also moves while a long body streams in, so a dead process loses little. Without
         one, nothing counts until the body ends, so that a body running past the size is
         refused whole (413). Either way a client that goes away or stalls keeps what arrived.
+        A `last` body of a session without a size declares it where it ends.
         """
         hasher = self._hasher_for(session)
         writer = ChunkWriter(functools.partial(self.staging.open, session.id, session.offset), session.offset, hasher)
@@ -399,6 +409,8 @@ class UploadCore:
                     )
                 await _still_held(lease)
                 await writer.drain(close=True)
+                if last and session.length_deferred:
+                    session = await self.sessions.declare_size(session, lease, writer.flushed)
             except (BodyBrokenOff, BodyStalled, asyncio.CancelledError):
                 # Keep what arrived (also when shutdown cuts the request off), so the client resumes there;
                 # but a chunk with a checksum counts only whole and checked.

@@ -21,7 +21,7 @@ from service.config import Settings
 from service.core.auth import Principal
 from service.core.errors import BodyBrokenOff, InvalidRequest, UploadTooLarge
 from service.core.model import Entry, NewUpload, Session
-from service.http.download import BlobResponse, etag_matches, parse_range
+from service.http.download import BlobResponse, content_response
 from service.http.models import (
     Bucket,
     BucketList,
@@ -221,20 +221,7 @@ class FilesAPI:
     async def download(self, request: Request) -> Response | BlobResponse:
         principal = self.principal(request)
         entry = await self.files.download(principal, request.path_params["bucket"], request.path_params["key"])
-        etag = f'"{entry.digest}"'
-        headers = {"ETag": etag, "Accept-Ranges": "bytes"}
-        if etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        span = parse_range(request.headers.get("range"), entry.bytes)
-        headers["Content-Type"] = entry.mime_type
-        first, last = span if span is not None else (0, entry.bytes - 1)
-        length = last - first + 1
-        headers["Content-Length"] = str(length)
-        if span is not None:
-            headers["Content-Range"] = f"bytes {first}-{last}/{entry.bytes}"
-        sent = length if request.method != "HEAD" else 0  # HEAD: the blob is opened, nothing read
-        chunks = self.files.content(entry, first, sent, whole=span is None and sent == entry.bytes)
-        return BlobResponse(chunks, 200 if span is None else 206, headers)
+        return content_response(request, self.files, entry)
 
 
 def requester(request: Request) -> str:

@@ -1,5 +1,5 @@
-"""The background sweep: changes cut short by a crash, partial data of sessions Redis no longer
-knows, temporaries of interrupted writes, and blobs no entry needs.
+"""The background sweep: changes cut short by a crash, files whose `expires_at` has passed, partial data
+of sessions Redis no longer knows, temporaries of interrupted writes, and blobs no entry needs.
 
 Every process runs the loop; a lease in Redis lets one sweep at a time.
 """
@@ -68,6 +68,7 @@ class Sweeper:
             async with lease.kept_alive():
                 settled = await self.catalog.settle_stranded()
                 await self.catalog.catch_up()
+                expired = await self.catalog.expire(time.time())
                 partials = await self.sweep_staging()
                 temporaries = await asyncio.to_thread(self.sweep_temporaries)
                 blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)
@@ -77,9 +78,10 @@ class Sweeper:
         metrics.SWEEPS.inc()
         metrics.SESSIONS.labels("expired").inc(partials)
         log.info(
-            "sweep settled %d change(s) cut short, removed %d partial file(s), %d temporary file(s) "
-            "and %d blob(s) in %.3f s",
+            "sweep settled %d change(s) cut short, deleted %d expired file(s), removed %d partial file(s), "
+            "%d temporary file(s) and %d blob(s) in %.3f s",
             settled,
+            expired,
             partials,
             temporaries,
             blobs.deleted,
@@ -87,6 +89,7 @@ class Sweeper:
             extra={
                 "event": "sweep",
                 "intents_settled": settled,
+                "files_expired": expired,
                 "temporaries_removed": temporaries,
                 "partials_removed": partials,
                 "blobs_removed": blobs.deleted,

@@ -1,11 +1,17 @@
 """The listing index in Redis: a cache of the entries on the volume, rebuilt when it is lost.
 
 Per bucket a sorted set of keys (all at score 0, so ZRANGEBYLEX walks them in
-byte order) and a hash key -> entry JSON; a set of non-empty buckets; a
+byte order, either way) and a hash key -> entry JSON; a set of non-empty buckets; a
 hash digest -> number of entries that refer to it, so that a blob can be
 freed the moment its last entry goes; and a hash '<digest>:<bucket>' -> number
 of entries of that bucket that refer to it, so that an upload of content stored
 already can be told whether it is stored where its caller may read (`held_in`).
+
+Two listings follow from the entries' metadata, kept by the same scripts: per bucket a
+sorted set of `<purpose>\0<key>` for the entries with a metadata `purpose` (so a page of
+one purpose is one range, however rare the purpose: OpenAI's `purpose` filter), and one
+sorted set of `<bucket>/<key>` scored by the metadata `expires_at` (unix seconds), which
+the sweeper reads from the earliest.
 
 `ready` holds a generation id while the index is complete. Losing Redis's data
 loses that key too, so readers notice and rebuild from the volume. Writers
@@ -35,6 +41,25 @@ from service.core.ports import EntryStore
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases, own, release_lua
 
+# Lua that keeps the metadata's listings (KEYS[8] the bucket's purposes, KEYS[9] the expiring entries) for
+# the entry JSON `entry` of the key `key` in the bucket `bucket`: `op` 'zadd' counts it in, 'zrem' takes it out.
+_METADATA_LUA = r"""
+local function listed(op, bucket, key, entry)
+  local metadata = cjson.decode(entry).metadata
+  if type(metadata) ~= 'table' then return end
+  local purpose = metadata.purpose
+  if type(purpose) == 'string' and not string.find(purpose, '\0', 1, true) then
+    if op == 'zadd' then redis.call('zadd', KEYS[8], 0, purpose .. '\0' .. key)
+    else redis.call('zrem', KEYS[8], purpose .. '\0' .. key) end
+  end
+  local expires = metadata.expires_at
+  if type(expires) == 'string' and string.match(expires, '^%d+$') then
+    if op == 'zadd' then redis.call('zadd', KEYS[9], tonumber(expires), bucket .. '/' .. key)
+    else redis.call('zrem', KEYS[9], bucket .. '/' .. key) end
+  end
+end
+"""
+
 
 # Lua that appends one event, the fields of the entry JSON `entry` and type `kind`, to the stream KEYS[6]
 # trimmed to about ARGV[maxlen] events; nothing when that is '' (the rebuild reloading what it lost).
@@ -59,13 +84,15 @@ local function uncount(digest, bucket)
 end
 """
 
-# KEYS: bucket keys, bucket entries, buckets, refs, intents, events, holders, then locks to let go of. ARGV: bucket,
+# KEYS: bucket keys, bucket entries, buckets, refs, intents, events, holders, the bucket's purposes, the expiring
+# entries, then locks to let go of. ARGV: bucket,
 # key, json, digest, only-if-absent, the locks' token (which also names the intent to drop), the events'
 # maxlen ('' for no event), the time. Appends a file.created in the same step as the change.
 # Returns the digest of the entry it replaced ('' for none), or 0 when only-if-absent found one.
 _PUT = (
     _emit_lua("ARGV[7]", "ARGV[8]")
     + _UNCOUNT
+    + _METADATA_LUA
     + """
 local old = redis.call('hget', KEYS[2], ARGV[2])
 local replaced = ''
@@ -73,7 +100,9 @@ if old then
   if ARGV[5] == '1' then return 0 end
   replaced = string.match(old, '"digest":"(%x+)"')
   uncount(replaced, ARGV[1])
+  listed('zrem', ARGV[1], ARGV[2], old)
 end
+listed('zadd', ARGV[1], ARGV[2], ARGV[3])
 redis.call('hset', KEYS[2], ARGV[2], ARGV[3])
 redis.call('zadd', KEYS[1], 0, ARGV[2])
 redis.call('zadd', KEYS[3], 0, ARGV[1])
@@ -82,7 +111,7 @@ redis.call('hincrby', KEYS[7], ARGV[4] .. ':' .. ARGV[1], 1)
 if ARGV[6] ~= '' then redis.call('hdel', KEYS[5], ARGV[6]) end
 emit('file.created', ARGV[3])
 """
-    + release_lua(8, "ARGV[6]")
+    + release_lua(10, "ARGV[6]")
     + "return replaced\n"
 )
 
@@ -92,10 +121,11 @@ emit('file.created', ARGV[3])
 _REMOVE = (
     _emit_lua("ARGV[5]", "ARGV[6]")
     + _UNCOUNT
+    + _METADATA_LUA
     + """
 if ARGV[4] ~= '' then redis.call('hdel', KEYS[5], ARGV[4]) end
 """
-    + release_lua(8, "ARGV[4]")
+    + release_lua(10, "ARGV[4]")
     + """
 local old = redis.call('hget', KEYS[2], ARGV[2])
 if not old then return '' end
@@ -104,17 +134,28 @@ local digest = string.match(old, '"digest":"(%x+)"')
 uncount(digest, ARGV[1])
 redis.call('hdel', KEYS[2], ARGV[2])
 redis.call('zrem', KEYS[1], ARGV[2])
+listed('zrem', ARGV[1], ARGV[2], old)
 if redis.call('zcard', KEYS[1]) == 0 then redis.call('zrem', KEYS[3], ARGV[1]) end
 emit('file.deleted', old)
 return digest
 """
 )
 
-# KEYS: ready, bucket keys, bucket entries. ARGV: min, max, count.
+# KEYS: ready, the ordered set (bucket keys, or the bucket's purposes), bucket entries. ARGV: min, max, count,
+# '1' for the reverse order, how many characters of each member go before its key.
 # Returns {0} when the index is not ready, else {1, json, ...}.
 _PAGE = """
 if redis.call('exists', KEYS[1]) == 0 then return {0} end
-local keys = redis.call('zrangebylex', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+local keys
+if ARGV[4] == '1' then
+  keys = redis.call('zrevrangebylex', KEYS[2], ARGV[2], ARGV[1], 'LIMIT', 0, ARGV[3])
+else
+  keys = redis.call('zrangebylex', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+end
+local skip = tonumber(ARGV[5])
+if skip > 0 then
+  for i, member in ipairs(keys) do keys[i] = string.sub(member, skip + 1) end
+end
 local result = {1}
 for first = 1, #keys, 1000 do
   local values = redis.call('hmget', KEYS[3], unpack(keys, first, math.min(first + 999, #keys)))
@@ -209,6 +250,8 @@ class EntryIndex:
             keys.intents,
             keys.events,
             keys.holders,
+            keys.bucket_purposes(bucket),
+            keys.expiring,
         ]
 
     def _event_args(self) -> list[str]:
@@ -250,22 +293,45 @@ class EntryIndex:
             return await self.buckets()
         return list(result[1:])
 
-    async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
-        """Up to `limit` entries of `bucket` in key order, and whether more follow."""
-        low = f"[{prefix}"
-        if after is not None and after >= prefix:
+    async def page(
+        self,
+        bucket: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        reverse: bool = False,
+        purpose: str | None = None,
+    ) -> tuple[list[Entry], bool]:
+        """Up to `limit` entries of `bucket` in key order (or the reverse), and whether more follow;
+        with `purpose`, only those whose metadata `purpose` is that: one range read either way."""
+        low, high = f"[{prefix}", f"({prefix}\U0010ffff" if prefix else "+"
+        if after is not None and not reverse and after >= prefix:
             low = f"({after}"
-        high = f"({prefix}\U0010ffff" if prefix else "+"
+        if after is not None and reverse and (after < prefix or after.startswith(prefix)):
+            high = f"({after}"
+        ordered, skip = self.keys.bucket_keys(bucket), 0
+        if purpose is not None:
+            # Members are '<purpose>\0<key>': the same bounds, behind the purpose.
+            ordered, skip = self.keys.bucket_purposes(bucket), len(purpose.encode()) + 1
+            low = low[0] + f"{purpose}\0" + low[1:]
+            high = f"({purpose}\0\U0010ffff" if high == "+" else high[0] + f"{purpose}\0" + high[1:]
         result = await self._page(
-            keys=[self.keys.ready, self.keys.bucket_keys(bucket), self.keys.bucket_entries(bucket)],
-            args=[low, high, limit + 1],
+            keys=[self.keys.ready, ordered, self.keys.bucket_entries(bucket)],
+            args=[low, high, limit + 1, 1 if reverse else 0, skip],
         )
         if int(result[0]) == 0:
             await self.rebuild()
-            return await self.page(bucket, prefix, after, limit)
+            return await self.page(bucket, prefix, after, limit, reverse, purpose)
         found = [Entry.model_validate_json(value) for value in result[1:] if value is not None]
         found = [entry for entry in found if entry.key.startswith(prefix)]
         return found[:limit], len(found) > limit
+
+    async def expired(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """(bucket, key) of up to `limit` entries whose metadata `expires_at` is `now` or earlier, the
+        earliest first; rebuilds a lost index first (the entries on the volume are the truth)."""
+        await self.rebuild()
+        members = await self.client.zrangebyscore(self.keys.expiring, "-inf", now, start=0, num=limit)
+        return [(bucket, key) for bucket, _, key in (str(member).partition("/") for member in members)]
 
     async def unreferenced(self, digest: str) -> bool:
         """True only when the index is complete and no entry refers to `digest`."""

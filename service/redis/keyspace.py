@@ -14,6 +14,7 @@ class KeySpace:
         self.blob_stats = f"{prefix}stats:blobs"
         self.intents = f"{prefix}intents"
         self.events = f"{prefix}events"
+        self.expiring = f"{prefix}index:expiring"
 
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
@@ -29,3 +30,6 @@ class KeySpace:
 
     def bucket_entries(self, bucket: str) -> str:
         return f"{self.prefix}index:entries:{bucket}"
+
+    def bucket_purposes(self, bucket: str) -> str:
+        return f"{self.prefix}index:purposes:{bucket}"
