@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     tus_bucket: str = "uploads"
     openai_bucket: str = Field("openai", pattern=r"^[a-zA-Z0-9_-]{1,63}$")
+    openai_upload_ttl_seconds: int = Field(3600, ge=1)
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,7 @@ from service.core import ports
 from service.core.auth import Authenticator
 from service.core.catalog import Catalog
 from service.core.files import Files
+from service.core.parted import PartedUploads
 from service.core.uploads import UploadCore
 from service.ops.metrics import Counters
 from service.ops.sweeper import Sweeper
@@ -23,11 +24,14 @@ from service.redis.index import EntryIndex
 from service.redis.intents import Intents
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases
+from service.redis.parted import PartedUploadStore
 from service.redis.sessions import SessionStore
 from service.storage.blobs import BlobStore
 from service.storage.entries import EntryStore
 from service.storage.memory import MemoryBlobStore, MemoryStaging
 from service.storage.staging import StagingArea
+
+MAX_PART_BYTES = 64 * 1024**2  # OpenAI's limit for one part of an upload
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Services:
     catalog: Catalog
     core: UploadCore
     files: Files
+    parted: PartedUploads
     sweeper: Sweeper
     auth: Authenticator
     webhooks: WebhookDispatcher | None
@@ -87,6 +92,16 @@ class Services:
             counters,
         )
         sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)
+        core = UploadCore(
+            sessions,
+            leases,
+            staging,
+            catalog,
+            counters,
+            settings.max_upload_bytes,
+            settings.max_open_sessions,
+            settings.body_stall_seconds,
+        )
         return cls(
             settings=settings,
             client=client,
@@ -97,17 +112,11 @@ class Services:
             staging=staging,
             entries=entries,
             catalog=catalog,
-            core=UploadCore(
-                sessions,
-                leases,
-                staging,
-                catalog,
-                counters,
-                settings.max_upload_bytes,
-                settings.max_open_sessions,
-                settings.body_stall_seconds,
-            ),
+            core=core,
             files=Files(catalog),
+            parted=PartedUploads(
+                core, PartedUploadStore(client, keys), settings.openai_upload_ttl_seconds, MAX_PART_BYTES
+            ),
             sweeper=Sweeper(
                 client,
                 keys,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from service.core.digests import Digests
-from service.core.model import BlobInfo, Entry, Intent, Session
+from service.core.model import BlobInfo, Entry, Intent, PartedUpload, Session
 
 Observe = Callable[[bytes], object]
 
@@ -267,6 +267,25 @@ class SessionStore(Protocol):
 
     async def exist(self, session_ids: list[str]) -> list[bool]:
         """Which of these sessions are still known."""
+
+
+class PartedUploadStore(Protocol):
+    """Parted uploads, each kept until its `expires_at` (then gone: UploadNotFound)."""
+
+    async def create(self, upload: PartedUpload) -> None:
+        """Keep the new upload (a new id, made by the core) until its `expires_at`. The caller has
+        checked every field."""
+
+    async def get(self, upload_id: str) -> PartedUpload:
+        """The upload with its parts; UploadNotFound when unknown or expired."""
+
+    async def add_part(self, upload_id: str, part_id: str) -> None:
+        """Count the part session `part_id` in, in one step with checking that the upload is still
+        pending: UploadNotFound, or UploadClosed when it was completed or cancelled meanwhile."""
+
+    async def close(self, upload_id: str, status: str) -> PartedUpload:
+        """Move the upload from 'pending' to `status` ('completed' or 'cancelled') in one step, so
+        that two requests cannot both close it: UploadNotFound, or UploadClosed when it was closed."""
 
 
 class EntryIndex(Protocol):

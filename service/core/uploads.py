@@ -105,7 +105,7 @@ class UploadCore:
         session_id = names.check_session_id(request.session_id) if request.session_id else names.new_session_id()
         principal.require("write", request.bucket)
         if request.size is not None:
-            self._check_size(request.size)
+            self.check_size(request.size)
         session = await self.sessions.create(
             session_id,
             request.bucket,
@@ -275,7 +275,7 @@ class UploadCore:
         size = sum(part.size for part in parts)
         if not final.length_deferred and size != final.size:
             raise InvalidConcatenation(f"the parts hold {size} bytes in all, not the upload's size of {final.size}")
-        self._check_size(size)
+        self.check_size(size)
         return parts
 
     async def _assemble(self, final: Session, parts: list[Session], md5: str | None) -> Digests:
@@ -333,7 +333,8 @@ class UploadCore:
                 ) from None
             yield
 
-    def _check_size(self, size: int) -> None:
+    def check_size(self, size: int) -> None:
+        """UploadTooLarge when `size` is over the service's limit."""
         if size > self.max_upload_bytes:
             raise UploadTooLarge(
                 f"size {size} is over this service's limit of {self.max_upload_bytes} bytes",
@@ -346,7 +347,7 @@ class UploadCore:
             if size != session.size:
                 raise InconsistentLength(f"the upload's size is {session.size} already; it cannot become {size}")
             return session
-        self._check_size(size)
+        self.check_size(size)
         if size < session.offset:
             raise InconsistentLength(f"size {size} is less than the {session.offset} bytes received already")
         return await self.sessions.declare_size(session, lease, size)

@@ -88,8 +88,6 @@ class OpenAIFilesAPI:
             Route(f"{PREFIX}/files/{{file_id}}", answer(self.retrieve_file), methods=["GET"]),
             Route(f"{PREFIX}/files/{{file_id}}", answer(self.delete_file), methods=["DELETE"]),
             Route(f"{PREFIX}/files/{{file_id}}/content", answer(self.file_content), methods=["GET", "HEAD"]),
-            # Last: any other path under the prefix is OpenAI's 404 too (the SDK raises NotFoundError for it).
-            Route(f"{PREFIX}/{{path:path}}", answer(self.no_route), methods=["GET", "HEAD", "POST", "DELETE"]),
         ]
 
     async def create_file(self, request: Request) -> Response:
@@ -169,8 +167,14 @@ class OpenAIFilesAPI:
         entry = await self.files.download(principal, self.bucket, _file_key(request))
         return content_response(request, self.files, entry)
 
-    async def no_route(self, request: Request) -> Response:
+
+def not_found_route() -> Route:
+    """Any other path under the prefix: OpenAI's 404 too (the SDK raises NotFoundError for it). Routed last."""
+
+    async def no_route(request: Request) -> Response:
         return error_object(404, f"no route {request.method} {request.url.path[:200]}", "not_found")
+
+    return Route(f"{PREFIX}/{{path:path}}", no_route, methods=["GET", "HEAD", "POST", "DELETE"])
 
 
 def answer(handler: Handler) -> Handler:

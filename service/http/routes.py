@@ -162,7 +162,7 @@ class FilesAPI:
 
     async def read_json(self, request: Request, model: type[Body]) -> Body:
         """The request's JSON body as `model`; InvalidRequest (400) saying what is wrong, else."""
-        body = await _read_limited(request, self.settings.max_json_bytes)
+        body = await read_limited(request, self.settings.max_json_bytes)
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -170,7 +170,7 @@ class FilesAPI:
         try:
             return model.model_validate(payload)
         except ValidationError as error:
-            raise InvalidRequest(_describe(error)) from None
+            raise InvalidRequest(describe(error)) from None
 
     async def upload_content(self, request: Request) -> Response:
         principal = self.principal(request)
@@ -248,7 +248,7 @@ def _probe_writable(directory: Path) -> None:
         pass
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: Request, limit: int) -> bytes:
     declared = header_int(request, "content-length")
     if declared is not None and declared > limit:
         raise UploadTooLarge(f"the JSON body is over {limit} bytes", limit=limit)
@@ -260,7 +260,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "body"

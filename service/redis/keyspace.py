@@ -33,3 +33,6 @@ class KeySpace:
 
     def bucket_purposes(self, bucket: str) -> str:
         return f"{self.prefix}index:purposes:{bucket}"
+
+    def parted_upload(self, upload_id: str) -> str:
+        return f"{self.prefix}parted-upload:{upload_id}"
