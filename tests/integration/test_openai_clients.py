@@ -171,3 +171,57 @@ def check_llama_stack_client(process: ServiceProcess, client: LlamaStackClient) 
     assert expect(process.api.content("openai", created.id), 200).content == b"# a document\n"
     client.files.delete(created.id)
     expect(process.api.info("openai", created.id), 404)
+
+
+def test_upload_file_chunked_sends_several_parts(services, sdk, tmp_path):
+    process = services.start()
+    content = os.urandom(5 * MiB + 123)
+    path = tmp_path / "chunked.bin"
+    path.write_bytes(content)
+    upload = sdk(process).uploads.upload_file_chunked(
+        file=path, mime_type="application/octet-stream", purpose="assistants", part_size=2 * MiB
+    )
+    assert upload.status == "completed" and upload.file is not None
+    assert (upload.file.bytes, upload.file.filename) == (len(content), "chunked.bin")
+    assert sdk(process).files.content(upload.file.id).read() == content
+
+
+def test_parts_in_parallel_on_two_services_completed_in_another_order(services, sdk):
+    first, second = services.start_many(2)
+    clients = [sdk(first), sdk(second)]
+    pieces = [os.urandom(MiB + number) for number in range(6)]
+    content = b"".join(pieces)
+    upload = clients[0].uploads.create(
+        bytes=len(content), filename="parallel.bin", mime_type="application/octet-stream", purpose="batch"
+    )
+    assert upload.status == "pending"
+
+    def send(number: int) -> tuple[int, str]:
+        client = clients[number % 2]  # every other part to the other service
+        return number, client.uploads.parts.create(upload.id, data=pieces[number]).id
+
+    with ThreadPoolExecutor(6) as pool:
+        sent = list(pool.map(send, [5, 2, 0, 4, 1, 3]))  # they arrive in any order
+    part_ids = [part_id for _, part_id in sorted(sent)]
+    assert part_ids != [part_id for _, part_id in sent]
+    with pytest.raises(openai.BadRequestError):
+        clients[1].uploads.complete(upload.id, part_ids=part_ids, md5=hashlib.md5(b"other").hexdigest())
+    done = clients[1].uploads.complete(upload.id, part_ids=part_ids, md5=hashlib.md5(content).hexdigest())
+    assert done.status == "completed" and done.file is not None and done.file.bytes == len(content)
+    assert clients[0].files.content(done.file.id).read() == content
+    info = expect(first.api.info("openai", done.file.id), 200).json()
+    assert info["digest"] == f"blake3:{b3(content)}" and info["metadata"]["filename"] == "parallel.bin"
+
+
+def test_a_cancelled_upload_refuses_parts(services, sdk):
+    process = services.start()
+    client = sdk(process)
+    upload = client.uploads.create(bytes=3, filename="c.txt", mime_type="text/plain", purpose="user_data")
+    part = client.uploads.parts.create(upload.id, data=b"abc")
+    assert client.uploads.cancel(upload.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        client.uploads.parts.create(upload.id, data=b"abc")
+    with pytest.raises(openai.BadRequestError):
+        client.uploads.complete(upload.id, part_ids=[part.id])
+    with pytest.raises(openai.NotFoundError):
+        client.uploads.cancel("upload_" + "0" * 32)
