@@ -15,11 +15,11 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import get_args
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.core import names
@@ -28,13 +28,20 @@ from service.core.model import Entry, NewUpload
 from service.http.download import BlobResponse, content_response
 from service.http.errors import STATUS
 from service.http.multipart import FormReader
-from service.http.routes import request_body
+from service.http.openai_models import (
+    OpenAIError,
+    OpenAIErrorDetail,
+    OpenAIFile,
+    OpenAIFileDeleted,
+    OpenAIFileList,
+    Purpose,
+)
+from service.http.routes import json_response, request_body
 from service.services import Services
 
 PREFIX = "/v1/openai/v1"
 FILE_PREFIX = "file-"
-# OpenAI's purposes (https://platform.openai.com/docs/api-reference/files/create).
-PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+PURPOSES: tuple[str, ...] = get_args(Purpose)
 DEFAULT_MIME_TYPE = "application/octet-stream"
 DEFAULT_PAGE = MAX_PAGE = 10000
 MAX_FIELD_BYTES = 1024
@@ -59,19 +66,16 @@ def created_at(entry: Entry) -> int:
     return entry.created_at
 
 
-def file_object(entry: Entry) -> dict[str, Any]:
+def file_object(entry: Entry) -> OpenAIFile:
     expires_at = entry.metadata.get("expires_at", "")
-    return {
-        "id": entry.key,
-        "object": "file",
-        "bytes": entry.bytes,
-        "created_at": created_at(entry),
-        "expires_at": int(expires_at) if expires_at.isascii() and expires_at.isdigit() else None,
-        "filename": entry.metadata.get("filename", entry.key),
-        "purpose": entry.metadata.get("purpose", "user_data"),
-        "status": "processed",
-        "status_details": None,
-    }
+    return OpenAIFile(
+        id=entry.key,
+        bytes=entry.bytes,
+        created_at=created_at(entry),
+        expires_at=int(expires_at) if expires_at.isascii() and expires_at.isdigit() else None,
+        filename=entry.metadata.get("filename", entry.key),
+        purpose=entry.metadata.get("purpose", "user_data"),
+    )
 
 
 class OpenAIFilesAPI:
@@ -129,7 +133,7 @@ class OpenAIFilesAPI:
                     await self.core.cancel(session_id, principal)
             raise
         assert isinstance(entry, Entry)
-        return JSONResponse(file_object(entry))
+        return json_response(file_object(entry))
 
     async def list_files(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
@@ -143,24 +147,17 @@ class OpenAIFilesAPI:
             principal, self.bucket, FILE_PREFIX, query.get("after"), limit, reverse=order == "desc", purpose=purpose
         )
         data = [file_object(entry) for entry in entries]
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": has_more,
-            }
-        )
+        first_id, last_id = (data[0].id, data[-1].id) if data else (None, None)
+        return json_response(OpenAIFileList(data=data, first_id=first_id, last_id=last_id, has_more=has_more))
 
     async def retrieve_file(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
-        return JSONResponse(file_object(await self.files.info(principal, self.bucket, _file_key(request))))
+        return json_response(file_object(await self.files.info(principal, self.bucket, _file_key(request))))
 
     async def delete_file(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
         entry = await self.files.delete(principal, self.bucket, _file_key(request))
-        return JSONResponse({"id": entry.key, "object": "file", "deleted": True})
+        return json_response(OpenAIFileDeleted(id=entry.key))
 
     async def file_content(self, request: Request) -> Response | BlobResponse:
         principal = self.auth.authenticate(request.headers.get("authorization"))
@@ -200,11 +197,11 @@ def answer(handler: Handler) -> Handler:
 
 def error_object(
     status: int, message: str, code: str, param: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
+) -> Response:
     """OpenAI's error shape; `type` as OpenAI's: a client's mistake, or the server's."""
     kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = OpenAIError(error=OpenAIErrorDetail(message=message, type=kind, param=param, code=code))
+    return Response(body.model_dump_json(), status_code=status, headers=headers, media_type="application/json")
 
 
 def _file_metadata(fields: dict[str, str], filename: str, now: float) -> dict[str, str]:

@@ -9,50 +9,35 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.core.errors import InvalidRequest, UploadNotFound
 from service.core.model import Entry, PartedUpload
 from service.http.multipart import FormReader
-from service.http.openai import PREFIX, PURPOSES, answer, file_object, new_file_id
-from service.http.routes import describe, read_limited, request_body
+from service.http.openai import PREFIX, answer, file_object, new_file_id
+from service.http.openai_models import CompleteUploadBody, CreateUploadBody, OpenAIUpload, OpenAIUploadPart
+from service.http.routes import describe, json_response, read_limited, request_body
 from service.services import Services
 
 UPLOAD_PREFIX, PART_PREFIX = "upload_", "part_"
 
-Purpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
-assert set(Purpose.__args__) == set(PURPOSES)  # type: ignore[attr-defined]
 
-
-class CreateUpload(BaseModel):
-    bytes: int = Field(ge=0)
-    filename: str = Field(min_length=1, max_length=1024)
-    mime_type: str
-    purpose: Purpose
-
-
-class CompleteUpload(BaseModel):
-    part_ids: list[str] = Field(min_length=1)
-    md5: str | None = None
-
-
-def upload_object(upload: PartedUpload, entry: Entry | None = None) -> dict[str, Any]:
-    return {
-        "id": f"{UPLOAD_PREFIX}{upload.id}",
-        "object": "upload",
-        "bytes": upload.size,
-        "created_at": upload.created_at,
-        "expires_at": upload.expires_at,
-        "filename": upload.metadata.get("filename", upload.key),
-        "purpose": upload.metadata.get("purpose", "user_data"),
-        "status": upload.status,
-        "file": file_object(entry) if entry is not None else None,
-    }
+def upload_object(upload: PartedUpload, entry: Entry | None = None) -> OpenAIUpload:
+    return OpenAIUpload(
+        id=f"{UPLOAD_PREFIX}{upload.id}",
+        bytes=upload.size,
+        created_at=upload.created_at,
+        expires_at=upload.expires_at,
+        filename=upload.metadata.get("filename", upload.key),
+        purpose=upload.metadata.get("purpose", "user_data"),
+        status=upload.status,  # type: ignore[arg-type]
+        file=file_object(entry) if entry is not None else None,
+    )
 
 
 class OpenAIUploadsAPI:
@@ -72,7 +57,7 @@ class OpenAIUploadsAPI:
 
     async def create_upload(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
-        body = await _json_body(request, CreateUpload, self.max_json_bytes)
+        body = await _json_body(request, CreateUploadBody, self.max_json_bytes)
         upload = await self.parted.create(
             self.bucket,
             new_file_id(time.time()),
@@ -81,7 +66,7 @@ class OpenAIUploadsAPI:
             {"filename": body.filename, "purpose": body.purpose},
             principal,
         )
-        return JSONResponse(upload_object(upload))
+        return json_response(upload_object(upload))
 
     async def add_part(self, request: Request) -> Response:
         """Multipart `data`: its content streams into a part session; the part's length is where it ends."""
@@ -98,26 +83,23 @@ class OpenAIUploadsAPI:
             part = await self.parted.add_part(upload.id, principal, form.content(), requester)
         if part is None:
             raise InvalidRequest("the form has no 'data'", param="data")
-        return JSONResponse(
-            {
-                "id": f"{PART_PREFIX}{part.id}",
-                "object": "upload.part",
-                "created_at": part.created_at,
-                "upload_id": f"{UPLOAD_PREFIX}{upload.id}",
-            }
+        return json_response(
+            OpenAIUploadPart(
+                id=f"{PART_PREFIX}{part.id}", created_at=part.created_at, upload_id=f"{UPLOAD_PREFIX}{upload.id}"
+            )
         )
 
     async def complete(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
-        body = await _json_body(request, CompleteUpload, self.max_json_bytes)
+        body = await _json_body(request, CompleteUploadBody, self.max_json_bytes)
         part_ids = [part_id.removeprefix(PART_PREFIX) for part_id in body.part_ids]
         requester = request.client.host if request.client else "unknown"
         upload, entry = await self.parted.complete(_upload_id(request), part_ids, principal, requester, md5=body.md5)
-        return JSONResponse(upload_object(upload, entry))
+        return json_response(upload_object(upload, entry))
 
     async def cancel(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
-        return JSONResponse(upload_object(await self.parted.cancel(_upload_id(request), principal)))
+        return json_response(upload_object(await self.parted.cancel(_upload_id(request), principal)))
 
 
 def _upload_id(request: Request) -> str:
