@@ -102,6 +102,9 @@ class Services:
             settings.max_open_sessions,
             settings.body_stall_seconds,
         )
+        parted = PartedUploads(
+            core, PartedUploadStore(client, keys), settings.openai_upload_ttl_seconds, MAX_PART_BYTES
+        )
         return cls(
             settings=settings,
             client=client,
@@ -114,9 +117,7 @@ class Services:
             catalog=catalog,
             core=core,
             files=Files(catalog),
-            parted=PartedUploads(
-                core, PartedUploadStore(client, keys), settings.openai_upload_ttl_seconds, MAX_PART_BYTES
-            ),
+            parted=parted,
             sweeper=Sweeper(
                 client,
                 keys,
@@ -124,6 +125,7 @@ class Services:
                 sessions,
                 staging,
                 catalog,
+                parted,
                 volume,
                 settings.sweep_interval_seconds,
                 settings.blob_grace_seconds,

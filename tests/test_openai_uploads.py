@@ -3,12 +3,14 @@ consumes nothing), every refusal in OpenAI's shape with nothing stored."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 
 import httpx
 import pytest
-from apihelpers import entry_files
+from apihelpers import entry_files, partial_files
 from conftest import http_client
 from test_openai_files import API, assert_openai_error
 
@@ -133,3 +135,20 @@ async def test_an_upload_belongs_to_its_token(make_app, tmp_path):
         client.headers["Authorization"] = f"Bearer {two}"
         assert_openai_error(await add_part(client, upload["id"], b"x"), 404)
         assert_openai_error(await client.post(f"{API}/uploads/{upload['id']}/cancel"), 404)
+
+
+async def test_an_expired_upload_refuses_parts_and_is_swept_with_them(make_app, settings):
+    app = make_app(openai_upload_ttl_seconds=1)
+    async with http_client(app) as client:
+        upload = await new_upload(client, 6)
+        assert upload["expires_at"] == upload["created_at"] + 1
+        await parts_of(client, upload["id"], b"abc")
+        assert len(partial_files(settings.data_dir)) == 1
+        deadline = time.monotonic() + 30
+        while (await complete(client, upload["id"], ["part_x"])).json()["error"]["code"] != "upload_closed":
+            assert time.monotonic() < deadline, "the upload never expired"
+            await asyncio.sleep(0.05)
+        assert "expired" in assert_openai_error(await add_part(client, upload["id"], b"def"), 400)["message"]
+        assert await app.state.services.parted.sweep(time.time()) == 1
+        assert partial_files(settings.data_dir) == []
+        assert_openai_error(await add_part(client, upload["id"], b"def"), 404)

@@ -107,5 +107,5 @@ class PartedUpload:
     owner: str | None
     created_at: int
     expires_at: int
-    status: str  # 'pending', 'completed' or 'cancelled'
+    status: str  # 'pending', 'completed', 'cancelled', or 'expired' (pending past `expires_at`)
     parts: frozenset[str] = frozenset()  # the part sessions added, by id

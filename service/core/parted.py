@@ -5,9 +5,10 @@ Each part is a part session of the upload core, its length known only when its b
 (`UploadCore.write(last=True)`); completing creates the file's session and concatenates the
 named parts into it (`UploadCore.concatenate`: hashed once, the MD5 checked, one blob). Should
 that fail (a wrong MD5, a total that is not the size) nothing is consumed: the parts stay and
-the upload can be completed again. The upload itself is a record in the `PartedUploadStore`
-that lives until it expires; the record's status, moved in one step, lets only one request
-complete or cancel it.
+the upload can be completed again. The upload itself is a record in the `PartedUploadStore`;
+the record's status, moved in one step, lets only one request complete or cancel it. Past its
+`expires_at` a pending upload is 'expired' (it takes no parts and cannot complete), and the
+sweep drops it with its parts.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 
 from service.core import names
-from service.core.auth import Principal
+from service.core.auth import EVERYONE, Principal
 from service.core.errors import FilesError, InvalidRequest, UploadClosed, UploadNotFound, UploadTooLarge
 from service.core.model import Entry, NewUpload, PartedUpload, Session
 from service.core.ports import PartedUploadStore
 from service.core.uploads import UploadCore
 
-PENDING, COMPLETED, CANCELLED = "pending", "completed", "cancelled"
+PENDING, COMPLETED, CANCELLED, EXPIRED = "pending", "completed", "cancelled", "expired"
+SWEEP_BATCH = 100
 
 
 class PartedUploads:
@@ -65,6 +68,8 @@ class PartedUploads:
         if not principal.open and upload.owner != principal.name:
             raise UploadNotFound()
         principal.require("write", upload.bucket)
+        if upload.status == PENDING and time.time() >= upload.expires_at:
+            return replace(upload, status=EXPIRED)
         return upload
 
     async def add_part(
@@ -84,7 +89,7 @@ class PartedUploads:
                 content_length=None,
                 last=True,
             )
-            await self.uploads.add_part(upload.id, session.id)
+            await self.uploads.add_part(upload.id, session.id, time.time())
         except BaseException:
             with contextlib.suppress(FilesError):
                 await self.core.cancel(session.id, principal)
@@ -112,16 +117,33 @@ class PartedUploads:
                 with contextlib.suppress(FilesError):
                     await self.core.cancel(session.id, principal)
                 raise
-        completed = await self.uploads.close(upload.id, COMPLETED)
+        completed = await self.uploads.close(upload.id, COMPLETED, time.time())
         await self._drop_parts(completed.parts - set(part_ids), principal)
         return completed, entry
 
     async def cancel(self, upload_id: str, principal: Principal) -> PartedUpload:
         """Close the pending upload as cancelled and drop its parts."""
         await self._pending(upload_id, principal)
-        cancelled = await self.uploads.close(upload_id, CANCELLED)
+        cancelled = await self.uploads.close(upload_id, CANCELLED, time.time())
         await self._drop_parts(cancelled.parts, principal)
         return cancelled
+
+    async def sweep(self, now: float) -> int:
+        """Drop the uploads whose `expires_at` is `now` or earlier, and the parts of those not closed;
+        the number dropped."""
+        dropped = 0
+        while expired := await self.uploads.expired(now, SWEEP_BATCH):
+            for upload_id in expired:
+                try:
+                    upload = await self.uploads.get(upload_id)
+                except UploadNotFound:
+                    pass
+                else:
+                    if upload.status == PENDING:
+                        await self._drop_parts(upload.parts, EVERYONE)
+                await self.uploads.forget(upload_id)
+                dropped += 1
+        return dropped
 
     async def _pending(self, upload_id: str, principal: Principal) -> PartedUpload:
         upload = await self.get(upload_id, principal)

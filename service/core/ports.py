@@ -270,22 +270,30 @@ class SessionStore(Protocol):
 
 
 class PartedUploadStore(Protocol):
-    """Parted uploads, each kept until its `expires_at` (then gone: UploadNotFound)."""
+    """Parted uploads, each kept until a while after its `expires_at`, so that the sweep can drop
+    the parts of one that expired (then it is gone: UploadNotFound)."""
 
     async def create(self, upload: PartedUpload) -> None:
-        """Keep the new upload (a new id, made by the core) until its `expires_at`. The caller has
-        checked every field."""
+        """Keep the new upload (a new id, made by the core). The caller has checked every field."""
 
     async def get(self, upload_id: str) -> PartedUpload:
-        """The upload with its parts; UploadNotFound when unknown or expired."""
+        """The upload with its parts, as stored (a pending one past `expires_at` still says
+        'pending'); UploadNotFound when unknown or forgotten."""
 
-    async def add_part(self, upload_id: str, part_id: str) -> None:
+    async def add_part(self, upload_id: str, part_id: str, now: float) -> None:
         """Count the part session `part_id` in, in one step with checking that the upload is still
-        pending: UploadNotFound, or UploadClosed when it was completed or cancelled meanwhile."""
+        pending and not expired at `now`: UploadNotFound, or UploadClosed."""
 
-    async def close(self, upload_id: str, status: str) -> PartedUpload:
-        """Move the upload from 'pending' to `status` ('completed' or 'cancelled') in one step, so
-        that two requests cannot both close it: UploadNotFound, or UploadClosed when it was closed."""
+    async def close(self, upload_id: str, status: str, now: float) -> PartedUpload:
+        """Move the upload from 'pending' (not expired at `now`) to `status` ('completed' or
+        'cancelled') in one step, so that two requests cannot both close it: UploadNotFound, or
+        UploadClosed when it was closed or has expired."""
+
+    async def expired(self, now: float, limit: int) -> list[str]:
+        """The ids of up to `limit` uploads whose `expires_at` is `now` or earlier, whatever their status."""
+
+    async def forget(self, upload_id: str) -> None:
+        """Drop the upload; dropping one that is gone does nothing."""
 
 
 class EntryIndex(Protocol):

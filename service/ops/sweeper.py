@@ -1,5 +1,6 @@
-"""The background sweep: changes cut short by a crash, files whose `expires_at` has passed, partial data
-of sessions Redis no longer knows, temporaries of interrupted writes, and blobs no entry needs.
+"""The background sweep: changes cut short by a crash, files whose `expires_at` has passed, parted
+uploads that expired (with their parts), partial data of sessions Redis no longer knows, temporaries
+of interrupted writes, and blobs no entry needs.
 
 Every process runs the loop; a lease in Redis lets one sweep at a time.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import redis.asyncio as redis
 
 from service.core.catalog import Catalog
+from service.core.parted import PartedUploads
 from service.core.ports import StagingArea
 from service.ops import metrics
 from service.redis.keyspace import KeySpace
@@ -35,6 +37,7 @@ class Sweeper:
         sessions: SessionStore,
         staging: StagingArea,
         catalog: Catalog,
+        parted: PartedUploads,
         volume: tuple[Path, ...],
         interval_seconds: float,
         blob_grace_seconds: float,
@@ -45,6 +48,7 @@ class Sweeper:
         self.sessions = sessions
         self.staging = staging
         self.catalog = catalog
+        self.parted = parted
         self.volume = volume  # the directories where writers leave temporaries
         self.interval_seconds = interval_seconds
         self.blob_grace_seconds = blob_grace_seconds
@@ -69,6 +73,7 @@ class Sweeper:
                 settled = await self.catalog.settle_stranded()
                 await self.catalog.catch_up()
                 expired = await self.catalog.expire(time.time())
+                uploads_expired = await self.parted.sweep(time.time())
                 partials = await self.sweep_staging()
                 temporaries = await asyncio.to_thread(self.sweep_temporaries)
                 blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)
@@ -90,6 +95,7 @@ class Sweeper:
                 "event": "sweep",
                 "intents_settled": settled,
                 "files_expired": expired,
+                "uploads_expired": uploads_expired,
                 "temporaries_removed": temporaries,
                 "partials_removed": partials,
                 "blobs_removed": blobs.deleted,

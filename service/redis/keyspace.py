@@ -15,6 +15,7 @@ class KeySpace:
         self.intents = f"{prefix}intents"
         self.events = f"{prefix}events"
         self.expiring = f"{prefix}index:expiring"
+        self.parted_expiring = f"{prefix}parted-uploads:expiring"
 
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
