@@ -137,18 +137,23 @@ async def test_an_upload_belongs_to_its_token(make_app, tmp_path):
         assert_openai_error(await client.post(f"{API}/uploads/{upload['id']}/cancel"), 404)
 
 
-async def test_an_expired_upload_refuses_parts_and_is_swept_with_them(make_app, settings):
-    app = make_app(openai_upload_ttl_seconds=1)
-    async with http_client(app) as client:
+async def test_an_expired_upload_refuses_parts(make_app):
+    async with http_client(make_app(openai_upload_ttl_seconds=1)) as client:
         upload = await new_upload(client, 6)
         assert upload["expires_at"] == upload["created_at"] + 1
-        await parts_of(client, upload["id"], b"abc")
-        assert len(partial_files(settings.data_dir)) == 1
         deadline = time.monotonic() + 30
-        while (await complete(client, upload["id"], ["part_x"])).json()["error"]["code"] != "upload_closed":
+        while (response := await add_part(client, upload["id"], b"abc")).status_code == 200:
             assert time.monotonic() < deadline, "the upload never expired"
             await asyncio.sleep(0.05)
-        assert "expired" in assert_openai_error(await add_part(client, upload["id"], b"def"), 400)["message"]
-        assert await app.state.services.parted.sweep(time.time()) == 1
-        assert partial_files(settings.data_dir) == []
-        assert_openai_error(await add_part(client, upload["id"], b"def"), 404)
+        assert "expired" in assert_openai_error(response, 400)["message"]
+        assert "expired" in assert_openai_error(await complete(client, upload["id"], ["part_x"]), 400)["message"]
+
+
+async def test_the_sweep_drops_an_expired_upload_with_its_parts(app, client, settings):
+    upload = await new_upload(client, 6)
+    await parts_of(client, upload["id"], b"abc", b"def")
+    assert len(partial_files(settings.data_dir)) == 2
+    assert await app.state.services.parted.sweep(time.time()) == 0  # not expired yet
+    assert await app.state.services.parted.sweep(upload["expires_at"]) == 1
+    assert partial_files(settings.data_dir) == []
+    assert_openai_error(await add_part(client, upload["id"], b"ghi"), 404)
