@@ -340,3 +340,20 @@ async def test_expiry_survives_a_redis_that_lost_its_data(app, client, redis):
     await redis.flushall()
     await sweep(app)
     assert_openai_error(await client.get(f"{API}/files/{expiring['id']}"), 404)
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        b'Content-Disposition: form-data; name="purpose"\r\n\r\n' + b"x" * 1025,  # a field over its limit
+        b'Content-Disposition: form-data; name="purpose"\r\n\r\n\xff\xfe',  # not UTF-8
+        b'Content-Disposition: form-data; name="purpose"\r\nX-Long: ' + b"y" * 17000 + b"\r\n\r\nbatch",
+    ],
+)
+async def test_oversized_or_undecodable_fields_are_400(client, settings, part):
+    body = b"--xyz\r\n" + part + b"\r\n--xyz--\r\n"
+    response = await client.post(
+        f"{API}/files", content=body, headers={"content-type": "multipart/form-data; boundary=xyz"}
+    )
+    assert_openai_error(response, 400)
+    assert_nothing_stored(settings.data_dir)
