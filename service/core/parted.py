@@ -117,14 +117,14 @@ class PartedUploads:
                 with contextlib.suppress(FilesError):
                     await self.core.cancel(session.id, principal)
                 raise
-        completed = await self.uploads.close(upload.id, COMPLETED, time.time())
+        completed = await self.uploads.close(upload.id, COMPLETED)
         await self._drop_parts(completed.parts - set(part_ids), principal)
         return completed, entry
 
     async def cancel(self, upload_id: str, principal: Principal) -> PartedUpload:
         """Close the pending upload as cancelled and drop its parts."""
         await self._pending(upload_id, principal)
-        cancelled = await self.uploads.close(upload_id, CANCELLED, time.time())
+        cancelled = await self.uploads.close(upload_id, CANCELLED)
         await self._drop_parts(cancelled.parts, principal)
         return cancelled
 

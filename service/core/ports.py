@@ -284,10 +284,10 @@ class PartedUploadStore(Protocol):
         """Count the part session `part_id` in, in one step with checking that the upload is still
         pending and not expired at `now`: UploadNotFound, or UploadClosed."""
 
-    async def close(self, upload_id: str, status: str, now: float) -> PartedUpload:
-        """Move the upload from 'pending' (not expired at `now`) to `status` ('completed' or
-        'cancelled') in one step, so that two requests cannot both close it: UploadNotFound, or
-        UploadClosed when it was closed or has expired."""
+    async def close(self, upload_id: str, status: str) -> PartedUpload:
+        """Move the upload from 'pending' to `status` ('completed' or 'cancelled') in one step, so
+        that two requests cannot both close it: UploadNotFound, or UploadClosed when it was closed.
+        The caller has checked that it had not expired (a completion under way may end past it)."""
 
     async def expired(self, now: float, limit: int) -> list[str]:
         """The ids of up to `limit` uploads whose `expires_at` is `now` or earlier, whatever their status."""

@@ -1,7 +1,7 @@
 """Parted uploads in Redis: one hash per upload (its fields, its status, a `part:<id>` field per part),
 kept a day past the upload's expiry, and a sorted set of the uploads by when they expire, which the
-sweep reads. Parts are added and the status moved by scripts that check the status (and the expiry)
-in the same step, so a part never joins an upload that is closed, nor is an upload closed twice."""
+sweep reads. Parts are added and the status moved by scripts that check the status (a part also the
+expiry) in the same step, so a part never joins an upload that is closed, nor is an upload closed twice."""
 
 from __future__ import annotations
 
@@ -27,12 +27,11 @@ redis.call('hset', KEYS[1], 'part:' .. ARGV[1], '1')
 return 1
 """
 
-# KEYS: the upload. ARGV: the new status, now. {1, field, value, ...} closed, {0} unknown, {-1, status} refused.
+# KEYS: the upload. ARGV: the new status. {1, field, value, ...} closed, {0} unknown, {-1, status} closed already.
 _CLOSE = """
 local status = redis.call('hget', KEYS[1], 'status')
 if not status then return {0} end
 if status ~= 'pending' then return {-1, status} end
-if tonumber(redis.call('hget', KEYS[1], 'expires_at')) <= tonumber(ARGV[2]) then return {-1, 'expired'} end
 redis.call('hset', KEYS[1], 'status', ARGV[1])
 local result = redis.call('hgetall', KEYS[1])
 table.insert(result, 1, 1)
@@ -81,8 +80,8 @@ class PartedUploadStore:
         if result != 1:
             raise UploadClosed(f"the upload was {result} while this part was sent; the part is not kept")
 
-    async def close(self, upload_id: str, status: str, now: float) -> PartedUpload:
-        result = await self._close(keys=[self.keys.parted_upload(upload_id)], args=[status, repr(now)])
+    async def close(self, upload_id: str, status: str) -> PartedUpload:
+        result = await self._close(keys=[self.keys.parted_upload(upload_id)], args=[status])
         if int(result[0]) == 0:
             raise UploadNotFound()
         if int(result[0]) == -1:
