@@ -148,6 +148,11 @@ class StorageFull(StorageError):
     """The storage under a store has no room left."""
 
 
+class StorageUnavailable(StorageError):
+    """The store did not answer (out of reach, timing out, or saying it is overloaded): a request may
+    succeed once it is back, and what was acknowledged before is kept."""
+
+
 class StagingLost(StorageError):
     """A staged upload holds fewer bytes than its session acknowledged: they are lost."""
 

@@ -20,19 +20,24 @@ acknowledged byte of it. Tails below the reopened offset's part are then garbage
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
+import inspect
 import re
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import ValidationError
 
 from service.config import ConfigError
 from service.core.digests import ContentHasher, Digests
-from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost
+from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost, StorageUnavailable
 from service.core.model import BlobInfo, Entry
 from service.core.ports import Observe, StagingArea
 
@@ -44,6 +49,76 @@ TAIL = re.compile(r"tail-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
 READ_SIZE = 2 * 1024 * 1024
 UPLOAD_ID = "upload-id"  # metadata of a tail: the multipart upload it continues
+# Few retries and short timeouts: a store out of reach is told to the client (503, it resumes) within
+# seconds, not after botocore's minutes; a request waits for at most this on a store that hangs.
+CLIENT_CONFIG = Config(
+    connect_timeout=5, read_timeout=20, retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32
+)
+# Errors of reach (nothing answered, the connection broke) and the store's own "not now" answers.
+OUTAGES = (BotoConnectionError, HTTPClientError, IncompleteReadError)
+BUSY = frozenset({"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+Class = TypeVar("Class", bound=type)
+
+
+def _outage(error: Exception) -> StorageUnavailable | None:
+    """The StorageUnavailable that `error` means, or None when it is no outage (a missing key, a refusal)."""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        return StorageUnavailable(f"the object store answered {code}") if code in BUSY else None
+    if isinstance(error, OUTAGES):
+        return StorageUnavailable(f"the object store did not answer: {error}")
+    return None
+
+
+@contextlib.contextmanager
+def _outages_told() -> Iterator[None]:
+    """Raise the store's outages inside as StorageUnavailable; every other error as it is."""
+    try:
+        yield
+    except Exception as error:
+        outage = _outage(error)
+        if outage is None:
+            raise
+        raise outage from error
+
+
+def _in_reach(function: Function) -> Function:
+    """`function` (plain, generator or async generator) with the store's outages raised as StorageUnavailable."""
+    if inspect.isasyncgenfunction(function):
+
+        @functools.wraps(function)
+        async def streamed(*arguments: Any, **keywords: Any) -> AsyncGenerator[Any, None]:
+            with _outages_told():
+                async with contextlib.aclosing(function(*arguments, **keywords)) as items:
+                    async for item in items:
+                        yield item
+
+        return streamed  # type: ignore[return-value]
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def listed(*arguments: Any, **keywords: Any) -> Iterator[Any]:
+            with _outages_told(), contextlib.closing(function(*arguments, **keywords)) as items:
+                yield from items
+
+        return listed  # type: ignore[return-value]
+
+    @functools.wraps(function)
+    def called(*arguments: Any, **keywords: Any) -> Any:
+        with _outages_told():
+            return function(*arguments, **keywords)
+
+    return called  # type: ignore[return-value]
+
+
+def reached(cls: Class) -> Class:
+    """The one place botocore's errors of reach become the domain's: every public method of a port class."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _in_reach(member))
+    return cls
 
 
 class S3Location:
@@ -60,7 +135,10 @@ class S3Location:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "?")
-            raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {code}") from None
+            meaning = {"403": "access denied (check the AWS_* credentials)", "404": "no such bucket"}.get(code, code)
+            raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {meaning}") from None
+        except BotoCoreError as error:  # no credentials, an endpoint that does not answer
+            raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {error}") from None
 
     def keys(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
         """Every object (or with `delimiter`, every common prefix) under `prefix`, page by page."""
@@ -109,6 +187,7 @@ def _missing(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
+@reached
 class S3StagedFile:
     """A staged upload open for writing: the tail in memory (under a part), parts uploaded as they fill."""
 
@@ -140,6 +219,7 @@ class S3StagedFile:
         """Nothing to flush: every write is in the store when it returns."""
 
 
+@reached
 class S3Staging:
     """The staging port: each staged upload a multipart upload and its tail (see the module's docstring)."""
 
@@ -328,6 +408,7 @@ class S3Staging:
         return [item["Prefix"].rstrip("/").rsplit("/", 1)[-1] for item in self.location.keys("partial/", "/")]
 
 
+@reached
 class S3BlobStore:
     """The blob store port: `blobs/<digest>`, each placed by a server-side copy of a finished staged upload."""
 
@@ -410,6 +491,7 @@ class S3BlobStore:
                 yield BlobInfo(digest, int(item["Size"]), item["LastModified"].timestamp())
 
 
+@reached
 class S3EntryStore:
     """The entry store port: one small JSON object per entry, named by a hash of its key."""
 
@@ -459,7 +541,7 @@ def object_store(url: str, endpoint_url: str | None) -> S3Location:
     """The bucket and prefix of `s3://<bucket>[/<prefix>]`, checked to be reachable: a ConfigError in one line
     for a missing bucket or bad credentials, not a stack trace at the first upload."""
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    location = S3Location(boto3.client("s3", endpoint_url=endpoint_url), bucket, prefix)
+    location = S3Location(boto3.client("s3", endpoint_url=endpoint_url, config=CLIENT_CONFIG), bucket, prefix)
     try:
         location.check()
     except ConnectionError as error:
