@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis.asyncio as redis
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.core import ports
 from service.core.auth import Authenticator
 from service.core.catalog import Catalog
@@ -116,7 +116,7 @@ class Services:
             entries=entries,
             catalog=catalog,
             core=core,
-            files=Files(catalog),
+            files=Files(catalog, _blob_urls(settings, blobs)),
             parted=parted,
             sweeper=Sweeper(
                 client,
@@ -142,3 +142,12 @@ class Services:
             if settings.webhook_url
             else None,
         )
+
+
+def _blob_urls(settings: Settings, blobs: ports.BlobStore) -> ports.BlobURLs | None:
+    """The blob store's URLs when downloads are to be redirected to them (FILES_S3_PRESIGNED_DOWNLOADS)."""
+    if not settings.s3_presigned_downloads:
+        return None
+    if not isinstance(blobs, ports.BlobURLs):
+        raise ConfigError("FILES_S3_PRESIGNED_DOWNLOADS needs an object store (FILES_STORAGE_URL) to presign URLs of")
+    return blobs

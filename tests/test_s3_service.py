@@ -6,15 +6,21 @@ and downloads (Range, ETag, presigned redirects) served from the store.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import fakeredis
 import httpx
 import pytest
 from apihelpers import b3, send, start_session
+from conftest import http_client
 from s3server import CREDENTIALS, S3Server
 from tcpproxy import TcpProxy
 
-from service.config import Settings
+from service.config import ConfigError, Settings
+from service.core.auth import new_token
+from service.services import Services
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -95,3 +101,59 @@ async def test_reads_of_a_store_out_of_reach_are_503(client: httpx.AsyncClient, 
         proxy.mend()
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"
+
+
+async def stored(client: httpx.AsyncClient, key: str, data: bytes, mime_type: str = "text/plain") -> None:
+    session_id = await start_session(client, "b", key, len(data), mime_type=mime_type)
+    assert (await send(client, session_id, data, offset=0)).status_code == 200
+
+
+async def test_downloads_from_the_store_take_a_range_and_an_etag(client: httpx.AsyncClient):
+    data = content(3 * MiB, seed=5)
+    await stored(client, "ranged.bin", data)
+    whole = await client.get("/v1/files/b/ranged.bin:content")
+    assert whole.content == data
+    assert whole.headers["etag"] == f'"{b3(data)}"'
+    assert whole.headers["content-type"] == "text/plain"
+    part = await client.get("/v1/files/b/ranged.bin:content", headers={"Range": "bytes=1000-2999999"})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes 1000-2999999/{len(data)}"
+    assert part.content == data[1000:3000000]
+    suffix = await client.get("/v1/files/b/ranged.bin:content", headers={"Range": "bytes=-10"})
+    assert suffix.content == data[-10:]
+    unchanged = await client.get("/v1/files/b/ranged.bin:content", headers={"If-None-Match": whole.headers["etag"]})
+    assert unchanged.status_code == 304
+    missed = await client.get("/v1/files/b/ranged.bin:content", headers={"Range": f"bytes={len(data)}-"})
+    assert missed.status_code == 416
+
+
+async def test_presigned_downloads_redirect_to_the_store_after_the_token_is_checked(make_app, tmp_path: Path):
+    token, entry = new_token("reader")
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{**entry, "buckets": {"b": ["read", "write"]}}]}))
+    app = make_app(s3_presigned_downloads=True, auth_tokens_file=tokens)
+    data = content(2 * MiB + 3, seed=9)
+    async with http_client(app) as client:
+        assert (await client.get("/v1/files/b/presigned.bin:content")).status_code == 401
+        client.headers["Authorization"] = f"Bearer {token}"
+        await stored(client, "presigned.bin", data, mime_type="image/png")
+        redirect = await client.get("/v1/files/b/presigned.bin:content")
+        head = await client.head("/v1/files/b/presigned.bin:content")
+        assert (await client.get("/v1/files/b/nothing:content")).status_code == 404
+    assert redirect.status_code == 307
+    assert head.status_code == 200  # a presigned URL is for GET only: HEAD is answered by the service
+    assert head.headers["content-length"] == str(len(data))
+    location = redirect.headers["location"]
+    with httpx.Client() as store:  # a real client, straight to the store, without the service's token
+        whole = store.get(location)
+        part = store.get(location, headers={"Range": "bytes=5-9"})
+    assert whole.status_code == 200
+    assert whole.content == data
+    assert whole.headers["content-type"] == "image/png"
+    assert part.status_code == 206
+    assert part.content == data[5:10]
+
+
+def test_presigned_downloads_need_an_object_store(tmp_path: Path):
+    with pytest.raises(ConfigError, match="FILES_S3_PRESIGNED_DOWNLOADS needs an object store"):
+        Services.build(Settings(data_dir=tmp_path, s3_presigned_downloads=True), client=fakeredis.FakeAsyncRedis())

@@ -143,8 +143,10 @@ class BlobURLs(Protocol):
     """Capability: a store that can hand out a URL a client downloads the blob from directly
     (an object store's presigned URL), so that a front may redirect instead of streaming."""
 
-    def url_for(self, digest: str, expires_in: float) -> str | None:
-        """A URL valid for `expires_in` seconds, or None when this blob cannot be redirected to."""
+    def url_for(self, digest: str, mime_type: str, expires_in: float) -> str:
+        """A URL from which a GET of the blob works for `expires_in` seconds, answering with `mime_type`
+        as its Content-Type. Made without asking the store (so without checking that the blob exists):
+        the caller has found the entry that refers to it."""
 
 
 class EntryStore(Protocol):

@@ -80,6 +80,9 @@ def content_response(request: Request, files: Files, entry: Entry) -> Response |
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     span = parse_range(request.headers.get("range"), entry.bytes)
+    # HEAD is answered here: a presigned URL is signed for one method, GET.
+    if request.method == "GET" and (location := files.redirect(entry)) is not None:
+        return Response(status_code=307, headers={**headers, "Location": location, "Cache-Control": "no-store"})
     headers["Content-Type"] = entry.mime_type
     first, last = span if span is not None else (0, entry.bytes - 1)
     length = last - first + 1

@@ -451,8 +451,17 @@ def build_openapi() -> dict[str, Any]:
             "/v1/files/{bucket}/{key}:content": {
                 "get": _operation(
                     "Download the content.",
-                    {200: whole, 206: ranged, 304: {"description": "Not modified."}},
-                    [400, 401, 403, 404, 416],
+                    {
+                        200: whole,
+                        206: ranged,
+                        304: {"description": "Not modified."},
+                        307: {
+                            "description": "With FILES_S3_PRESIGNED_DOWNLOADS: the content is at the short-lived "
+                            "presigned URL of the object store in `Location` (Range works there too).",
+                            "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+                        },
+                    },
+                    [400, 401, 403, 404, 416, 503],
                     parameters=download_parameters,
                 ),
                 "head": _operation(

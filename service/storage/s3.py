@@ -483,6 +483,18 @@ class S3BlobStore:
     def delete(self, digest: str) -> bool:
         return self.location.delete(self.key(digest))
 
+    def url_for(self, digest: str, mime_type: str, expires_in: float) -> str:
+        """A presigned GetObject: signed here with the client's credentials, no request to the store."""
+        return self.location.client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.location.bucket,
+                "Key": self.location.prefix + self.key(digest),
+                "ResponseContentType": mime_type,
+            },
+            ExpiresIn=int(expires_in),
+        )
+
     def list(self) -> Iterator[BlobInfo]:
         """Objects not named like blobs are skipped."""
         for item in self.location.keys("blobs/"):
