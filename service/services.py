@@ -4,7 +4,6 @@ chooses the implementation of each port."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis.asyncio as redis
 
@@ -27,6 +26,7 @@ from service.redis.leases import Leases
 from service.redis.parted import PartedUploadStore
 from service.redis.sessions import SessionStore
 from service.storage.blobs import BlobStore
+from service.storage.durable import VolumeTemporaries
 from service.storage.entries import EntryStore
 from service.storage.memory import MemoryBlobStore, MemoryStaging
 from service.storage.staging import StagingArea
@@ -68,11 +68,11 @@ class Services:
 
             location = s3.object_store(settings.storage_url, settings.s3_endpoint_url)
             entries, blobs, staging = s3.S3EntryStore(location), s3.S3BlobStore(location), s3.S3Staging(location)
-            volume: tuple[Path, ...] = ()
+            temporaries: ports.Temporaries = s3.S3Temporaries(location)
         elif in_memory:
             entries = EntryStore(settings.data_dir / "entries")
             blobs, staging = MemoryBlobStore(), MemoryStaging()
-            volume = (entries.root,)
+            temporaries = VolumeTemporaries((entries.root,))
         else:
             entries = EntryStore(settings.data_dir / "entries")
             blob_files, staging_files = (
@@ -80,7 +80,7 @@ class Services:
                 StagingArea(settings.data_dir / "partial"),
             )
             blobs, staging = blob_files, staging_files
-            volume = (blob_files.root, entries.root, staging_files.root)
+            temporaries = VolumeTemporaries((blob_files.root, entries.root, staging_files.root))
         counters = Counters()
         catalog = Catalog(
             entries,
@@ -126,7 +126,7 @@ class Services:
                 staging,
                 catalog,
                 parted,
-                volume,
+                temporaries,
                 settings.sweep_interval_seconds,
                 settings.blob_grace_seconds,
             ),

@@ -6,7 +6,9 @@ and downloads (Range, ETag, presigned redirects) served from the store.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -157,3 +159,51 @@ async def test_presigned_downloads_redirect_to_the_store_after_the_token_is_chec
 def test_presigned_downloads_need_an_object_store(tmp_path: Path):
     with pytest.raises(ConfigError, match="FILES_S3_PRESIGNED_DOWNLOADS needs an object store"):
         Services.build(Settings(data_dir=tmp_path, s3_presigned_downloads=True), client=fakeredis.FakeAsyncRedis())
+
+
+async def test_the_sweep_aborts_the_multipart_upload_of_a_session_gone(
+    app, client: httpx.AsyncClient, redis, s3_server: S3Server
+):
+    services = app.state.services
+    location = services.staging.location
+    session_id = await start_session(client, "b", "abandoned.bin", 8 * MiB)
+    assert (await send(client, session_id, content(6 * MiB), offset=0)).status_code == 200
+    kept_id = await start_session(client, "b", "kept.bin", 8 * MiB)
+    assert (await send(client, kept_id, content(6 * MiB), offset=0)).status_code == 200
+    store = s3_server.client()
+    assert len(store.list_multipart_uploads(Bucket=location.bucket).get("Uploads", [])) == 2
+    await redis.delete(services.keys.session(session_id))  # as when it expires
+    assert await services.sweeper.sweep_once() == (1, 0)
+    uploads = store.list_multipart_uploads(Bucket=location.bucket).get("Uploads", [])
+    assert [upload["Key"] for upload in uploads] == [f"{location.prefix}partial/{kept_id}/whole"]
+    assert not list(location.keys(f"partial/{session_id}/"))
+    offset = (await client.get(f"/v1/files/session:{kept_id}")).json()["offset"]
+    assert (await send(client, kept_id, content(8 * MiB)[offset:], offset=offset)).status_code == 200
+
+
+async def test_the_sweep_aborts_a_copy_cut_short_and_no_staged_upload(
+    app, client: httpx.AsyncClient, s3_server: S3Server
+):
+    """moto says every multipart upload began in 2010, so each looks older than a lease here."""
+    services = app.state.services
+    location = services.staging.location
+    session_id = await start_session(client, "b", "staged.bin", 8 * MiB)
+    assert (await send(client, session_id, content(6 * MiB), offset=0)).status_code == 200
+    store = s3_server.client()
+    copy = location.prefix + "blobs/" + "0" * 64
+    begun = store.create_multipart_upload(Bucket=location.bucket, Key=copy)
+    assert services.sweeper.temporaries.stale(time.time()) == [f"{copy}?uploadId={begun['UploadId']}"]
+    assert await asyncio.to_thread(services.sweeper.sweep_temporaries) == 1
+    uploads = store.list_multipart_uploads(Bucket=location.bucket).get("Uploads", [])
+    assert [upload["Key"] for upload in uploads] == [f"{location.prefix}partial/{session_id}/whole"]
+
+
+async def test_a_staged_upload_cut_short_before_its_first_tail_is_named_and_removed(app, s3_server: S3Server):
+    staging = app.state.services.staging
+    location = staging.location
+    store = s3_server.client()
+    store.create_multipart_upload(Bucket=location.bucket, Key=f"{location.prefix}partial/abc123/whole")
+    assert "abc123" in staging.names()
+    staging.remove("abc123")
+    assert "abc123" not in staging.names()
+    assert store.list_multipart_uploads(Bucket=location.bucket).get("Uploads", []) == []

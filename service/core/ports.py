@@ -85,6 +85,19 @@ class StagingArea(Protocol):
         """The name of every staged upload (a store's own temporaries are none)."""
 
 
+class Temporaries(Protocol):
+    """What writes cut short leave in a store beside staged uploads: a file never renamed to its
+    name, an object store's multipart upload never completed (a copy of a large blob, say)."""
+
+    def stale(self, cutoff: float) -> list[str]:
+        """Those begun before `cutoff` (unix seconds), by names `remove` takes. The caller picks a
+        cutoff a lock's lease ago or more: every writer holds a lease while it writes, so by then
+        the writer of one is dead."""
+
+    def remove(self, name: str) -> None:
+        """Remove one that `stale` named; one gone already is nothing to do."""
+
+
 @runtime_checkable
 class LocalFiles(Protocol):
     """Capability: staged uploads are files on a local filesystem (hashed where they lie, hard links)."""

@@ -1,6 +1,7 @@
 """The background sweep: changes cut short by a crash, files whose `expires_at` has passed, parted
-uploads that expired (with their parts), partial data of sessions Redis no longer knows, temporaries
-of interrupted writes, and blobs no entry needs.
+uploads that expired (with their parts), partial data of sessions Redis no longer knows (on an
+object store, their multipart uploads aborted), temporaries of interrupted writes, and blobs no
+entry needs.
 
 Every process runs the loop; a lease in Redis lets one sweep at a time.
 """
@@ -10,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 
 import redis.asyncio as redis
 
 from service.core.catalog import Catalog
 from service.core.parted import PartedUploads
-from service.core.ports import StagingArea
+from service.core.ports import StagingArea, Temporaries
 from service.ops import metrics
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases, stop_if_cancelled
 from service.redis.sessions import SessionStore
-from service.storage.durable import remove_stale_temporaries
 
 log = logging.getLogger("files.sweeper")
 
@@ -38,7 +37,7 @@ class Sweeper:
         staging: StagingArea,
         catalog: Catalog,
         parted: PartedUploads,
-        volume: tuple[Path, ...],
+        temporaries: Temporaries,
         interval_seconds: float,
         blob_grace_seconds: float,
     ) -> None:
@@ -49,7 +48,7 @@ class Sweeper:
         self.staging = staging
         self.catalog = catalog
         self.parted = parted
-        self.volume = volume  # the directories where writers leave temporaries
+        self.temporaries = temporaries
         self.interval_seconds = interval_seconds
         self.blob_grace_seconds = blob_grace_seconds
 
@@ -121,8 +120,10 @@ class Sweeper:
     def sweep_temporaries(self) -> int:
         """Remove temporaries that no live writer can still be using: older than a lock's lease.
 
-        A writer makes, flushes and renames its temporary while it holds a lease (renewed while it
-        lives), so one older than a lease belongs to a writer that died.
+        A writer makes, flushes and renames its temporary (or completes its multipart upload) while
+        it holds a lease (renewed while it lives), so one older than a lease belongs to a writer that died.
         """
-        cutoff = time.time() - self.leases.seconds
-        return sum(remove_stale_temporaries(root, cutoff) for root in self.volume)
+        stale = self.temporaries.stale(time.time() - self.leases.seconds)
+        for name in stale:
+            self.temporaries.remove(name)
+        return len(stale)

@@ -148,6 +148,14 @@ class S3Location:
         for page in self.client.get_paginator("list_objects_v2").paginate(**arguments):
             yield from page.get("CommonPrefixes" if delimiter else "Contents", [])  # type: ignore[misc]
 
+    def uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every multipart upload begun under `prefix` (each `Key` the whole key), page by page."""
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix
+        )
+        for page in pages:
+            yield from page.get("Uploads", [])  # type: ignore[misc]
+
     def head(self, key: str) -> dict[str, Any] | None:
         try:
             return dict(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key))
@@ -397,15 +405,19 @@ class S3Staging:
 
     def remove(self, name: str) -> None:
         whole = self.location.prefix + self._key(name, "whole")
-        listed = self.location.client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=whole)
-        for upload in listed.get("Uploads", []):
+        for upload in list(self.location.uploads(self._key(name, "whole"))):
             if upload["Key"] == whole:
                 self.location.abort(whole, upload["UploadId"])
         for item in list(self.location.keys(self._key(name))):
             self.location.client.delete_object(Bucket=self.location.bucket, Key=item["Key"])
 
     def names(self) -> list[str]:
-        return [item["Prefix"].rstrip("/").rsplit("/", 1)[-1] for item in self.location.keys("partial/", "/")]
+        """Those with objects, and those with only a multipart upload (begun, then cut short before its
+        first tail was written): removing one of a session gone aborts its upload."""
+        found = {item["Prefix"].rstrip("/").rsplit("/", 1)[-1] for item in self.location.keys("partial/", "/")}
+        begun = len(self.location.prefix + "partial/")
+        found.update(upload["Key"][begun:].split("/", 1)[0] for upload in self.location.uploads("partial/"))
+        return sorted(found)
 
 
 @reached
@@ -547,6 +559,31 @@ class S3EntryStore:
                 yield Entry.model_validate_json(data)
             except ValidationError:
                 continue
+
+
+@reached
+class S3Temporaries:
+    """The temporaries port: multipart uploads that are no staged upload's, such as the copy of a large
+    blob (`S3BlobStore.commit`) cut short; a staged upload's is aborted with it (`S3Staging.remove`)."""
+
+    SEPARATOR = "?uploadId="
+
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+
+    def stale(self, cutoff: float) -> list[str]:
+        staged = self.location.prefix + "partial/"
+        return [
+            upload["Key"] + self.SEPARATOR + upload["UploadId"]
+            for upload in self.location.uploads("")
+            if not upload["Key"].startswith(staged) and upload["Initiated"].timestamp() < cutoff
+        ]
+
+    def remove(self, name: str) -> None:
+        key, _, upload_id = name.rpartition(self.SEPARATOR)
+        if not key.startswith(self.location.prefix) or not upload_id:
+            raise OutsideRoot(f"{name} is no multipart upload of this store")
+        self.location.abort(key, upload_id)
 
 
 def object_store(url: str, endpoint_url: str | None) -> S3Location:
