@@ -564,20 +564,29 @@ class S3EntryStore:
 @reached
 class S3Temporaries:
     """The temporaries port: multipart uploads that are no staged upload's, such as the copy of a large
-    blob (`S3BlobStore.commit`) cut short; a staged upload's is aborted with it (`S3Staging.remove`)."""
+    blob (`S3BlobStore.commit`) cut short; a staged upload's is aborted with it (`S3Staging.remove`).
+
+    An upload's age is how long this process has seen it, not its `Initiated`: that is the store's
+    clock, which need not agree with ours (and some stores, moto among them, make it up). An upload
+    is so judged stale a lease after this process first listed it, whatever the clocks say.
+    """
 
     SEPARATOR = "?uploadId="
 
     def __init__(self, location: S3Location) -> None:
         self.location = location
+        self._seen: dict[str, float] = {}  # name -> when this process first listed it
 
     def stale(self, cutoff: float) -> list[str]:
         staged = self.location.prefix + "partial/"
-        return [
+        listed = [
             upload["Key"] + self.SEPARATOR + upload["UploadId"]
             for upload in self.location.uploads("")
-            if not upload["Key"].startswith(staged) and upload["Initiated"].timestamp() < cutoff
+            if not upload["Key"].startswith(staged)
         ]
+        now = time.time()
+        self._seen = {name: self._seen.get(name, now) for name in listed}
+        return [name for name in listed if self._seen[name] < cutoff]
 
     def remove(self, name: str) -> None:
         key, _, upload_id = name.rpartition(self.SEPARATOR)
