@@ -44,6 +44,7 @@ class Services:
     blobs: ports.BlobStore
     staging: ports.StagingArea
     entries: ports.EntryStore
+    temporaries: ports.Temporaries
     catalog: Catalog
     core: UploadCore
     files: Files
@@ -114,6 +115,7 @@ class Services:
             blobs=blobs,
             staging=staging,
             entries=entries,
+            temporaries=temporaries,
             catalog=catalog,
             core=core,
             files=Files(catalog, _blob_urls(settings, blobs)),

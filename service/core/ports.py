@@ -162,6 +162,44 @@ class BlobURLs(Protocol):
         the caller has found the entry that refers to it."""
 
 
+@runtime_checkable
+class CheckedBlobs(Protocol):
+    """Capability `fsck` needs of a blob store: its content hashed again, where a blob lies (told to a
+    person: a path, a URL), and a place aside for a damaged one."""
+
+    def where(self, digest: str) -> str:
+        """Where the blob of `digest` lies, whether it is there or not."""
+
+    def rehash(self, digest: str) -> str:
+        """The BLAKE3 hex digest of the blob's content as stored now. BlobMissing when it is gone."""
+
+    def quarantine(self, digest: str) -> str:
+        """Move the blob out of the blobs, to where a person can look at it; returns that place."""
+
+
+@runtime_checkable
+class CheckedEntries(Protocol):
+    """Capability `fsck` needs of an entry store: where entries lie, and which are damaged."""
+
+    def where(self, bucket: str, key: str) -> str:
+        """Where the entry of `bucket`/`key` lies, whether it is there or not."""
+
+    def audit(self) -> tuple[list[Entry], list[tuple[str, str]]]:
+        """Every entry that reads back as the one its place is for; and (where, why) of each stored
+        thing that should be one and is not (`scan` skips those)."""
+
+
+@runtime_checkable
+class CheckedStaging(Protocol):
+    """Capability `fsck` needs of a staging area: where a staged upload lies, and its age."""
+
+    def where(self, name: str) -> str:
+        """Where the staged upload `name` lies."""
+
+    def written(self, name: str) -> float | None:
+        """When the staged upload was last written (unix seconds, by the store's clock); None when gone."""
+
+
 class EntryStore(Protocol):
     """Bucket/key entries, durable: the source of truth for which files exist."""
 

@@ -43,10 +43,12 @@ from service.core.ports import Observe, StagingArea
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 TAIL = re.compile(r"tail-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
+COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
 READ_SIZE = 2 * 1024 * 1024
 UPLOAD_ID = "upload-id"  # metadata of a tail: the multipart upload it continues
 # Few retries and short timeouts: a store out of reach is told to the client (503, it resumes) within
@@ -139,6 +141,10 @@ class S3Location:
             raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {meaning}") from None
         except BotoCoreError as error:  # no credentials, an endpoint that does not answer
             raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {error}") from None
+
+    def url(self, key: str) -> str:
+        """Where `key` lies, for a person: s3://<bucket>/<prefix><key>."""
+        return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def keys(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
         """Every object (or with `delimiter`, every common prefix) under `prefix`, page by page."""
@@ -316,6 +322,18 @@ class S3Staging:
     def put_tail(self, name: str, upload_id: str, parts: int, data: bytes) -> None:
         self.location.put(self._key(name, f"tail-{parts}"), data, {UPLOAD_ID: upload_id})
 
+    def where(self, name: str) -> str:
+        return self.location.url(self._key(name))
+
+    def written(self, name: str) -> float | None:
+        """Its newest object's LastModified, or when its multipart upload began if it has no object."""
+        times: list[float] = [item["LastModified"].timestamp() for item in self.location.keys(self._key(name))]
+        if times:
+            return max(times)
+        whole = self.location.prefix + self._key(name, "whole")
+        uploads = self.location.uploads(self._key(name, "whole"))
+        return max((upload["Initiated"].timestamp() for upload in uploads if upload["Key"] == whole), default=None)
+
     def length(self, name: str) -> int | None:
         tails = self._tails(name)
         if tails:
@@ -432,6 +450,35 @@ class S3BlobStore:
             raise ValueError(f"not a BLAKE3 hex digest: {digest!r}")
         return f"blobs/{digest}"
 
+    def where(self, digest: str) -> str:
+        return self.location.url(self.key(digest))
+
+    def rehash(self, digest: str) -> str:
+        try:
+            body = self.location.client.get_object(
+                Bucket=self.location.bucket, Key=self.location.prefix + self.key(digest)
+            )
+        except ClientError as error:
+            if _missing(error):
+                raise BlobMissing(f"no blob {digest}") from None
+            raise
+        hasher = ContentHasher()
+        with contextlib.closing(body["Body"]) as content:
+            while data := content.read(READ_SIZE):
+                hasher.update(data)
+        return hasher.digests().blake3
+
+    def quarantine(self, digest: str) -> str:
+        """Copied to `quarantine/<digest>.<time>` in the same bucket, then deleted from the blobs."""
+        aside = f"quarantine/{digest}.{int(time.time())}"
+        self.location.client.copy(
+            {"Bucket": self.location.bucket, "Key": self.location.prefix + self.key(digest)},
+            self.location.bucket,
+            self.location.prefix + aside,
+        )
+        self.location.delete(self.key(digest))
+        return self.location.url(aside)
+
     def stat(self, digest: str) -> BlobInfo | None:
         head = self.location.head(self.key(digest))
         return None if head is None else BlobInfo(digest, int(head["ContentLength"]), head["LastModified"].timestamp())
@@ -444,13 +491,24 @@ class S3BlobStore:
         size = int(self.location.client.head_object(Bucket=self.location.bucket, Key=whole)["ContentLength"])
         existing = self.stat(digest)
         reused = existing is not None and existing.size == size
-        source = self.location.prefix + self.key(digest) if reused else whole
-        self.location.client.copy(
-            {"Bucket": self.location.bucket, "Key": source},
-            self.location.bucket,
-            self.location.prefix + self.key(digest),
-            ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": {"placed": str(time.time())}},
-        )
+        source: CopySourceTypeDef = {
+            "Bucket": self.location.bucket,
+            "Key": self.location.prefix + self.key(digest) if reused else whole,
+        }
+        target = self.location.prefix + self.key(digest)
+        placed = {"placed": str(time.time())}
+        if size <= COPY_LIMIT:  # one request, nothing left behind if cut short
+            self.location.client.copy_object(
+                CopySource=source,
+                Bucket=self.location.bucket,
+                Key=target,
+                MetadataDirective="REPLACE",
+                Metadata=placed,
+            )
+        else:  # a multipart copy: one cut short is a temporary (S3Temporaries)
+            self.location.client.copy(
+                source, self.location.bucket, target, ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": placed}
+            )
         return not reused
 
     async def read(
@@ -527,6 +585,29 @@ class S3EntryStore:
             raise ValueError(f"not a bucket name: {bucket!r}")
         return f"entries/{bucket}/{hashlib.sha256(key.encode()).hexdigest()}.json"
 
+    def where(self, bucket: str, key: str) -> str:
+        return self.location.url(self.key(bucket, key))
+
+    def audit(self) -> tuple[list[Entry], list[tuple[str, str]]]:
+        found, damaged = [], []
+        for item in self.location.keys("entries/"):
+            name = item["Key"][len(self.location.prefix) :]
+            if not name.endswith(".json"):
+                continue
+            data = self.location.get(name)
+            if data is None:
+                continue  # deleted meanwhile
+            try:
+                entry = Entry.model_validate_json(data)
+            except ValidationError as error:
+                damaged.append((self.location.url(name), str(error).splitlines()[0]))
+                continue
+            if self.key(entry.bucket, entry.key) != name:
+                damaged.append((self.location.url(name), f"holds {entry.bucket}/{entry.key}, which belongs elsewhere"))
+                continue
+            found.append(entry)
+        return found, damaged
+
     def get(self, bucket: str, key: str) -> Entry | None:
         data = self.location.get(self.key(bucket, key))
         if data is None:
@@ -563,30 +644,22 @@ class S3EntryStore:
 
 @reached
 class S3Temporaries:
-    """The temporaries port: multipart uploads that are no staged upload's, such as the copy of a large
-    blob (`S3BlobStore.commit`) cut short; a staged upload's is aborted with it (`S3Staging.remove`).
-
-    An upload's age is how long this process has seen it, not its `Initiated`: that is the store's
-    clock, which need not agree with ours (and some stores, moto among them, make it up). An upload
-    is so judged stale a lease after this process first listed it, whatever the clocks say.
-    """
+    """The temporaries port: multipart uploads that are no staged upload's, such as the copy of a blob
+    over 5 GiB (`S3BlobStore.commit`) cut short; a staged upload's is aborted with it (`S3Staging.remove`).
+    An upload's age is from its `Initiated`, by the store's clock (moto's says 2010 for every one)."""
 
     SEPARATOR = "?uploadId="
 
     def __init__(self, location: S3Location) -> None:
         self.location = location
-        self._seen: dict[str, float] = {}  # name -> when this process first listed it
 
     def stale(self, cutoff: float) -> list[str]:
         staged = self.location.prefix + "partial/"
-        listed = [
+        return [
             upload["Key"] + self.SEPARATOR + upload["UploadId"]
             for upload in self.location.uploads("")
-            if not upload["Key"].startswith(staged)
+            if not upload["Key"].startswith(staged) and upload["Initiated"].timestamp() < cutoff
         ]
-        now = time.time()
-        self._seen = {name: self._seen.get(name, now) for name in listed}
-        return [name for name in listed if self._seen[name] < cutoff]
 
     def remove(self, name: str) -> None:
         key, _, upload_id = name.rpartition(self.SEPARATOR)

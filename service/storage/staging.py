@@ -100,6 +100,15 @@ class StagingArea:
             raise
         return StagingFile(path, fd)
 
+    def where(self, name: str) -> str:
+        return str(self.path(name))
+
+    def written(self, name: str) -> float | None:
+        try:
+            return os.lstat(self.path(name)).st_mtime
+        except FileNotFoundError:
+            return None
+
     def length(self, name: str) -> int | None:
         try:
             return os.lstat(self.path(name)).st_size
