@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ from service.config import ConfigError, Settings
 from service.core.auth import new_token
 from service.ops.fsck import Sessions, fsck
 from service.services import Services
+from service.storage.s3 import S3Location, S3Staging
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -260,3 +262,55 @@ async def test_a_staged_upload_cut_short_before_its_first_tail_is_named_and_remo
     staging.remove("abc123")
     assert "abc123" not in staging.names()
     assert store.list_multipart_uploads(Bucket=location.bucket).get("Uploads", []) == []
+
+
+def staging_on(s3_server: S3Server, sent: list[int] | None = None) -> S3Staging:
+    """A staging area in a bucket of its own; with `sent`, each request's body size is appended to it."""
+    client = s3_server.client()
+    if sent is not None:
+
+        def count(request, **kwargs) -> None:
+            body = request.body
+            if body is None or isinstance(body, bytes | bytearray):
+                sent.append(len(body or b""))
+                return
+            position = body.tell()
+            sent.append(body.seek(0, os.SEEK_END) - position)
+            body.seek(position)
+
+        client.meta.events.register("before-send.s3", count)
+    return S3Staging(S3Location(client, s3_server.new_bucket(), "files/"))
+
+
+def test_chunks_of_8_mib_go_to_the_store_once(s3_server: S3Server):
+    """As the core writes (1 MiB writes, synced at the end of each chunk): each chunk is one part."""
+    sent: list[int] = []
+    staging = staging_on(s3_server, sent)
+    data, offset = content(MiB), 0
+    while offset < 48 * MiB:
+        staged = staging.open("s", offset)
+        for _ in range(8):
+            staged.write_at(data, offset)
+            offset += MiB
+        staged.close()
+    staging.finish("s")
+    assert 48 * MiB <= sum(sent) <= 48 * MiB + 64 * 1024, sum(sent)
+
+
+def test_a_writer_gone_after_its_parts_went_up_but_before_sync_resumes_from_the_acknowledged_offset(
+    s3_server: S3Server,
+):
+    staging = staging_on(s3_server)
+    first, lost, second = content(20 * MiB, seed=1), content(10 * MiB, seed=2), content(10 * MiB, seed=3)
+    staged = staging.open("s", 0)
+    for start in range(0, len(first), MiB):
+        staged.write_at(first[start : start + MiB], start)
+    staged.sync()  # two parts up, 4 MiB in the record: the offset moves to 20 MiB
+    for start in range(0, len(lost), MiB):
+        staged.write_at(lost[start : start + MiB], len(first) + start)  # part 3 goes up, never acknowledged
+    staged._settle()  # then the process dies, its part in the store
+    assert staging.length("s") == len(first)
+    resumed = staging.open("s", len(first))
+    resumed.write_at(second, len(first))
+    resumed.close()
+    assert staging.digests("s").blake3 == b3(first + second)

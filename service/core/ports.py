@@ -34,10 +34,16 @@ class StagedFile(Protocol):
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         """Write all of `data` at `offset`. The caller writes in order, from where `open` began.
+        The bytes are kept for sure once `sync` or `close` returns (a store may hold some back till then).
 
         Raises StorageFull when the storage has no room (what was written may stay: the caller
         truncates back to the acknowledged offset).
         """
+
+    def sync(self) -> None:
+        """Make every byte written so far survive the death of this process: the caller moves the
+        offset after this. (Writes to a file are in the kernel's hands already; an object store's
+        staged file uploads what it holds back.)"""
 
     def truncate(self, length: int) -> None:
         """Drop everything from `length` on: bytes the service never acknowledged."""

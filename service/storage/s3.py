@@ -6,15 +6,22 @@ Layout under `<prefix>` in one bucket:
   entries/<bucket>/<sha256(key)>.json  one entry per bucket/key, as on the data volume
   partial/<name>/whole                 a staged upload: the multipart upload's key, and once finished
                                        (for hashing or a commit) the whole content as one object
-  partial/<name>/tail-<n>              the bytes past its first n parts (fewer than a part), the
-                                       staged upload's durable record: its metadata names the upload
+  partial/<name>/tail-<n>-<start>      a record of the staged upload: its first n parts end at byte
+                                       `start`, and the object holds the bytes after them (fewer than a
+                                       part); its metadata names the multipart upload
 
-S3 parts are at least 5 MiB but the last, so staged bytes go to `tail-<n>` (rewritten on every
-write: durable when `write_at` returns, as the core moves the offset after it) until a part's
-worth is there; then part n+1 is uploaded and `tail-<n+1>` written. A tail is kept after its part
-is uploaded, since that part cannot be read back: reopened at an offset inside part n+1 (a write
-never acknowledged went further), the staged upload starts again from `tail-<n>`, which holds every
-acknowledged byte of it. Tails below the reopened offset's part are then garbage and removed.
+S3 parts are at least 5 MiB but the last. A staged file keeps the bytes past its last part in memory
+and uploads a part of PART_GOAL bytes whenever that many are there, up to PARTS_IN_FLIGHT at once
+(memory stays within those and one more). `sync` makes what was written durable, as the core asks
+before it moves the offset: it waits for the parts in flight, sends what is held as a part when S3
+takes one (5 MiB or more), else writes it as the record's tail; then the record says so. A chunk of
+8 MiB thus goes up once, as one part, where rewriting a tail object on every write sent it about
+three times.
+
+Records are kept after later parts are uploaded, since a part cannot be read back: reopened at an
+offset (the acknowledged one, after a write that went further and never was), the staged upload
+starts again from the last record at or before it, which holds every acknowledged byte past its
+parts. Later records are then garbage and removed, and later parts are uploaded anew over them.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import inspect
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
@@ -46,8 +54,12 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
-TAIL = re.compile(r"tail-(\d+)")
+TAIL = re.compile(r"tail-(\d+)-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
+PART_GOAL = 8 * 1024 * 1024  # the part uploaded while a body streams in: one 8 MiB chunk is one part
+PARTS_IN_FLIGHT = 2
+# Part uploads of every staged file of the process: each file has at most PARTS_IN_FLIGHT in it.
+UPLOADERS = ThreadPoolExecutor(16, thread_name_prefix="files-s3-part")
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
 READ_SIZE = 2 * 1024 * 1024
 UPLOAD_ID = "upload-id"  # metadata of a tail: the multipart upload it continues
@@ -203,34 +215,83 @@ def _missing(error: ClientError) -> bool:
 
 @reached
 class S3StagedFile:
-    """A staged upload open for writing: the tail in memory (under a part), parts uploaded as they fill."""
+    """A staged upload open for writing: the bytes past its last part in memory, parts uploaded as they
+    fill (see the module's docstring). After a failure it writes nothing more: its bytes were never
+    acknowledged, and `close` must not wait on a store out of reach."""
 
-    def __init__(self, area: S3Staging, name: str, upload_id: str, parts: int, tail: bytes) -> None:
+    def __init__(self, area: S3Staging, name: str, upload_id: str, parts: int, start: int, tail: bytes) -> None:
         self._area = area
         self._name = name
         self._upload_id = upload_id
-        self._parts = parts
-        self._tail = bytearray(tail)
+        self._parts = parts  # uploaded, or in flight
+        self._start = start  # the byte where the held bytes begin
+        self._held = bytearray(tail)
+        self._recorded = (parts, start, len(tail))  # what the last record written says
+        self._in_flight: list[Future[None]] = []
+        self._failed = False
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        if offset != self._parts * PART_SIZE + len(self._tail):
+        if offset != self._start + len(self._held):
             raise ValueError(f"staged upload {self._name}: a write at {offset} is not at its end")
-        view = memoryview(data)
-        while len(self._tail) + len(view) >= PART_SIZE:
-            taken = PART_SIZE - len(self._tail)
-            self._area.upload_part(self._name, self._upload_id, self._parts + 1, bytes(self._tail) + view[:taken])
-            self._parts, self._tail, view = self._parts + 1, bytearray(), view[taken:]
-            self._area.put_tail(self._name, self._upload_id, self._parts, b"")
-        if view:
-            self._tail += view
-            self._area.put_tail(self._name, self._upload_id, self._parts, bytes(self._tail))
+        self._held += data
+        while len(self._held) >= PART_GOAL:
+            self._send_part(PART_GOAL)
+
+    def sync(self) -> None:
+        if len(self._held) >= PART_SIZE:
+            self._send_part(len(self._held))
+        self._settle()
+        state = (self._parts, self._start, len(self._held))
+        if state != self._recorded:
+            self._guarded(self._area.put_tail, self._name, self._upload_id, self._parts, self._start, bytes(self._held))
+            self._recorded = state
 
     def truncate(self, length: int) -> None:
+        """Within the held bytes, in memory; below them (into parts), from the records, as `open` does."""
+        if length >= self._start:
+            del self._held[length - self._start :]
+            return
+        self._settle(raising=False)
         reopened = self._area.open(self._name, length)
-        self._upload_id, self._parts, self._tail = reopened._upload_id, reopened._parts, reopened._tail
+        self._upload_id, self._parts, self._start = reopened._upload_id, reopened._parts, reopened._start
+        self._held, self._recorded, self._failed = reopened._held, reopened._recorded, False
 
     def close(self) -> None:
-        """Nothing to flush: every write is in the store when it returns."""
+        """Sync, unless a write failed: then only wait for the parts in flight (a part uploaded after
+        another writer took over would overwrite its own)."""
+        if self._failed:
+            self._settle(raising=False)
+        else:
+            self.sync()
+
+    def _send_part(self, size: int) -> None:
+        """Upload the first `size` held bytes as the next part, in the background."""
+        if len(self._in_flight) >= PARTS_IN_FLIGHT:
+            self._settle(keep=PARTS_IN_FLIGHT - 1)
+        part = bytes(memoryview(self._held)[:size])
+        self._held = self._held[size:]
+        self._parts += 1
+        self._start += size
+        self._in_flight.append(UPLOADERS.submit(self._area.upload_part, self._name, self._upload_id, self._parts, part))
+
+    def _settle(self, keep: int = 0, raising: bool = True) -> None:
+        """Wait until at most `keep` parts are in flight; the first failure is raised (unless not `raising`)."""
+        failure: BaseException | None = None
+        while len(self._in_flight) > keep:
+            try:
+                self._in_flight.pop(0).result()
+            except Exception as error:  # every part still waited for: none may land after this returns
+                failure, self._failed = failure or error, True
+                keep = 0
+        if failure is not None and raising:
+            raise failure
+
+    def _guarded(self, write: Callable[..., None], *arguments: Any) -> None:
+        try:
+            write(*arguments)
+        except Exception:
+            self._failed = True
+            raise
 
 
 @reached
@@ -245,10 +306,13 @@ class S3Staging:
             raise OutsideRoot(f"not a staging name: {name!r}")
         return f"partial/{name}/{leaf}"
 
-    def _tails(self, name: str) -> list[int]:
-        """The tails' part counts, in order."""
+    def _records(self, name: str) -> list[tuple[int, int]]:
+        """(parts, start) of each record, in order."""
         found = (TAIL.fullmatch(item["Key"].rsplit("/", 1)[-1]) for item in self.location.keys(self._key(name)))
-        return sorted(int(match.group(1)) for match in found if match)
+        return sorted((int(match.group(1)), int(match.group(2))) for match in found if match)
+
+    def _record(self, name: str, parts: int, start: int) -> str:
+        return self._key(name, f"tail-{parts}-{start}")
 
     def open(self, name: str, offset: int) -> S3StagedFile:
         if offset == 0:
@@ -256,33 +320,31 @@ class S3Staging:
             upload = self.location.client.create_multipart_upload(
                 Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, "whole")
             )
-            self.put_tail(name, upload["UploadId"], 0, b"")
-            return S3StagedFile(self, name, upload["UploadId"], 0, b"")
-        tails = self._tails(name)
-        if not tails:
+            self.put_tail(name, upload["UploadId"], 0, 0, b"")
+            return S3StagedFile(self, name, upload["UploadId"], 0, 0, b"")
+        records = self._records(name)
+        if not records:
             whole = self.location.head(self._key(name, "whole"))
             if whole is None:
                 raise StagingLost(f"staged upload {name} is gone, {offset} bytes with it")
             return self._unfinish(name, offset, int(whole["ContentLength"]))
-        parts = offset // PART_SIZE
-        response = (
-            self.location.client.get_object(
-                Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, f"tail-{parts}")
-            )
-            if parts in tails
-            else None
+        parts, start = max(((parts, start) for parts, start in records if start <= offset), default=records[0])
+        response = self.location.client.get_object(
+            Bucket=self.location.bucket, Key=self.location.prefix + self._record(name, parts, start)
         )
-        tail = response["Body"].read() if response is not None else b""
-        if response is None or len(tail) < offset - parts * PART_SIZE:
-            held = tails[-1] * PART_SIZE + len(self.location.get(self._key(name, f"tail-{tails[-1]}")) or b"")
+        tail = response["Body"].read()
+        if not start <= offset <= start + len(tail):
+            last = self.location.head(self._record(name, *records[-1]))
+            held = records[-1][1] + int(last["ContentLength"]) if last is not None else start + len(tail)
             raise StagingLost(f"staged upload {name} holds {held} bytes, not {offset}")
         upload_id = response["Metadata"][UPLOAD_ID]
-        tail = tail[: offset - parts * PART_SIZE]
-        self.put_tail(name, upload_id, parts, tail)
-        for stale in tails:
-            if stale != parts:
-                self.location.delete(self._key(name, f"tail-{stale}"))
-        return S3StagedFile(self, name, upload_id, parts, tail)
+        if len(tail) > offset - start:
+            tail = tail[: offset - start]
+            self.put_tail(name, upload_id, parts, start, tail)
+        for stale in records:
+            if stale != (parts, start):
+                self.location.delete(self._record(name, *stale))
+        return S3StagedFile(self, name, upload_id, parts, start, tail)
 
     def _unfinish(self, name: str, offset: int, size: int) -> S3StagedFile:
         """Staged again from its whole object (finished by a commit cut short), cut at `offset`."""
@@ -306,9 +368,9 @@ class S3Staging:
             tail = self.location.client.get_object(
                 Bucket=self.location.bucket, Key=whole, Range=f"bytes={parts * PART_SIZE}-{offset - 1}"
             )["Body"].read()
-        self.put_tail(name, upload_id, parts, tail)
+        self.put_tail(name, upload_id, parts, parts * PART_SIZE, tail)
         self.location.delete(self._key(name, "whole"))
-        return S3StagedFile(self, name, upload_id, parts, tail)
+        return S3StagedFile(self, name, upload_id, parts, parts * PART_SIZE, tail)
 
     def upload_part(self, name: str, upload_id: str, number: int, data: bytes) -> None:
         self.location.client.upload_part(
@@ -319,8 +381,8 @@ class S3Staging:
             Body=data,
         )
 
-    def put_tail(self, name: str, upload_id: str, parts: int, data: bytes) -> None:
-        self.location.put(self._key(name, f"tail-{parts}"), data, {UPLOAD_ID: upload_id})
+    def put_tail(self, name: str, upload_id: str, parts: int, start: int, data: bytes) -> None:
+        self.location.put(self._record(name, parts, start), data, {UPLOAD_ID: upload_id})
 
     def where(self, name: str) -> str:
         return self.location.url(self._key(name))
@@ -335,24 +397,24 @@ class S3Staging:
         return max((upload["Initiated"].timestamp() for upload in uploads if upload["Key"] == whole), default=None)
 
     def length(self, name: str) -> int | None:
-        tails = self._tails(name)
-        if tails:
-            tail = self.location.head(self._key(name, f"tail-{tails[-1]}"))
-            return None if tail is None else tails[-1] * PART_SIZE + int(tail["ContentLength"])
+        records = self._records(name)
+        if records:
+            tail = self.location.head(self._record(name, *records[-1]))
+            return None if tail is None else records[-1][1] + int(tail["ContentLength"])
         whole = self.location.head(self._key(name, "whole"))
         return None if whole is None else int(whole["ContentLength"])
 
     def finish(self, name: str) -> str:
         """Complete the multipart upload into the whole object (unless done already); its key under the bucket."""
         whole = self.location.prefix + self._key(name, "whole")
-        tails = self._tails(name)
-        if not tails:
+        records = self._records(name)
+        if not records:
             if self.location.head(self._key(name, "whole")) is None:
                 raise StagingLost(f"staged upload {name} is gone")
             return whole
-        parts = tails[-1]
+        parts, start = records[-1]
         response = self.location.client.get_object(
-            Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, f"tail-{parts}")
+            Bucket=self.location.bucket, Key=self.location.prefix + self._record(name, parts, start)
         )
         upload_id, tail = response["Metadata"][UPLOAD_ID], response["Body"].read()
         if parts == 0:
@@ -360,8 +422,8 @@ class S3Staging:
             self.location.abort(whole, upload_id)
         else:
             self._complete(name, upload_id, parts, tail)
-        for stale in tails:
-            self.location.delete(self._key(name, f"tail-{stale}"))
+        for stale in records:
+            self.location.delete(self._record(name, *stale))
         return whole
 
     def _complete(self, name: str, upload_id: str, parts: int, tail: bytes) -> None:
