@@ -35,7 +35,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
 from botocore.config import Config
@@ -268,8 +268,9 @@ class S3StagedFile:
         """Upload the first `size` held bytes as the next part, in the background."""
         if len(self._in_flight) >= PARTS_IN_FLIGHT:
             self._settle(keep=PARTS_IN_FLIGHT - 1)
-        part = bytes(memoryview(self._held)[:size])
-        self._held = self._held[size:]
+        # Handed over whole when it is all held (an aligned chunk: no copy); bytes are what botocore's hints take.
+        part = self._held if size == len(self._held) else self._held[:size]
+        self._held = bytearray() if part is self._held else self._held[size:]
         self._parts += 1
         self._start += size
         self._in_flight.append(UPLOADERS.submit(self._area.upload_part, self._name, self._upload_id, self._parts, part))
@@ -372,13 +373,13 @@ class S3Staging:
         self.location.delete(self._key(name, "whole"))
         return S3StagedFile(self, name, upload_id, parts, parts * PART_SIZE, tail)
 
-    def upload_part(self, name: str, upload_id: str, number: int, data: bytes) -> None:
+    def upload_part(self, name: str, upload_id: str, number: int, data: bytes | bytearray) -> None:
         self.location.client.upload_part(
             Bucket=self.location.bucket,
             Key=self.location.prefix + self._key(name, "whole"),
             UploadId=upload_id,
             PartNumber=number,
-            Body=data,
+            Body=cast(bytes, data),  # botocore takes a bytearray as it takes bytes
         )
 
     def put_tail(self, name: str, upload_id: str, parts: int, start: int, data: bytes) -> None:
