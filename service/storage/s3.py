@@ -63,10 +63,11 @@ UPLOADERS = ThreadPoolExecutor(16, thread_name_prefix="files-s3-part")
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
 READ_SIZE = 2 * 1024 * 1024
 UPLOAD_ID = "upload-id"  # metadata of a tail: the multipart upload it continues
-# Few retries and short timeouts: a store out of reach is told to the client (503, it resumes) within
-# seconds, not after botocore's minutes; a request waits for at most this on a store that hangs.
+# Few retries and a short connect timeout: a store out of reach (refused, reset, no route) is told to the
+# client (503, it resumes) within seconds, not after botocore's minutes. The read timeout is long: completing
+# or copying a multi-GiB object is one request the store may take a minute to answer (moto takes longer).
 CLIENT_CONFIG = Config(
-    connect_timeout=5, read_timeout=20, retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32
+    connect_timeout=5, read_timeout=300, retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32
 )
 # Errors of reach (nothing answered, the connection broke) and the store's own "not now" answers.
 OUTAGES = (BotoConnectionError, HTTPClientError, IncompleteReadError)
