@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from clients import Connection, parts
+from clients import Connection, HTTPError, parts
 
 BUCKET = "bench"
 
@@ -159,6 +160,71 @@ class ServiceTus(Tus):
 
     def download_target(self, stored: str) -> str:
         return FilesAPI().download_target(stored)
+
+
+class OpenAIFiles:
+    """The service's OpenAI front through the `openai` SDK itself: `files.create` with an open file, the
+    multipart body built and streamed by the SDK (httpx), as a platform team's code sends it."""
+
+    prefix = "/v1/openai/v1"
+
+    def __init__(self) -> None:
+        from openai import OpenAI  # here, not atop the module: only workload 9 needs the SDK installed
+
+        self._sdk = OpenAI
+        self._clients: dict[tuple[str, int], Any] = {}
+
+    def _client(self, connection: Connection) -> Any:
+        """One SDK client per server, its connection pool kept between uploads."""
+        address = (connection.host, connection.port)
+        if address not in self._clients:
+            base_url = f"http://{connection.host}:{connection.port}{self.prefix}"
+            self._clients[address] = self._sdk(base_url=base_url, api_key="bench", max_retries=0, timeout=600)
+        return self._clients[address]
+
+    async def upload(self, connection: Connection, name: str, data: memoryview, chunk: int | None) -> str:
+        if chunk is not None:
+            raise ValueError("files.create sends a file in one request")
+        file = (name.replace("/", "-"), BufferFile(data), "application/octet-stream")
+        created = await asyncio.to_thread(self._client(connection).files.create, file=file, purpose="user_data")
+        if created.bytes != len(data):
+            raise HTTPError(f"files.create stored {created.bytes} bytes of {len(data)}")
+        return str(created.id)
+
+    async def remove(self, connection: Connection, stored: str) -> None:
+        (await connection.request("DELETE", f"{self.prefix}/files/{stored}")).expect(200, 404)
+
+    def download_target(self, stored: str) -> str:
+        return f"{self.prefix}/files/{stored}/content"
+
+
+class BufferFile(io.RawIOBase):
+    """A read-only, seekable file over a buffer, without copying it: what the SDK is handed where a user
+    hands it `open(path, "rb")` (httpx reads it in 64 KiB pieces and takes its length from seek/tell)."""
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self._data[self._position : self._position + len(buffer)]
+        memoryview(buffer).cast("B")[: len(piece)] = piece
+        self._position += len(piece)
+        return len(piece)
 
 
 class Ceiling:

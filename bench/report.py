@@ -146,6 +146,7 @@ TARGETS = [
     ("tus: peak RSS under 100 MiB during 1", "6", "peak RSS during 1", TUS, None, 100.0),
     ("tus: peak RSS under 100 MiB during 2", "6", "peak RSS during 2", TUS, None, 100.0),
     ("tus: peak RSS under 100 MiB during 7", "6", "peak RSS during 7", TUS, None, 100.0),
+    ("openai files.create: peak RSS under 100 MiB during 9", "6", "peak RSS during 9", SERVICE, None, 100.0),
 ]
 
 

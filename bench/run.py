@@ -6,8 +6,9 @@ One run on one machine: it installs the peers into bench/.peers/ when they are m
 starts every system as one process on a free port, runs the workloads of the issue, and
 writes benchmarks.md (the table) and benchmarks.png (the chart) into --out, and the raw
 samples into bench/results/. Workloads: 1 upload (one request), 2 chunks, 3 small files,
-4 download, 5 listing and index rebuild, 6 peak memory (measured during 1 and 2), 7 parallel
-tus parts (concatenation). The service runs twice: spoken to in its own API, and as "service
+4 download, 5 listing and index rebuild, 6 peak memory (measured during 1, 2, 7 and 9), 7 parallel
+tus parts (concatenation), 9 one large file through the openai SDK's `files.create` (the ceilings
+receive the same bytes in one request). The service runs twice: spoken to in its own API, and as "service
 tus" through its tus front with the very requests the tus peers get (rows 1, 2, 3 and 7),
 and in workload 3 also as "service granian", its app under granian instead of uvicorn (when
 granian is installed: pip install -e '.[bench]').
@@ -37,7 +38,7 @@ import peers
 import report
 from listing import listing
 from payload import Payload
-from protocols import FilesAPI, ServiceTus
+from protocols import FilesAPI, OpenAIFiles, ServiceTus
 from results import Row
 from systems import RedisServer, Spec, System, start
 from workloads import Bench, Sizes, downloads, large_upload, parallel_upload, small_files
@@ -55,6 +56,7 @@ QUICK = Sizes(
 )  # fmt: skip
 WORKLOADS = {
     "upload": "1", "chunks": "2", "small": "3", "download": "4", "listing": "5", "rss": "6", "parallel": "7",
+    "openai": "9",
 }  # fmt: skip
 RESULTS = BENCH / "results"
 
@@ -128,7 +130,11 @@ def lineups(
     else:
         skipped["service granian"] = "granian is not installed beside the service (pip install -e '.[bench]')"
     tus = [service_tus, *python_peers[:1], *node_peers]
-    return {"1": uploads, "2": uploads, "3": plain, "4": [service, *tuned_service, *ceilings], "7": tus}
+    sdk = [service, *tuned_service, *ceilings]
+    if importlib.util.find_spec("openai") is None:
+        skipped["openai SDK"] = "workload 9 needs the openai package beside the service (pip install -e '.[bench]')"
+        sdk = []
+    return {"1": uploads, "2": uploads, "3": plain, "4": [service, *tuned_service, *ceilings], "7": tus, "9": sdk}
 
 
 def start_all(specs: list[Spec], logs: Path, skipped: dict[str, str], log: Logger) -> dict[str, System]:
@@ -172,6 +178,7 @@ async def measure(
         ("2", "one large file in chunks", lambda: large_upload(bench, systems["2"], chunked=True)),
         ("3", "small files", lambda: small_files(bench, systems["3"])),
         ("7", "parallel tus parts", lambda: parallel_upload(bench, systems["7"])),
+        ("9", "openai files.create", lambda: large_upload(bench, systems["9"], False, OpenAIFiles())),
         ("4", "downloads", lambda: downloads(bench, *_split_services(systems["4"]))),
         ("5", "listing and index rebuild", lambda: listing(bench, listing_spec, redis, logs)),
     ):
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = workdir / "logs"
     logs.mkdir()
     skipped: dict[str, str] = {}
-    bench = Bench(sizes, Payload(sizes.large if numbers & {"1", "2", "4", "7"} else 0, sizes.small), log)
+    bench = Bench(sizes, Payload(sizes.large if numbers & {"1", "2", "4", "7", "9"} else 0, sizes.small), log)
     bench.sync_all = arguments.peer_flush == "sync"
     bench.notes.append(
         "Workload 3 runs the plain variants only: the allocator's thresholds concern large buffers, "

@@ -35,6 +35,11 @@ def test_a_quick_run_writes_a_row_for_every_workload(tmp_path: Path) -> None:
     header = next(line for line in table.splitlines() if line.startswith("| # |")).split("|")
     parallel = next(line for line in table.splitlines() if line.startswith("| 7 |")).split("|")
     assert parallel[header.index(" service tus ")].strip() != "–", table
+    # 9: the service through the openai SDK's files.create, against the ceilings receiving the same bytes.
+    sdk = next(line for line in table.splitlines() if line.startswith("| 9 | files.create of ")).split("|")
+    for system in (" service ", " service tuned ", " ceiling tuned "):
+        assert sdk[header.index(system)].strip() != "–", table
+    assert "| 6 | peak RSS during 9 |" in table
     for peer in ("tuspyserver", "@tus/server"):
         assert f"Skipped: **{peer}**" in table
     assert list((tmp_path / "results").glob("*.json"))
