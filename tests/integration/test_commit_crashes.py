@@ -73,11 +73,14 @@ def test_a_commit_killed_at_each_step_converges(services, own_redis, data_dir, r
     expect(fresh.api.delete("crash", "other"), 200)
     if CRASH_POINTS[point]:
         assert_content(fresh.api.content("crash", "k"), content)
-        assert references(own_redis, redis_prefix, content) == 1
+        # The other key's reference ends when its bucket's outbox is applied: at once, or once the lease of a
+        # process killed while applying it runs out.
+        wait_for(lambda: references(own_redis, redis_prefix, content) == 1, CONVERGE_SECONDS, "one reference left")
     else:
         wait_for(lambda: not blob(data_dir, content).exists(), CONVERGE_SECONDS, "the other key's blob to be freed")
     with own_redis.client() as client:
         assert client.hlen(KeySpace(redis_prefix).intents("crash")) == 0
+        wait_for(lambda: client.llen(KeySpace(redis_prefix).outbox("crash")) == 0, CONVERGE_SECONDS, "the outbox")
         events = [fields for _, fields in client.xrange(KeySpace(redis_prefix).events) if fields["key"] == "k"]
     # Never an event without its change, nor a change without its event; one killed after appending it
     # and before clearing its outbox gives it twice (at least once).
