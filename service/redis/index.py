@@ -56,12 +56,29 @@ end
 """
 
 
-# KEYS: bucket keys, bucket entries, bucket members, the bucket's intents, its outbox, then locks of its
-# slot to let go of. ARGV: key, json, digest, the locks' token (which also names the intent to drop; '' for
-# none), the time, the entry's reference (its member of the content's refs, already added). Queues a
-# file.created, and the end of the replaced entry's reference. Returns the replaced entry's digest, or ''.
+# Lua that takes the outbox KEYS[outbox] to apply it: its lock KEYS[lock] with the token and lease given, and up
+# to `count` items. Returns {0} when another process holds it, else {1, item, ...}.
+def _take_lua(lock: str, outbox: str) -> str:
+    return f"""
+local function take(token, ms, count)
+  if not redis.call('set', KEYS[{lock}], token, 'NX', 'PX', ms) then return {{0}} end
+  local items = redis.call('lrange', KEYS[{outbox}], 0, tonumber(count) - 1)
+  if #items == 0 then redis.call('del', KEYS[{lock}]) end
+  table.insert(items, 1, 1)
+  return items
+end
+"""
+
+
+# KEYS: bucket keys, bucket entries, bucket members, the bucket's intents, its outbox, the outbox's lock, then
+# locks of its slot to let go of. ARGV: key, json, digest, the locks' token (which also names the intent to
+# drop; '' for none), the time, the entry's reference (its member of the content's refs, already added), then
+# a token, lease ms and count to take the outbox with. Queues a file.created, and the end of the replaced
+# entry's reference, and takes the outbox (saving a round trip). Returns {the replaced entry's digest or '',
+# then as `take`}.
 _PUT = (
     _event_lua("ARGV[5]")
+    + _take_lua("6", "5")
     + """
 local old = redis.call('hget', KEYS[2], ARGV[1])
 local item = {event = event('file.created', ARGV[2])}
@@ -75,29 +92,37 @@ redis.call('zadd', KEYS[1], 0, ARGV[1])
 if ARGV[4] ~= '' then redis.call('hdel', KEYS[4], ARGV[4]) end
 redis.call('rpush', KEYS[5], cjson.encode(item))
 """
-    + release_lua(6, "ARGV[4]")
-    + "return item.unref or ''\n"
+    + release_lua(7, "ARGV[4]")
+    + """
+local result = take(ARGV[7], ARGV[8], ARGV[9])
+table.insert(result, 1, item.unref or '')
+return result
+"""
 )
 
 # KEYS: as _PUT. ARGV: key, json that must still be there ('' for any), the locks' token, the time, '1' to
-# queue a file.deleted (else only the end of the entry's reference). Returns the removed entry's digest, or ''.
+# queue a file.deleted (else only the end of the entry's reference), then as _PUT's last three.
+# Returns {the removed entry's digest or '', then as `take`} ({'', 0} when it removed nothing).
 _REMOVE = (
     _event_lua("ARGV[4]")
+    + _take_lua("6", "5")
     + """
 if ARGV[3] ~= '' then redis.call('hdel', KEYS[4], ARGV[3]) end
 """
-    + release_lua(6, "ARGV[3]")
+    + release_lua(7, "ARGV[3]")
     + """
 local old = redis.call('hget', KEYS[2], ARGV[1])
-if not old then return '' end
-if ARGV[2] ~= '' and old ~= ARGV[2] then return '' end
+if not old then return {'', 0} end
+if ARGV[2] ~= '' and old ~= ARGV[2] then return {'', 0} end
 local item = {unref = string.match(old, '"digest":"(%x+)"'), member = redis.call('hget', KEYS[3], ARGV[1])}
 if ARGV[5] == '1' then item.event = event('file.deleted', old) end
 redis.call('hdel', KEYS[2], ARGV[1])
 redis.call('hdel', KEYS[3], ARGV[1])
 redis.call('zrem', KEYS[1], ARGV[1])
 redis.call('rpush', KEYS[5], cjson.encode(item))
-return item.unref
+local result = take(ARGV[6], ARGV[7], ARGV[8])
+table.insert(result, 1, item.unref)
+return result
 """
 )
 
@@ -128,16 +153,9 @@ end
 return result
 """
 
-# KEYS: the outbox's lock, the outbox. ARGV: token, lease ms, count.
-# Returns {0} when another process is applying the outbox, else {1, item, ...} with the lock taken
-# (let go of already when the outbox is empty).
-_TAKE = """
-if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
-local items = redis.call('lrange', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-if #items == 0 then redis.call('del', KEYS[1]) end
-table.insert(items, 1, 1)
-return items
-"""
+# KEYS: the outbox's lock, the outbox. ARGV: token, lease ms, count. As `take`; the lock is let go of at once
+# when the outbox is empty.
+_TAKE = _take_lua("1", "2") + "return take(ARGV[1], ARGV[2], ARGV[3])\n"
 
 # KEYS: as _TAKE. ARGV: token, the number of items applied. Removes them and lets go; returns how many
 # items are left, or -1 when the lock ran out meanwhile (another process has taken them over).
@@ -200,7 +218,12 @@ class EntryIndex:
             keys.bucket_members(bucket),
             keys.intents(bucket),
             keys.outbox(bucket),
+            keys.lock(f"outbox:{bucket}"),
         ]
+
+    def _taking(self) -> list[str | int]:
+        """The change scripts' last arguments: a token, a lease and a count to take the outbox with."""
+        return [self.leases.token(), int(self.leases.seconds * 1000), APPLY_BATCH]
 
     async def _locks_of(self, bucket: str, release: ports.Lease | None) -> tuple[list[str], str]:
         """The locks of `release` in the bucket's slot (its script lets go of them) and its token."""
@@ -229,7 +252,8 @@ class EntryIndex:
             await self.client.sadd(self.keys.refs(entry.digest), reference(entry.bucket, entry.key, token_of_reference))
         else:
             token_of_reference = token
-        replaced = await self._put(
+        taking = self._taking()
+        replaced, *taken = await self._put(
             keys=self._bucket_keys(entry.bucket) + locks,
             args=[
                 entry.key,
@@ -238,31 +262,35 @@ class EntryIndex:
                 token,
                 repr(time.time()),
                 reference(entry.bucket, entry.key, token_of_reference),
+                *taking,
             ],
         )
         await self._let_go(release, locks)
         crash_point("change-indexed")
-        await self.apply(entry.bucket)
+        await self.apply(entry.bucket, str(taking[0]), taken)
         return replaced or None
 
     async def remove(self, bucket: str, key: str, release: ports.Lease | None = None) -> str | None:
         """Take the key out; with `release`, as `put`. Returns the digest of the entry removed, if any."""
         locks, token = await self._locks_of(bucket, release)
-        removed = await self._remove(
-            keys=self._bucket_keys(bucket) + locks, args=[key, "", token, repr(time.time()), "1"]
+        taking = self._taking()
+        removed, *taken = await self._remove(
+            keys=self._bucket_keys(bucket) + locks, args=[key, "", token, repr(time.time()), "1", *taking]
         )
         await self._let_go(release, locks)
         crash_point("change-indexed")
-        await self.apply(bucket)
+        await self.apply(bucket, str(taking[0]), taken)
         return removed or None
 
-    async def apply(self, bucket: str) -> None:
+    async def apply(self, bucket: str, token: str | None = None, taken: list[str] | None = None) -> None:
         """Apply the bucket's outbox (events to append, references that ended), in order, unless
-        another process is applying it: that one looks again before it stops, so it applies ours."""
+        another process is applying it: that one looks again before it stops, so it applies ours.
+        `token` and `taken`: the outbox as a change script took it already (as `take` answers)."""
         lock, outbox = self.keys.lock(f"outbox:{bucket}"), self.keys.outbox(bucket)
         while True:
-            token = self.leases.token()
-            taken = await self._take(keys=[lock, outbox], args=[token, int(self.leases.seconds * 1000), APPLY_BATCH])
+            if token is None or taken is None:
+                token, taking = self.leases.token(), self._taking()[1:]
+                taken = await self._take(keys=[lock, outbox], args=[token, *taking])
             items = taken[1:]
             if int(taken[0]) == 0 or not items:
                 return
@@ -278,6 +306,7 @@ class EntryIndex:
             crash_point("outbox-applied")
             if await self._applied(keys=[lock, outbox], args=[token, len(items)]) <= 0:
                 return
+            token = taken = None
 
     async def apply_all(self) -> int:
         """Apply the outboxes left behind by processes that died between a change and its events; the
@@ -396,8 +425,9 @@ class EntryIndex:
         # A delete may have removed an entry between our read and our insert: undo those.
         gone = await asyncio.to_thread(lambda: [entry for entry in batch if not self.entries.exists(entry)])
         for entry in gone:
-            await self._remove(
+            taking = self._taking()
+            _, *taken = await self._remove(
                 keys=self._bucket_keys(entry.bucket),
-                args=[entry.key, entry.model_dump_json(), "", repr(time.time()), ""],
+                args=[entry.key, entry.model_dump_json(), "", repr(time.time()), "", *taking],
             )
-            await self.apply(entry.bucket)
+            await self.apply(entry.bucket, str(taking[0]), taken)
