@@ -18,7 +18,8 @@ import service.core.catalog
 import service.core.uploads
 import service.redis.index
 from service.core.model import Intent
-from service.redis.keyspace import KeySpace, reference
+from service.redis.keyspace import KeySpace
+from service.redis.references import end, reference
 from service.storage.durable import temporary_path
 
 pytestmark = [pytest.mark.anyio, on_both_redises]
@@ -83,7 +84,9 @@ async def assert_absent(client, data: Path, bucket: str, key: str, content: byte
 
 
 async def references(redis, keys: KeySpace, content: bytes) -> int:
-    return int(await redis.scard(keys.refs(b3(content))))
+    """How many entries (or commits in flight) of any bucket refer to the content."""
+    buckets = await redis.smembers(keys.holders(b3(content)))
+    return sum([int(await redis.scard(keys.refs(b3(content), bucket))) for bucket in buckets])
 
 
 async def test_a_commit_that_died_after_placing_its_blob_is_rolled_back(app, redis, settings, crash_at, keys):
@@ -219,7 +222,9 @@ async def lost_with_redis(redis, keys: KeySpace, rebuild_began: float) -> None:
     scanned the volume before the commit wrote its entry: the index is complete but for it."""
     for token, recorded in (await redis.hgetall(keys.intents("b"))).items():
         intent = Intent.model_validate_json(recorded)
-        await redis.srem(keys.refs(intent.digest), reference(intent.bucket, intent.key, token))
+        async with redis.pipeline(transaction=False) as pipe:
+            end(pipe, keys, intent.digest, intent.bucket, reference(intent.bucket, intent.key, token))
+            await pipe.execute()
     await redis.delete(keys.intents("b"))
     await redis.hset(keys.rebuilds, mapping={"earliest": repr(rebuild_began), "latest": repr(rebuild_began)})
 

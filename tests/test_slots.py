@@ -14,9 +14,9 @@ from typing import Any
 
 import fakeredis
 import pytest
-from apihelpers import send, start, start_session, sweep, upload
+from apihelpers import b3, send, start, start_session, sweep, upload
 from conftest import http_client
-from test_tus import TUS, new_upload, patch
+from test_tus import TUS, create_final, new_partial, new_upload, patch
 
 from service.core.model import Intent
 from service.http.app import create_app
@@ -101,6 +101,14 @@ async def exercise(app: Any, settings: Any) -> None:
         assert (await client.get("/v1/files")).status_code == 200
         assert (await client.delete("/v1/files/b/chunks")).status_code == 200
         assert (await client.delete("/v1/files/b/missing")).status_code == 404
+        # A copy, an upload that needs no bytes (its content is held where it may read), a tus concatenation.
+        copied = await client.post("/v1/files/b/whole:copy", json={"bucket": "copies", "key": "whole"})
+        assert copied.status_code == 200, copied.text
+        digest = {"digest": f"blake3:{b3(b'one')}"}
+        known = await start(client, "other", "known", 3, **digest)
+        assert known.status_code == 200 and "digest" in known.json(), known.text
+        parts = [await new_partial(client, piece) for piece in (b"con", b"cat")]
+        assert (await create_final(client, parts)).status_code == 201
         # tus with a length declared later.
         path = await new_upload(client, None)
         response = await patch(client, path, 0, b"tus", **{"Upload-Length": "3"})
@@ -152,8 +160,8 @@ async def test_the_check_finds_a_script_over_two_slots(recorded_app, recorder: R
     """The recorder is not blind: a script given a bucket's key and a content's key is caught."""
     client = recorded_app.state.services.client
     keys = KeySpace(settings.redis_prefix)
-    await client.register_script("return 1")(keys=[keys.bucket_keys("b"), keys.refs("1" * 64)])
-    assert {tuple(keys) for _, keys in recorder.across_slots()} == {(keys.bucket_keys("b"), keys.refs("1" * 64))}
+    await client.register_script("return 1")(keys=[keys.bucket_keys("b"), keys.refs("1" * 64, "b")])
+    assert {tuple(keys) for _, keys in recorder.across_slots()} == {(keys.bucket_keys("b"), keys.refs("1" * 64, "b"))}
 
 
 def spread(key: Callable[[str], str], count: int = 200) -> int:
@@ -162,9 +170,13 @@ def spread(key: Callable[[str], str], count: int = 200) -> int:
 
 def test_the_keys_of_many_buckets_sessions_and_contents_spread_over_many_slots() -> None:
     keys = KeySpace("files:")
-    for key in (keys.bucket_entries, keys.session, keys.refs, keys.open_sessions):
+    for key in (keys.bucket_entries, keys.session, keys.holders, keys.open_sessions):
         assert spread(key) > 150, key
     assert key_slot(keys.bucket_entries("b")) == key_slot(keys.lock("entry:b/some/key")) == key_slot(keys.outbox("b"))
-    assert key_slot(keys.refs("ab" * 32)) == key_slot(keys.lock("blob:" + "ab" * 32))
+    assert (
+        key_slot(keys.refs("ab" * 32, "b"))
+        == key_slot(keys.lock("blob:" + "ab" * 32))
+        == key_slot(keys.holders("ab" * 32))
+    )
     assert key_slot(keys.session("s")) == key_slot(keys.lock("session:s"))
     assert key_slot(keys.ready) == key_slot(keys.lock("index-rebuild")) == key_slot(keys.rebuilds)

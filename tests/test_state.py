@@ -153,11 +153,11 @@ async def test_a_lease_kept_alive_outlives_its_term_and_ends_with_the_work(redis
 async def test_index_put_can_let_go_of_a_lease_in_the_same_step(index, leases, redis, keys):
     intent = Intent(bucket="b", key="k", digest="1" * 64)
     lease = await leases.acquire(*intent.locks(), intent=intent)
-    assert await redis.scard(keys.refs("1" * 64)) == 1, "the commit claims its content with its locks"
+    assert await redis.scard(keys.refs("1" * 64, "b")) == 1, "the commit claims its content with its locks"
     await index.put(entry("k", digest="1" * 64), release=lease)
     assert lease.released and await redis.keys(keys.lock("*")) == []
     assert await redis.hlen(keys.intents("b")) == 0
-    assert await redis.scard(keys.refs("1" * 64)) == 1, "the claim is the entry's reference now"
+    assert await redis.scard(keys.refs("1" * 64, "b")) == 1, "the claim is the entry's reference now"
 
 
 async def test_a_lease_over_two_slots_is_taken_whole_or_not_at_all(leases, redis, keys):
@@ -166,7 +166,7 @@ async def test_a_lease_over_two_slots_is_taken_whole_or_not_at_all(leases, redis
     intent = Intent(bucket="b", key="k", digest="1" * 64)
     assert await leases.acquire(*intent.locks(), intent=intent) is None
     assert await redis.keys(keys.lock("entry*")) == []
-    assert await redis.hlen(keys.intents("b")) == 0 and await redis.scard(keys.refs("1" * 64)) == 0
+    assert await redis.hlen(keys.intents("b")) == 0 and await redis.scard(keys.holders("1" * 64)) == 0
     await blob.release()
     lease = await leases.acquire(*intent.locks(), intent=intent)
     assert lease is not None and await lease.renew()

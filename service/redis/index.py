@@ -33,6 +33,7 @@ import itertools
 import json
 import secrets
 import time
+from collections.abc import Collection
 
 import redis.asyncio as redis
 
@@ -41,8 +42,10 @@ from service.core.crashpoints import crash_point
 from service.core.errors import Unavailable
 from service.core.model import Entry
 from service.core.ports import EntryStore
-from service.redis.keyspace import KeySpace, key_slot, reference
+from service.redis import references
+from service.redis.keyspace import KeySpace, key_slot
 from service.redis.leases import Leases, own, release_lua
+from service.redis.references import reference
 
 
 # Lua that makes the stream fields of an event of type `kind` about the entry JSON `entry`, at time ARGV[time].
@@ -249,7 +252,10 @@ class EntryIndex:
         locks, token = await self._locks_of(entry.bucket, release)
         if release is None:
             token_of_reference = self.leases.token()
-            await self.client.sadd(self.keys.refs(entry.digest), reference(entry.bucket, entry.key, token_of_reference))
+            async with self.client.pipeline(transaction=False) as pipe:
+                member = reference(entry.bucket, entry.key, token_of_reference)
+                references.claim(pipe, self.keys, entry.digest, entry.bucket, member)
+                await pipe.execute()
         else:
             token_of_reference = token
         taking = self._taking()
@@ -301,7 +307,7 @@ class EntryIndex:
                         fields = dict(zip(event[::2], event[1::2], strict=True))
                         pipe.xadd(self.keys.events, fields, maxlen=self.events_maxlen, approximate=True)
                     if item.get("unref") and item.get("member"):
-                        pipe.srem(self.keys.refs(item["unref"]), item["member"])
+                        references.end(pipe, self.keys, item["unref"], bucket, item["member"])
                 await pipe.execute()
             crash_point("outbox-applied")
             if await self._applied(keys=[lock, outbox], args=[token, len(items)]) <= 0:
@@ -350,8 +356,18 @@ class EntryIndex:
 
     async def unreferenced(self, digest: str) -> bool:
         """True only when the index is complete and no entry nor commit in flight refers to `digest`."""
-        referring = await self.client.scard(self.keys.refs(digest))
-        return referring == 0 and await self.is_ready()
+        holding = await self.client.scard(self.keys.holders(digest))
+        return holding == 0 and await self.is_ready()
+
+    async def held_in(self, digest: str, buckets: Collection[str] | None) -> bool:
+        """Whether an entry (or a commit in flight) of one of `buckets` (None: of any bucket) refers to
+        `digest`; rebuilds a lost index first. One command whatever the answer, that names only `buckets`."""
+        await self.rebuild()
+        if buckets is None:
+            return bool(await self.client.exists(self.keys.holders(digest)))
+        if not buckets:
+            return False
+        return any(await self.client.smismember(self.keys.holders(digest), sorted(buckets)))
 
     async def referenced(self, digests: list[str]) -> set[str] | None:
         """Those of `digests` some entry (or commit in flight) refers to, or None while the index is not complete."""
@@ -359,7 +375,7 @@ class EntryIndex:
             return None
         async with self.client.pipeline(transaction=False) as pipe:
             for digest in digests:
-                pipe.exists(self.keys.refs(digest))
+                pipe.exists(self.keys.holders(digest))
             found = await pipe.execute()
         return {digest for digest, exists in zip(digests, found, strict=True) if exists}
 
@@ -414,13 +430,13 @@ class EntryIndex:
             # Referred to before they are listed, as a commit does; the references of those not added go again.
             async with self.client.pipeline(transaction=False) as pipe:
                 for entry in entries:
-                    pipe.sadd(self.keys.refs(entry.digest), reference(bucket, entry.key, token))
+                    references.claim(pipe, self.keys, entry.digest, bucket, reference(bucket, entry.key, token))
                 await pipe.execute()
             added = await self._load(keys=self._bucket_keys(bucket)[:3], args=arguments)
             async with self.client.pipeline(transaction=False) as pipe:
                 for entry, new in zip(entries, added, strict=True):
                     if not new:
-                        pipe.srem(self.keys.refs(entry.digest), reference(bucket, entry.key, token))
+                        references.end(pipe, self.keys, entry.digest, bucket, reference(bucket, entry.key, token))
                 await pipe.execute()
         # A delete may have removed an entry between our read and our insert: undo those.
         gone = await asyncio.to_thread(lambda: [entry for entry in batch if not self.entries.exists(entry)])

@@ -13,8 +13,10 @@ from __future__ import annotations
 import redis.asyncio as redis
 
 from service.core.model import Intent
+from service.redis import references
 from service.redis.buckets import Buckets
-from service.redis.keyspace import KeySpace, reference
+from service.redis.keyspace import KeySpace
+from service.redis.references import reference
 
 
 class Intents:
@@ -45,5 +47,8 @@ class Intents:
         """Drop the intent and a commit's claim on its content (the settling made the index agree with
         the volume, adding a reference of its own for an entry it counted in)."""
         if intent.digest is not None:
-            await self.client.srem(self.keys.refs(intent.digest), reference(intent.bucket, intent.key, token))
+            async with self.client.pipeline(transaction=False) as pipe:
+                member = reference(intent.bucket, intent.key, token)
+                references.end(pipe, self.keys, intent.digest, intent.bucket, member)
+                await pipe.execute()
         await self.client.hdel(self.keys.intents(intent.bucket), token)

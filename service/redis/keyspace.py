@@ -7,7 +7,7 @@ the keys spread over the primaries:
 - `{session:<id>}`: an upload session and its writer lock;
 - `{bucket:<name>}`: a bucket's listing (keys, entries), its intents, its outbox of changes
   whose events and reference counts are still to be applied, and its entries' locks;
-- `{blob:<digest>}`: who refers to a content (a set of `<bucket>/<key>/<change>`) and its lock;
+- `{blob:<digest>}`: who refers to a content, per bucket, which buckets hold it, and its lock;
 - `{client:<requester>}`: the sessions a client has open;
 - `{index}`: the index's readiness, its rebuild lock and record.
 The events stream, the list of buckets and the blob statistics are single keys (the contract
@@ -68,14 +68,13 @@ class KeySpace:
     def outbox(self, bucket: str) -> str:
         return f"{self.prefix}outbox:{{bucket:{bucket}}}"
 
-    def refs(self, digest: str) -> str:
-        return f"{self.prefix}refs:{{blob:{digest}}}"
+    def refs(self, digest: str, bucket: str) -> str:
+        """The members (service/redis/references.py) of the entries of `bucket` that refer to `digest`."""
+        return f"{self.prefix}refs:{{blob:{digest}}}:{bucket}"
 
-
-def reference(bucket: str, key: str, token: str) -> str:
-    """The member of a content's `refs` that stands for the entry of bucket/key a change (`token`) wrote:
-    one of its own per change, so that ending an old entry's reference never ends a newer one's."""
-    return f"{bucket}/{key}/{token}"
+    def holders(self, digest: str) -> str:
+        """The buckets whose `refs` of `digest` are not empty."""
+        return f"{self.prefix}holders:{{blob:{digest}}}"
 
 
 def key_slot(key: str) -> int:

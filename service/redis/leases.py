@@ -31,8 +31,10 @@ import redis.asyncio as redis
 from service.core import ports
 from service.core.errors import Unavailable
 from service.core.model import Intent
+from service.redis import references
 from service.redis.buckets import Buckets
-from service.redis.keyspace import KeySpace, by_slot, key_slot, reference
+from service.redis.keyspace import KeySpace, by_slot, key_slot
+from service.redis.references import reference
 
 # KEYS: ARGV[3] locks, then the records' keys. ARGV: token, lease ms, the number of locks, then a kind and a
 # value per record: 'intent' (HSET token value, the intent's JSON) or 'claim' (SADD value, the entry's member).
@@ -91,12 +93,19 @@ class Lease:
     """Locks this process holds, taken and let go together; `keys` and `token` identify them in Redis."""
 
     def __init__(
-        self, leases: Leases, keys: tuple[str, ...], token: str, seconds: float, intents: str | None = None
+        self,
+        leases: Leases,
+        keys: tuple[str, ...],
+        token: str,
+        seconds: float,
+        intents: str | None = None,
+        claim: tuple[str, str, str] | None = None,
     ) -> None:
         self.keys = keys
         self.token = token
         self.seconds = seconds
         self.intents = intents  # the hash holding this lease's intent, if it has one
+        self.claim = claim  # (digest, bucket, member) of a commit's claim on its content, if it has one
         self.renewed_at = time.monotonic()
         self.released = False
         self._leases = leases
@@ -141,10 +150,14 @@ class Lease:
             await self._leases.release_script(keys=group, args=[self.token])
 
     async def settle(self) -> None:
-        """Let go and drop the intent: the work ended having changed nothing."""
+        """Let go and drop the intent and the claim: the work ended having changed nothing."""
         if not self.released:
             await self._leases.let_go(self.token, self.keys, self.intents)
             self.released = True
+            if self.claim is not None:
+                async with self._leases.client.pipeline(transaction=False) as pipe:
+                    references.end(pipe, self._leases.keys, *self.claim)
+                    await pipe.execute()
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[None]:
@@ -212,6 +225,7 @@ class Leases:
         locks = tuple(self.keys.lock(name) for name in names)
         records: list[tuple[str, str, str]] = []
         intents = None
+        claim: tuple[str, str, str] | None = None
         lease_token = self.token()
         if intent is not None:
             # Listed before its intent exists, so that whoever looks for stranded intents finds the bucket.
@@ -219,10 +233,11 @@ class Leases:
             intents = self.keys.intents(intent.bucket)
             records.append((intents, "intent", intent.model_dump_json()))
             if intent.digest is not None:
-                records.append(
-                    (self.keys.refs(intent.digest), "claim", reference(intent.bucket, intent.key, lease_token))
-                )
-        lease = Lease(self, locks, lease_token, seconds or self.seconds, intents)
+                member = reference(intent.bucket, intent.key, lease_token)
+                records.append((self.keys.refs(intent.digest, intent.bucket), "claim", member))
+                records.append((self.keys.holders(intent.digest), "claim", intent.bucket))
+                claim = (intent.digest, intent.bucket, member)
+        lease = Lease(self, locks, lease_token, seconds or self.seconds, intents, claim)
         taken: list[str] = []
         for step in _steps(locks, records):
             step_locks = [key for key in step if key in locks]

@@ -36,7 +36,10 @@ def blob(data_dir, content: bytes):
 
 def references(redis_server, prefix: str, content: bytes) -> int:
     with redis_server.client() as client:
-        return int(client.scard(KeySpace(prefix).refs(b3(content))))
+        keys = KeySpace(prefix)
+        return sum(
+            int(client.scard(keys.refs(b3(content), bucket))) for bucket in client.smembers(keys.holders(b3(content)))
+        )
 
 
 def state(api, data_dir, redis_server, prefix: str, content: bytes) -> tuple[bool, bool, int, bool, int]:
