@@ -112,6 +112,36 @@ def test_the_api_and_tus_through_two_workers(cluster: ClusterServers, workers, s
     assert sum(1 for count in spread if count) >= 2, f"the keys of a few buckets and files all on one primary: {spread}"
 
 
+def test_copies_uploads_that_need_no_bytes_and_tus_concatenation(workers) -> None:
+    first, second = (process.api for process in workers)
+    content = os.urandom(5000)
+    first.upload("originals", "a.bin", content)
+    copied = second.http.post("/v1/files/originals/a.bin:copy", json={"bucket": "copies", "key": "a.bin"})
+    assert expect(copied, 200).json()["digest"] == f"blake3:{b3(content)}"
+    known = {"bucket": "copies", "key": "b.bin", "mime_type": "application/octet-stream", "size": len(content)}
+    known["digest"] = f"blake3:{b3(content)}"
+    assert expect(first.http.post("/v1/files", json=known), 200).json()["deduplicated"] is True
+    parts = []
+    for writer, piece in ((first, b"first half, "), (second, b"second half")):
+        headers = {**TUS, "Upload-Length": str(len(piece)), "Upload-Concat": "partial"}
+        headers["Content-Type"] = "application/offset+octet-stream"
+        parts.append(
+            httpx.URL(expect(writer.http.post("/tus/", headers=headers, content=piece), 201).headers["location"]).path
+        )
+    final = {
+        **TUS,
+        "Upload-Concat": "final;" + " ".join(parts),
+        "Upload-Metadata": f"key {base64.b64encode(b'joined').decode()}",
+    }
+    expect(second.http.post("/tus/", headers=final), 201)
+    for process in workers:
+        assert process.api.keys("copies") == ["a.bin", "b.bin"]
+        assert_content(process.api.content("copies", "b.bin"), content)
+        assert_content(process.api.content("uploads", "joined"), b"first half, second half")
+    assert first.delete("originals", "a.bin").status_code == 200
+    assert_content(second.content("copies", "a.bin"), content)
+
+
 def tus_upload(creator: FilesClient, writer: FilesClient, content: bytes) -> str:
     """A tus upload created on one worker, written on the other in two PATCHes; returns its key."""
     name = base64.b64encode(b"tus.txt").decode()
