@@ -362,7 +362,7 @@ async def test_a_final_expiring_while_it_assembles_consumes_nothing(services, mo
     with paused_hashing(services, final, monkeypatch) as arrived:
         assembling = asyncio.create_task(services.core.concatenate(final.id, ids, WRITER))
         assert await asyncio.to_thread(arrived.wait, 30)
-        await redis.delete(f"{settings.redis_prefix}session:{final.id}")  # what its expiry leaves
+        await redis.delete(KeySpace(settings.redis_prefix).session(final.id))  # what its expiry leaves
     with pytest.raises(SessionNotFound):
         await assembling
     with pytest.raises(FileNotFound):

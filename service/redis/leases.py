@@ -281,8 +281,8 @@ class Leases:
 
 
 def _steps(locks: tuple[str, ...], records: list[tuple[str, str, str]]) -> list[list[str]]:
-    """The keys of an acquisition, one list per hash slot, the slot of a claim last: a claim taken
-    cannot be told from one that was there before, so it must be the step that nothing undoes."""
+    """The keys of an acquisition, one list per hash slot, the slot of a claim last: the step that
+    nothing undoes, so that a busy lock gives back only locks and an intent."""
     steps = by_slot([*locks, *(key for key, _, _ in records)])
     claims = {key_slot(key) for key, kind, _ in records if kind == "claim"}
     return sorted(steps, key=lambda step: key_slot(step[0]) in claims)
