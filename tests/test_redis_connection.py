@@ -105,3 +105,27 @@ async def test_a_connection_cut_between_requests_costs_no_request(settings: Sett
         async for key in admin.scan_iter(match=f"{settings.redis_prefix}*"):
             await admin.delete(key)
         await admin.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cluster_client_failing_inside_itself_while_the_cluster_changes_is_a_connection_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py's cluster client can fail with an AttributeError from inside itself while a primary is
+    replaced (a connection closed under a command): that is Redis unavailable for a moment (503), not a 500."""
+    from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def closed_under(*args: object, **kwargs: object) -> object:
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+    monkeypatch.setattr(RedisCluster, "execute_command", closed_under)
+    monkeypatch.setattr(ClusterPipeline, "execute", closed_under)
+    client = connect(Settings.from_env({"FILES_REDIS_URL": "redis+cluster://127.0.0.1:1"}))
+    with pytest.raises(RedisConnectionError, match="the cluster changed under the command"):
+        await client.get("k")
+    pipe = client.pipeline(transaction=False)
+    pipe.get("k")
+    with pytest.raises(RedisConnectionError, match="the cluster changed under the command"):
+        await pipe.execute()
+    await client.aclose()

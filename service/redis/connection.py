@@ -14,7 +14,7 @@ import logging
 from typing import Any, cast
 
 import redis.asyncio as redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -92,10 +92,40 @@ def cluster(address: ClusterAddress) -> redis.Redis:
     Typed as a plain client: it offers every command the service uses (every script and multi-key
     command of the service touches keys of one slot, and pipelines are never transactions).
     """
-    client = RedisCluster(
+    client = _Cluster(
         startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
         username=address.username,
         password=address.password,
         **connection_options(),
     )
     return cast(redis.Redis, client)
+
+
+def _changed_under(error: AttributeError) -> ConnectionError:
+    return ConnectionError(f"the cluster changed under the command: {error!r}")
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, but for one thing: while the cluster changes (a primary dies, its replica
+    takes over), it can fail with an AttributeError from inside itself, a connection closed under a command
+    (seen with 8.1; redis/redis-py#3835 is one such). That is the cluster being unavailable for a moment,
+    so it is raised as the ConnectionError it stands for: the request in flight gets 503, not 500."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError as error:
+            raise _changed_under(error) from error
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        super().pipeline(transaction, shard_hint)  # what it checks (no shard hint), as RedisCluster does
+        # As RedisCluster.pipeline makes its ClusterPipeline; redis-py's hints call the class abstract.
+        return _Pipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _Pipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except AttributeError as error:
+            raise _changed_under(error) from error
