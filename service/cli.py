@@ -33,8 +33,14 @@ environment (the settings that matter most; README.md lists them all):
 
 
 def load_settings() -> Settings:
+    """The settings, with what can be checked before anything starts checked: the token file, and the
+    object store's bucket (a missing one, refused credentials: one line here, not a trace per worker)."""
     settings = Settings.from_env()
     Authenticator.from_file(settings.auth_tokens_file)
+    if settings.storage_url is not None:
+        from service.storage.s3 import object_store  # boto3 only when the object store is chosen
+
+        object_store(settings.storage_url, settings.s3_endpoint_url)
     return settings
 
 

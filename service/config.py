@@ -82,7 +82,11 @@ class Settings(BaseSettings):
     # (credentials and region from the usual AWS_* variables, which boto3 reads).
     storage_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
     s3_endpoint_url: str | None = None
+    # Downloads answered with a redirect to a short-lived presigned URL of the object store (tokens checked first).
+    s3_presigned_downloads: bool = False
     tus_bucket: str = "uploads"
+    openai_bucket: str = Field("openai", pattern=r"^[a-zA-Z0-9_-]{1,63}$")
+    openai_upload_ttl_seconds: int = Field(3600, ge=1)
 
     @classmethod
     def settings_customise_sources(

@@ -4,15 +4,15 @@ chooses the implementation of each port."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis.asyncio as redis
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.core import ports
 from service.core.auth import Authenticator
 from service.core.catalog import Catalog
 from service.core.files import Files
+from service.core.parted import PartedUploads
 from service.core.uploads import UploadCore
 from service.ops.metrics import Counters
 from service.ops.sweeper import Sweeper
@@ -23,11 +23,15 @@ from service.redis.index import EntryIndex
 from service.redis.intents import Intents
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases
+from service.redis.parted import PartedUploadStore
 from service.redis.sessions import SessionStore
 from service.storage.blobs import BlobStore
+from service.storage.durable import VolumeTemporaries
 from service.storage.entries import EntryStore
 from service.storage.memory import MemoryBlobStore, MemoryStaging
 from service.storage.staging import StagingArea
+
+MAX_PART_BYTES = 64 * 1024**2  # OpenAI's limit for one part of an upload
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,11 @@ class Services:
     blobs: ports.BlobStore
     staging: ports.StagingArea
     entries: ports.EntryStore
+    temporaries: ports.Temporaries
     catalog: Catalog
     core: UploadCore
     files: Files
+    parted: PartedUploads
     sweeper: Sweeper
     auth: Authenticator
     webhooks: WebhookDispatcher | None
@@ -63,11 +69,11 @@ class Services:
 
             location = s3.object_store(settings.storage_url, settings.s3_endpoint_url)
             entries, blobs, staging = s3.S3EntryStore(location), s3.S3BlobStore(location), s3.S3Staging(location)
-            volume: tuple[Path, ...] = ()
+            temporaries: ports.Temporaries = s3.S3Temporaries(location)
         elif in_memory:
             entries = EntryStore(settings.data_dir / "entries")
             blobs, staging = MemoryBlobStore(), MemoryStaging()
-            volume = (entries.root,)
+            temporaries = VolumeTemporaries((entries.root,))
         else:
             entries = EntryStore(settings.data_dir / "entries")
             blob_files, staging_files = (
@@ -75,7 +81,7 @@ class Services:
                 StagingArea(settings.data_dir / "partial"),
             )
             blobs, staging = blob_files, staging_files
-            volume = (blob_files.root, entries.root, staging_files.root)
+            temporaries = VolumeTemporaries((blob_files.root, entries.root, staging_files.root))
         counters = Counters()
         catalog = Catalog(
             entries,
@@ -87,6 +93,19 @@ class Services:
             counters,
         )
         sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)
+        core = UploadCore(
+            sessions,
+            leases,
+            staging,
+            catalog,
+            counters,
+            settings.max_upload_bytes,
+            settings.max_open_sessions,
+            settings.body_stall_seconds,
+        )
+        parted = PartedUploads(
+            core, PartedUploadStore(client, keys), settings.openai_upload_ttl_seconds, MAX_PART_BYTES
+        )
         return cls(
             settings=settings,
             client=client,
@@ -96,18 +115,11 @@ class Services:
             blobs=blobs,
             staging=staging,
             entries=entries,
+            temporaries=temporaries,
             catalog=catalog,
-            core=UploadCore(
-                sessions,
-                leases,
-                staging,
-                catalog,
-                counters,
-                settings.max_upload_bytes,
-                settings.max_open_sessions,
-                settings.body_stall_seconds,
-            ),
-            files=Files(catalog),
+            core=core,
+            files=Files(catalog, _blob_urls(settings, blobs)),
+            parted=parted,
             sweeper=Sweeper(
                 client,
                 keys,
@@ -115,7 +127,8 @@ class Services:
                 sessions,
                 staging,
                 catalog,
-                volume,
+                parted,
+                temporaries,
                 settings.sweep_interval_seconds,
                 settings.blob_grace_seconds,
             ),
@@ -131,3 +144,12 @@ class Services:
             if settings.webhook_url
             else None,
         )
+
+
+def _blob_urls(settings: Settings, blobs: ports.BlobStore) -> ports.BlobURLs | None:
+    """The blob store's URLs when downloads are to be redirected to them (FILES_S3_PRESIGNED_DOWNLOADS)."""
+    if not settings.s3_presigned_downloads:
+        return None
+    if not isinstance(blobs, ports.BlobURLs):
+        raise ConfigError("FILES_S3_PRESIGNED_DOWNLOADS needs an object store (FILES_STORAGE_URL) to presign URLs of")
+    return blobs

@@ -40,3 +40,25 @@ def test_a_quick_run_writes_a_row_for_every_workload(tmp_path: Path) -> None:
     for peer in ("tuspyserver", "@tus/server"):
         assert f"Skipped: **{peer}**" in table
     assert list((tmp_path / "results").glob("*.json"))
+
+
+def test_the_object_store_rows_are_written_by_a_quick_run(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "objectstore.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--workdir",
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "benchmarks-objectstore.md").read_text()
+    for row in ("| upload in one request", "| upload in 8 MiB chunks", "| peak RSS of the service"):
+        assert row in table, table

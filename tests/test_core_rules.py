@@ -7,7 +7,7 @@ import pytest
 
 from service.config import Settings
 from service.core.auth import Principal
-from service.core.errors import FileNotFound, Forbidden, InvalidRequest, SessionNotFound
+from service.core.errors import FileNotFound, Forbidden, InvalidRequest, SessionNotFound, UploadTooLarge
 from service.core.model import Entry, NewUpload, Session
 from service.services import Services
 
@@ -113,3 +113,35 @@ async def test_the_core_says_which_new_upload_was_deduplicated(services, stored)
         NewUpload("b", "new", "text/plain", 5, digest=f"blake3:{'0' * 64}"), WRITER, "t"
     )
     assert unknown.file is None and not unknown.deduplicated
+
+
+async def chunks_of(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+async def test_a_last_body_declares_the_size_of_a_session_without_one(services):
+    session = (await services.core.create(NewUpload("b", "streamed", "text/plain", None), WRITER, "test")).session
+    first = await services.core.write(session.id, WRITER, chunks_of(b"hel"), upload_offset=0, content_length=None)
+    assert isinstance(first, Session) and first.length_deferred and first.offset == 3
+    entry = await services.core.write(
+        session.id, WRITER, chunks_of(b"lo ", b"world"), upload_offset=3, content_length=None, last=True
+    )
+    assert isinstance(entry, Entry) and entry.bytes == 11
+    assert await read(services, WRITER, "b", "streamed") == b"hello world"
+
+
+async def test_an_empty_last_body_completes_an_empty_file(services):
+    session = (await services.core.create(NewUpload("b", "empty", "text/plain", None), WRITER, "test")).session
+    entry = await services.core.write(session.id, WRITER, chunks_of(), upload_offset=0, content_length=None, last=True)
+    assert isinstance(entry, Entry) and entry.bytes == 0
+
+
+async def test_a_last_body_past_the_limit_is_refused_whole(services):
+    services.core.max_upload_bytes = 8
+    session = (await services.core.create(NewUpload("b", "big", "text/plain", None), WRITER, "test")).session
+    with pytest.raises(UploadTooLarge):
+        await services.core.write(
+            session.id, WRITER, chunks_of(b"12345", b"6789"), upload_offset=0, content_length=None, last=True
+        )
+    assert (await services.core.status(session.id, WRITER)).offset == 0

@@ -366,3 +366,35 @@ def test_compose_sentinel_workers_ask_the_sentinels_for_the_master_they_watch(co
         assert isinstance(address, SentinelAddress), name
         assert address.master == master
         assert sorted(address.sentinels) == sorted((sentinel, 26379) for sentinel in sentinels)
+
+
+# --- deploy/compose.minio.yaml: the object store, and workers that share no volume ----------------
+
+
+def test_compose_minio_workers_share_no_volume_only_the_bucket_and_redis() -> None:
+    yaml = pytest.importorskip("yaml")
+    stack = yaml.safe_load((ROOT / "deploy" / "compose.minio.yaml").read_text())
+    services = stack["services"]
+    minio = services["minio"]
+    assert re.fullmatch(r"minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", minio["image"]), "MinIO pinned"
+    [(volume, target)] = named_mounts(minio).items()
+    assert target == "/data" and volume in stack["volumes"]
+    workers = {name: service for name, service in services.items() if "build" in service}
+    assert len(workers) >= 2
+    settings = {name: environment(worker) for name, worker in workers.items()}
+    for name, worker in workers.items():
+        assert worker["build"] in ("..", {"context": ".."}), f"{name} is built from this repository's Dockerfile"
+        assert not worker.get("volumes"), f"{name} mounts no volume: the object store holds every byte"
+        assert seconds(worker.get("stop_grace_period", "10s")) > float(settings[name]["FILES_SHUTDOWN_GRACE_SECONDS"])
+    [storage_url] = {env["FILES_STORAGE_URL"] for env in settings.values()}
+    [endpoint] = {env["FILES_S3_ENDPOINT_URL"] for env in settings.values()}
+    [redis_url] = {env["FILES_REDIS_URL"] for env in settings.values()}
+    bucket = re.fullmatch(r"s3://([^/]+)(/.*)?", storage_url)[1]
+    assert endpoint == "http://minio:9000" and re.fullmatch(r"redis://redis:6379(/\d+)?", redis_url)
+    credentials = {(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) for env in settings.values()}
+    assert credentials == {(environment(minio)["MINIO_ROOT_USER"], environment(minio)["MINIO_ROOT_PASSWORD"])}
+    # The bucket is made before any worker starts (the service refuses a missing one).
+    makers = [name for name, service in services.items() if f"mb --ignore-existing store/{bucket}" in str(service)]
+    assert makers == ["bucket"]
+    for name, worker in workers.items():
+        assert worker["depends_on"]["bucket"]["condition"] == "service_completed_successfully", name

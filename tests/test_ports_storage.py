@@ -156,6 +156,16 @@ def test_opening_past_what_is_held_is_staging_lost(staging, held):
         staging.open("s", 5)
 
 
+def test_synced_bytes_are_kept_for_the_next_writer_though_the_first_never_closed(staging):
+    first = staging.open("s", 0)
+    first.write_at(b"abc", 0)
+    first.sync()  # the core moves the offset after this; then the process dies
+    second = staging.open("s", 3)
+    second.write_at(b"def", 3)
+    second.close()
+    assert staging.digests("s").blake3 == blake3(b"abcdef").hexdigest()
+
+
 def test_truncate_drops_everything_from_the_length_on(staging):
     file = staging.open("s", 0)
     file.write_at(b"abcdef", 0)
@@ -318,7 +328,8 @@ def test_a_staged_upload_reopened_at_its_offset_after_an_unacknowledged_write_pa
         file.write_at(content[first : min(first + MiB, acknowledged)], first)
     file.close()
     file = staging.open("s", acknowledged)
-    file.write_at(os.urandom(7 * MiB), acknowledged)  # never acknowledged: the writer died
+    file.write_at(os.urandom(7 * MiB), acknowledged)  # never acknowledged: the writer died ...
+    file.sync()  # ... once what it wrote was in the store (a dead process has no upload in flight)
     file = staging.open("s", acknowledged)
     file.write_at(content[acknowledged:], acknowledged)
     file.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from clirun import run_cli
+from integration.harness import free_port
 from s3server import CREDENTIALS, S3Server
 
 from service.config import ConfigError, Settings
@@ -24,3 +26,24 @@ def test_the_storage_url_names_a_bucket_and_a_prefix(s3_server: S3Server, monkey
     assert (location.bucket, location.prefix) == (bucket, "some/prefix/")
     with pytest.raises(ConfigError, match="FILES_STORAGE_URL"):
         Settings.from_env({"FILES_STORAGE_URL": "http://bucket"})
+
+
+def test_an_endpoint_that_does_not_answer_is_one_clear_config_error(monkeypatch: pytest.MonkeyPatch):
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="cannot use S3 bucket 'files': Could not connect to the endpoint URL"):
+        object_store("s3://files", f"http://127.0.0.1:{free_port()}")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_with_a_missing_bucket_says_so_in_one_line_before_any_worker_starts(
+    s3_server: S3Server, shared_redis_url: str, workers: str
+):
+    env = {"FILES_STORAGE_URL": "s3://no-such-bucket", "FILES_S3_ENDPOINT_URL": s3_server.url, **CREDENTIALS}
+    env["FILES_REDIS_URL"] = shared_redis_url
+    result = run_cli("serve", "--port", str(free_port()), "--workers", workers, env=env, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "files-service: FILES_STORAGE_URL=s3://no-such-bucket: cannot use S3 bucket 'no-such-bucket': no such bucket"
+    )
+    assert "Traceback" not in result.stderr

@@ -16,6 +16,10 @@ import fakeredis
 import pytest
 from apihelpers import b3, send, start, start_session, sweep, upload
 from conftest import http_client
+from test_openai_files import API
+from test_openai_files import create as create_openai_file
+from test_openai_uploads import add_part, complete, parts_of
+from test_openai_uploads import new_upload as new_openai_upload
 from test_tus import TUS, create_final, new_partial, new_upload, patch
 
 from service.core.model import Intent
@@ -114,6 +118,7 @@ async def exercise(app: Any, settings: Any) -> None:
         response = await patch(client, path, 0, b"tus", **{"Upload-Length": "3"})
         assert response.status_code == 204, response.text
         assert (await client.delete(path, headers=TUS)).status_code == 204
+        expiring = await exercise_openai(client, services)
         # Sessions: one cancelled, the client's limit reached, then freed by one completing.
         cancelled = await start_session(client, "b", "cancelled", 4)
         assert (await client.delete(f"/v1/files/session:{cancelled}")).status_code in (200, 204)
@@ -140,12 +145,41 @@ async def exercise(app: Any, settings: Any) -> None:
     await services.catalog.index.apply("b")  # as a sweep does for an outbox a dead process left
     async with http_client(app) as client:
         assert len((await client.get("/v1/files/pages")).json()["data"]) == 5
+        assert (await client.get(f"{API}/files/{expiring}")).status_code == 404, "swept when it expired"
     # The events' readers (the webhooks' dispatcher shares one group).
     stream = EventStream(services.client, keys.events)
     await stream.join("readers")
     [first, *_] = await stream.take("readers", "one")
     assert await stream.touch("readers", "one", first["id"])
     await stream.ack("readers", first["id"])
+
+
+async def exercise_openai(client: Any, services: Any) -> str:
+    """The OpenAI Files and Uploads routes: files with a purpose and an expiry, listed by purpose either
+    way, an upload of parts completed, another cancelled, another swept past its expiry with its parts.
+    Returns the id of a file already expired (the sweep deletes it)."""
+    for purpose in ("assistants", "batch", "batch"):
+        assert (await create_openai_file(client, purpose.encode(), purpose=purpose)).status_code == 200
+    expired = await create_openai_file(
+        client, b"goes", **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "0"}
+    )
+    assert expired.status_code == 200, expired.text
+    for order in ("asc", "desc"):
+        listed = await client.get(f"{API}/files", params={"purpose": "batch", "order": order, "limit": 1})
+        assert listed.status_code == 200 and len(listed.json()["data"]) == 1, listed.text
+    upload = await new_openai_upload(client, 11)
+    world, hello = await parts_of(client, upload["id"], b"world", b"hello ")
+    completed = await complete(client, upload["id"], [hello, world])
+    assert completed.status_code == 200 and completed.json()["status"] == "completed", completed.text
+    content = await client.get(f"{API}/files/{completed.json()['file']['id']}/content")
+    assert content.content == b"hello world"
+    cancelled = await new_openai_upload(client, 3)
+    assert (await client.post(f"{API}/uploads/{cancelled['id']}/cancel")).status_code == 200
+    abandoned = await new_openai_upload(client, 6)
+    await parts_of(client, abandoned["id"], b"abc", b"def")
+    assert await services.parted.sweep(abandoned["expires_at"]) == 3  # the records of the other two as well
+    assert (await add_part(client, abandoned["id"], b"ghi")).status_code == 404
+    return str(expired.json()["id"])
 
 
 async def test_every_script_and_multi_key_command_touches_one_slot(recorded_app, recorder: Recorder, settings):
@@ -170,9 +204,11 @@ def spread(key: Callable[[str], str], count: int = 200) -> int:
 
 def test_the_keys_of_many_buckets_sessions_and_contents_spread_over_many_slots() -> None:
     keys = KeySpace("files:")
-    for key in (keys.bucket_entries, keys.session, keys.holders, keys.open_sessions):
+    for key in (keys.bucket_entries, keys.session, keys.holders, keys.open_sessions, keys.parted_upload):
         assert spread(key) > 150, key
     assert key_slot(keys.bucket_entries("b")) == key_slot(keys.lock("entry:b/some/key")) == key_slot(keys.outbox("b"))
+    listings = (keys.bucket_entries("b"), keys.bucket_purposes("b"), keys.bucket_expiring("b"))
+    assert len({key_slot(key) for key in listings}) == 1
     assert (
         key_slot(keys.refs("ab" * 32, "b"))
         == key_slot(keys.lock("blob:" + "ab" * 32))

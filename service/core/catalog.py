@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from service.core.crashpoints import crash_point
@@ -30,6 +30,8 @@ from service.core.model import Entry, Intent
 from service.core.ports import BlobStore, EntryIndex, EntryStore, Intents, Leases, Observer, StagingArea
 
 log = logging.getLogger("files.catalog")
+
+EXPIRY_BATCH = 100
 
 
 class Catalog:
@@ -119,13 +121,15 @@ class Catalog:
             raise FileNotFound(f"no file {key!r} in bucket {bucket!r}")
         return entry
 
-    async def delete(self, bucket: str, key: str) -> Entry:
+    async def delete(self, bucket: str, key: str, only_if: Callable[[Entry], bool] | None = None) -> Entry:
+        """Delete the entry (with `only_if`, only when that holds for it under the entry's lock:
+        FileNotFound else) and free its blob if nothing else refers to it."""
         # The index must hold the entry to take it out (and to say so in the same step, the event).
         await self.index.rebuild()
         intent = Intent(bucket=bucket, key=key)
         async with self.leases.hold(*intent.locks(), intent=intent) as lease:
             entry = await asyncio.to_thread(self.entries.get, bucket, key)
-            if entry is None:
+            if entry is None or (only_if is not None and not only_if(entry)):
                 await lease.settle()
                 raise FileNotFound(f"no file {key!r} in bucket {bucket!r}")
             await asyncio.to_thread(self.entries.delete, bucket, key)
@@ -137,8 +141,36 @@ class Catalog:
     async def buckets(self) -> list[str]:
         return await self.index.buckets()
 
-    async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
-        return await self.index.page(bucket, prefix, after, limit)
+    async def page(
+        self,
+        bucket: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        reverse: bool = False,
+        purpose: str | None = None,
+    ) -> tuple[list[Entry], bool]:
+        return await self.index.page(bucket, prefix, after, limit, reverse, purpose)
+
+    async def expire(self, now: float) -> int:
+        """Delete every file whose metadata `expires_at` (unix seconds) is `now` or earlier, through
+        `delete` (its event appended, its blob freed when unreferenced); the number deleted."""
+        deleted, seen = 0, set[tuple[str, str]]()
+        while due := [item for item in await self.index.expired(now, EXPIRY_BATCH) if item not in seen]:
+            seen.update(due)
+            for bucket, key in due:
+                try:
+                    await self.delete(bucket, key, only_if=lambda entry: expired(entry, now))
+                    deleted += 1
+                except Unavailable:
+                    continue  # the key is busy: the next sweep tries again
+                except FileNotFound:
+                    # Replaced by a file that does not expire (yet), or gone already: the index is told.
+                    async with self.leases.hold(f"entry:{bucket}/{key}"):
+                        unindexed = await self._reconcile(bucket, key)
+                    if unindexed is not None:
+                        await self.release_blob(unindexed)
+        return deleted
 
     async def held_in(self, digest: str, buckets: Collection[str] | None) -> bool:
         """Whether a file of one of `buckets` (None: of any bucket) has the content `digest` (see EntryIndex)."""
@@ -242,6 +274,12 @@ class Catalog:
                 sweep.blobs -= 1
                 sweep.bytes -= blob.size
         return sweep
+
+
+def expired(entry: Entry, now: float) -> bool:
+    """Whether the entry's metadata `expires_at` (unix seconds) is `now` or earlier."""
+    expires_at = entry.metadata.get("expires_at", "")
+    return expires_at.isascii() and expires_at.isdigit() and int(expires_at) <= now
 
 
 @dataclass

@@ -22,6 +22,7 @@ import collections
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Literal
 
 from service.core.digests import ContentHasher
 from service.core.ports import StagedFile
@@ -31,6 +32,7 @@ IN_FLIGHT = 4
 # The jobs' threads, shared by the process: jobs are short (a few buffers, never an fsync), so a few
 # threads serve many uploads. Not the event loop's executor: its futures wake the loop on every job.
 WRITERS = ThreadPoolExecutor(16, thread_name_prefix="files-write")
+Then = Literal["sync", "close"] | None  # what a job does after writing a buffer
 
 
 class ChunkWriter:
@@ -46,10 +48,10 @@ class ChunkWriter:
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._loop = asyncio.get_running_loop()
-        # Shared with the job, under _lock: buffers to write (data, offset, close after), how
+        # Shared with the job, under _lock: buffers to write (data, offset, sync or close after), how
         # many are done, the job's error, and the loop's waiter (buffers done it waits for, future).
         self._lock = threading.Lock()
-        self._queue: collections.deque[tuple[bytes, int, bool]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, int, Then]] = collections.deque()
         self._running = False
         self._done = 0
         self._error: BaseException | None = None
@@ -63,16 +65,17 @@ class ChunkWriter:
         self.received += len(chunk)
         if self._buffered >= WRITE_SIZE:
             await self._wait_done(self._handed - IN_FLIGHT + 1)
-            self._hand_over(close=False)
+            self._hand_over(None)
 
     async def drain(self, close: bool = False) -> None:
-        """Write (and hash) everything received so far; afterwards `flushed == received`.
+        """Write (and hash) everything received so far, and sync it: afterwards `flushed == received`
+        and those bytes are kept (the caller moves the offset).
 
         With `close` the file is closed after (opened first, if the body was empty: the
         staging file of every session written to exists), by the same job.
         """
-        if self._chunks or close:
-            self._hand_over(close)
+        if self._chunks or close or self._handed:
+            self._hand_over("close" if close else "sync")
         await self._wait_done(self._handed)
 
     async def truncate(self, length: int) -> None:
@@ -92,14 +95,14 @@ class ChunkWriter:
         if self.file is not None:
             self.file.close()
 
-    def _hand_over(self, close: bool) -> None:
+    def _hand_over(self, then: Then) -> None:
         data = b"".join(self._chunks)  # one copy, without the regrowing of an appended buffer
         self._chunks, self._buffered = [], 0
         offset, self.flushed = self.flushed, self.flushed + len(data)
         if self.hasher is not None:
             self.hasher.update(data)
         with self._lock:
-            self._queue.append((data, offset, close))
+            self._queue.append((data, offset, then))
             start, self._running = not self._running, True
         self._handed += 1
         if start:
@@ -125,13 +128,15 @@ class ChunkWriter:
                 if not self._queue or self._error is not None:
                     self._running = False
                     return
-                data, offset, close = self._queue.popleft()
+                data, offset, then = self._queue.popleft()
             try:
                 if self.file is None:
                     self.file = self._open_file()
                 if data:
                     self.file.write_at(data, offset)
-                if close:
+                if then == "sync":
+                    self.file.sync()
+                elif then == "close":
                     self.file.close()
                 error = None
             except BaseException as failure:  # handed to the loop, which raises it

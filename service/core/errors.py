@@ -39,6 +39,21 @@ class SessionNotFound(FilesError):
         super().__init__(detail, **fields)
 
 
+class UploadNotFound(SessionNotFound):
+    """No such parted upload (unknown, expired, or another principal's)."""
+
+    code = "upload_not_found"
+
+    def __init__(self, detail: str = "no such upload (unknown or expired)", **fields: object) -> None:
+        super().__init__(detail, **fields)
+
+
+class UploadClosed(InvalidRequest):
+    """The parted upload was completed or cancelled: it takes no more parts and cannot complete again."""
+
+    code = "upload_closed"
+
+
 class FileNotFound(FilesError):
     code = "file_not_found"
 
@@ -131,6 +146,11 @@ class StorageError(Exception):
 
 class StorageFull(StorageError):
     """The storage under a store has no room left."""
+
+
+class StorageUnavailable(StorageError):
+    """The store did not answer (out of reach, timing out, or saying it is overloaded): a request may
+    succeed once it is back, and what was acknowledged before is kept."""
 
 
 class StagingLost(StorageError):

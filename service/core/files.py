@@ -19,17 +19,20 @@ from service.core.auth import Action, Principal
 from service.core.catalog import Catalog
 from service.core.errors import BlobMissing, CorruptBlob, FileNotFound, InvalidRequest
 from service.core.model import Entry
-from service.core.ports import BlobStamps
+from service.core.ports import BlobStamps, BlobURLs
 
 log = logging.getLogger("files.download")
 
-
+REDIRECT_SECONDS = 300  # how long a download URL stays valid: long enough to start, short enough to leak little
 KEPT_VERIFIED = 4096  # blobs whose stamp is kept: 1.6 MiB (measured with tracemalloc)
 
 
 class Files:
-    def __init__(self, catalog: Catalog) -> None:
+    """With `urls`, downloads are redirects to URLs of the blob store rather than streamed through here."""
+
+    def __init__(self, catalog: Catalog, urls: BlobURLs | None = None) -> None:
         self.catalog = catalog
+        self.urls = urls
         stamps = catalog.blobs
         self._stamps = stamps if isinstance(stamps, BlobStamps) else None
         # The stamp of each blob a whole download here hashed and found right (least recent first).
@@ -40,11 +43,19 @@ class Files:
         return [name for name in await self.catalog.buckets() if principal.may("read", name)]
 
     async def page(
-        self, principal: Principal, bucket: str, prefix: str, after: str | None, limit: int
+        self,
+        principal: Principal,
+        bucket: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        reverse: bool = False,
+        purpose: str | None = None,
     ) -> tuple[list[Entry], bool]:
-        """Up to `limit` files of `bucket` whose keys start with `prefix`, after `after`; and whether more follow."""
+        """Up to `limit` files of `bucket` whose keys start with `prefix`, after `after` in key order (or
+        before it, in the reverse order), only those of one metadata `purpose` if given; and whether more follow."""
         principal.require("read", names.check_bucket(bucket))
-        return await self.catalog.page(bucket, prefix, after, limit)
+        return await self.catalog.page(bucket, prefix, after, limit, reverse, purpose)
 
     async def info(self, principal: Principal, bucket: str, key: str) -> Entry:
         """The file (FileNotFound when there is none); the principal must be allowed to read it."""
@@ -91,6 +102,11 @@ class Files:
         """The file to download; its content comes from `content`. Checked as `info`."""
         _check(principal, "read", bucket, key)
         return await self.catalog.get(bucket, key)
+
+    def redirect(self, entry: Entry) -> str | None:
+        """Where to send a client to GET the file's content from instead (the caller checked the principal
+        through `download`); None to stream it from `content`."""
+        return None if self.urls is None else self.urls.url_for(entry.digest, entry.mime_type, REDIRECT_SECONDS)
 
     async def content(self, entry: Entry, first: int, length: int, whole: bool) -> AsyncGenerator[bytes, None]:
         """Stream `length` bytes of the file from `first` (the caller checked the range).

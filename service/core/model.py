@@ -91,3 +91,21 @@ class BlobInfo:
     digest: str
     size: int
     modified: float
+
+
+@dataclass(frozen=True)
+class PartedUpload:
+    """An upload sent as parts, in any order and in parallel (OpenAI's Uploads), until it is completed
+    from the parts the client names, in its order, or cancelled; the file it will be is fixed at the start."""
+
+    id: str
+    bucket: str
+    key: str
+    mime_type: str
+    size: int
+    metadata: Mapping[str, str]
+    owner: str | None
+    created_at: int
+    expires_at: int
+    status: str  # 'pending', 'completed', 'cancelled', or 'expired' (pending past `expires_at`)
+    parts: frozenset[str] = frozenset()  # the part sessions added, by id

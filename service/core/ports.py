@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from service.core.digests import Digests
-from service.core.model import BlobInfo, Entry, Intent, Session
+from service.core.model import BlobInfo, Entry, Intent, PartedUpload, Session
 
 Observe = Callable[[bytes], object]
 
@@ -34,10 +34,16 @@ class StagedFile(Protocol):
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         """Write all of `data` at `offset`. The caller writes in order, from where `open` began.
+        The bytes are kept for sure once `sync` or `close` returns (a store may hold some back till then).
 
         Raises StorageFull when the storage has no room (what was written may stay: the caller
         truncates back to the acknowledged offset).
         """
+
+    def sync(self) -> None:
+        """Make every byte written so far survive the death of this process: the caller moves the
+        offset after this. (Writes to a file are in the kernel's hands already; an object store's
+        staged file uploads what it holds back.)"""
 
     def truncate(self, length: int) -> None:
         """Drop everything from `length` on: bytes the service never acknowledged."""
@@ -83,6 +89,19 @@ class StagingArea(Protocol):
 
     def names(self) -> list[str]:
         """The name of every staged upload (a store's own temporaries are none)."""
+
+
+class Temporaries(Protocol):
+    """What writes cut short leave in a store beside staged uploads: a file never renamed to its
+    name, an object store's multipart upload never completed (a copy of a large blob, say)."""
+
+    def stale(self, cutoff: float) -> list[str]:
+        """Those begun before `cutoff` (unix seconds), by names `remove` takes. The caller picks a
+        cutoff a lock's lease ago or more: every writer holds a lease while it writes, so by then
+        the writer of one is dead."""
+
+    def remove(self, name: str) -> None:
+        """Remove one that `stale` named; one gone already is nothing to do."""
 
 
 @runtime_checkable
@@ -143,8 +162,48 @@ class BlobURLs(Protocol):
     """Capability: a store that can hand out a URL a client downloads the blob from directly
     (an object store's presigned URL), so that a front may redirect instead of streaming."""
 
-    def url_for(self, digest: str, expires_in: float) -> str | None:
-        """A URL valid for `expires_in` seconds, or None when this blob cannot be redirected to."""
+    def url_for(self, digest: str, mime_type: str, expires_in: float) -> str:
+        """A URL from which a GET of the blob works for `expires_in` seconds, answering with `mime_type`
+        as its Content-Type. Made without asking the store (so without checking that the blob exists):
+        the caller has found the entry that refers to it."""
+
+
+@runtime_checkable
+class CheckedBlobs(Protocol):
+    """Capability `fsck` needs of a blob store: its content hashed again, where a blob lies (told to a
+    person: a path, a URL), and a place aside for a damaged one."""
+
+    def where(self, digest: str) -> str:
+        """Where the blob of `digest` lies, whether it is there or not."""
+
+    def rehash(self, digest: str) -> str:
+        """The BLAKE3 hex digest of the blob's content as stored now. BlobMissing when it is gone."""
+
+    def quarantine(self, digest: str) -> str:
+        """Move the blob out of the blobs, to where a person can look at it; returns that place."""
+
+
+@runtime_checkable
+class CheckedEntries(Protocol):
+    """Capability `fsck` needs of an entry store: where entries lie, and which are damaged."""
+
+    def where(self, bucket: str, key: str) -> str:
+        """Where the entry of `bucket`/`key` lies, whether it is there or not."""
+
+    def audit(self) -> tuple[list[Entry], list[tuple[str, str]]]:
+        """Every entry that reads back as the one its place is for; and (where, why) of each stored
+        thing that should be one and is not (`scan` skips those)."""
+
+
+@runtime_checkable
+class CheckedStaging(Protocol):
+    """Capability `fsck` needs of a staging area: where a staged upload lies, and its age."""
+
+    def where(self, name: str) -> str:
+        """Where the staged upload `name` lies."""
+
+    def written(self, name: str) -> float | None:
+        """When the staged upload was last written (unix seconds, by the store's clock); None when gone."""
 
 
 class EntryStore(Protocol):
@@ -270,6 +329,33 @@ class SessionStore(Protocol):
         """Which of these sessions are still known."""
 
 
+class PartedUploadStore(Protocol):
+    """Parted uploads, each kept until a while after its `expires_at`, so that the sweep can drop
+    the parts of one that expired (then it is gone: UploadNotFound)."""
+
+    async def create(self, upload: PartedUpload) -> None:
+        """Keep the new upload (a new id, made by the core). The caller has checked every field."""
+
+    async def get(self, upload_id: str) -> PartedUpload:
+        """The upload with its parts, as stored (a pending one past `expires_at` still says
+        'pending'); UploadNotFound when unknown or forgotten."""
+
+    async def add_part(self, upload_id: str, part_id: str, now: float) -> None:
+        """Count the part session `part_id` in, in one step with checking that the upload is still
+        pending and not expired at `now`: UploadNotFound, or UploadClosed."""
+
+    async def close(self, upload_id: str, status: str) -> PartedUpload:
+        """Move the upload from 'pending' to `status` ('completed' or 'cancelled') in one step, so
+        that two requests cannot both close it: UploadNotFound, or UploadClosed when it was closed.
+        The caller has checked that it had not expired (a completion under way may end past it)."""
+
+    async def expired(self, now: float, limit: int) -> list[str]:
+        """The ids of up to `limit` uploads whose `expires_at` is `now` or earlier, whatever their status."""
+
+    async def forget(self, upload_id: str) -> None:
+        """Drop the upload; dropping one that is gone does nothing."""
+
+
 class EntryIndex(Protocol):
     """The listing index and reference counts: a cache of the entry store, rebuilt when lost."""
 
@@ -294,8 +380,24 @@ class EntryIndex(Protocol):
     async def buckets(self) -> list[str]:
         """Every bucket holding a file, in order; rebuilds a lost index first."""
 
-    async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
-        """Up to `limit` entries of `bucket` in key order after `after`, and whether more follow."""
+    async def page(
+        self,
+        bucket: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        reverse: bool = False,
+        purpose: str | None = None,
+    ) -> tuple[list[Entry], bool]:
+        """Up to `limit` entries of `bucket` whose keys start with `prefix`, in key order after `after`
+        (with `reverse`, in the reverse order, before `after`), and whether more follow. With `purpose`,
+        only the entries whose metadata `purpose` is that. Reads about `limit` entries, however many
+        the bucket holds (no scan); rebuilds a lost index first."""
+
+    async def expired(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """(bucket, key) of up to `limit` entries whose metadata `expires_at` (unix seconds) is `now` or
+        earlier, the earliest first; rebuilds a lost index first. The caller checks the entry again
+        (under its lock) before it deletes: the index may lag behind the volume."""
 
     async def unreferenced(self, digest: str) -> bool:
         """True only when the index is complete and no entry nor intent refers to `digest`."""

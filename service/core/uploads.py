@@ -105,7 +105,7 @@ class UploadCore:
         session_id = names.check_session_id(request.session_id) if request.session_id else names.new_session_id()
         principal.require("write", request.bucket)
         if request.size is not None:
-            self._check_size(request.size)
+            self.check_size(request.size)
         session = await self.sessions.create(
             session_id,
             request.bucket,
@@ -166,11 +166,14 @@ class UploadCore:
         content_length: int | None,
         size: int | None = None,
         check: ChunkChecksum | None = None,
+        last: bool = False,
     ) -> Session | Entry:
         """Append one chunk; returns the session, or the file when this chunk completed it (a part
         that this chunk completed comes back as its session, completed).
 
         `size` declares the size of a session created without one (and must repeat it after).
+        With `last`, a session without a size gets the one its bytes reach when this body ends:
+        a body whose length nobody knows before it ends (a multipart form's file) completes it.
         With `check`, the chunk is kept only when it matches (else ChecksumMismatch), so the
         offset moves only once the whole chunk is in and checked: none of a chunk broken off.
         """
@@ -189,7 +192,12 @@ class UploadCore:
             chunks = _until_stalled(body, self.stall_seconds)
             try:
                 session, received, hasher = await self._receive(
-                    session, lease, chunks, checkpoints=content_length is not None and check is None, check=check
+                    session,
+                    lease,
+                    chunks,
+                    checkpoints=content_length is not None and check is None,
+                    check=check,
+                    last=last,
                 )
             except StagingLost:
                 # The acknowledged bytes are gone (a partial file removed by hand, say): start again at 0.
@@ -267,7 +275,7 @@ class UploadCore:
         size = sum(part.size for part in parts)
         if not final.length_deferred and size != final.size:
             raise InvalidConcatenation(f"the parts hold {size} bytes in all, not the upload's size of {final.size}")
-        self._check_size(size)
+        self.check_size(size)
         return parts
 
     async def _assemble(self, final: Session, parts: list[Session], md5: str | None) -> Digests:
@@ -325,7 +333,8 @@ class UploadCore:
                 ) from None
             yield
 
-    def _check_size(self, size: int) -> None:
+    def check_size(self, size: int) -> None:
+        """UploadTooLarge when `size` is over the service's limit."""
         if size > self.max_upload_bytes:
             raise UploadTooLarge(
                 f"size {size} is over this service's limit of {self.max_upload_bytes} bytes",
@@ -338,7 +347,7 @@ class UploadCore:
             if size != session.size:
                 raise InconsistentLength(f"the upload's size is {session.size} already; it cannot become {size}")
             return session
-        self._check_size(size)
+        self.check_size(size)
         if size < session.offset:
             raise InconsistentLength(f"size {size} is less than the {session.offset} bytes received already")
         return await self.sessions.declare_size(session, lease, size)
@@ -366,6 +375,7 @@ class UploadCore:
         body: AsyncIterator[bytes],
         checkpoints: bool,
         check: ChunkChecksum | None = None,
+        last: bool = False,
     ) -> tuple[Session, int, ContentHasher | None]:
         """Copy the body to the staging file: (the session, the bytes now in the file, the hasher).
 
@@ -376,6 +386,7 @@ class UploadCore:
         also moves while a long body streams in, so a dead process loses little. Without
         one, nothing counts until the body ends, so that a body running past the size is
         refused whole (413). Either way a client that goes away or stalls keeps what arrived.
+        A `last` body of a session without a size declares it where it ends.
         """
         hasher = self._hasher_for(session)
         writer = ChunkWriter(functools.partial(self.staging.open, session.id, session.offset), session.offset, hasher)
@@ -399,6 +410,8 @@ class UploadCore:
                     )
                 await _still_held(lease)
                 await writer.drain(close=True)
+                if last and session.length_deferred:
+                    session = await self.sessions.declare_size(session, lease, writer.flushed)
             except (BodyBrokenOff, BodyStalled, asyncio.CancelledError):
                 # Keep what arrived (also when shutdown cuts the request off), so the client resumes there;
                 # but a chunk with a checksum counts only whole and checked.

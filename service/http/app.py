@@ -18,6 +18,8 @@ from service.http import resumable, tus
 from service.http.errors import HANDLERS
 from service.http.limits import HeaderLimit
 from service.http.observe import RequestObserver
+from service.http.openai import OpenAIFilesAPI, not_found_route
+from service.http.openai_uploads import OpenAIUploadsAPI
 from service.http.resumable import ResumableAPI
 from service.http.routes import FilesAPI
 from service.http.static import console_routes, docs_routes
@@ -64,6 +66,9 @@ def create_app(
         *api.routes(),
         *ResumableAPI(services).routes(),
         *TusAPI(services).routes(),
+        *OpenAIFilesAPI(services).routes(),
+        *OpenAIUploadsAPI(services).routes(),
+        not_found_route(),
         *docs_routes(),
         *console_routes(),
     ]

@@ -6,9 +6,13 @@ import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.core.errors import RangeNotSatisfiable
+from service.core.files import Files
+from service.core.model import Entry
 
 _RANGE = re.compile(r"bytes=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.IGNORECASE | re.ASCII)
 
@@ -67,6 +71,27 @@ def etag_matches(header: str | None, etag: str) -> bool:
         return False
     candidates = [candidate.strip() for candidate in header.split(",")]
     return "*" in candidates or any(candidate.removeprefix("W/") == etag for candidate in candidates)
+
+
+def content_response(request: Request, files: Files, entry: Entry) -> Response | BlobResponse:
+    """The answer to a GET or HEAD of the file's content: ETag, If-None-Match (304), one Range (206)."""
+    etag = f'"{entry.digest}"'
+    headers = {"ETag": etag, "Accept-Ranges": "bytes"}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    span = parse_range(request.headers.get("range"), entry.bytes)
+    # HEAD is answered here: a presigned URL is signed for one method, GET.
+    if request.method == "GET" and (location := files.redirect(entry)) is not None:
+        return Response(status_code=307, headers={**headers, "Location": location, "Cache-Control": "no-store"})
+    headers["Content-Type"] = entry.mime_type
+    first, last = span if span is not None else (0, entry.bytes - 1)
+    length = last - first + 1
+    headers["Content-Length"] = str(length)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{entry.bytes}"
+    sent = length if request.method != "HEAD" else 0  # HEAD: the blob is opened, nothing read
+    chunks = files.content(entry, first, sent, whole=span is None and sent == entry.bytes)
+    return BlobResponse(chunks, 200 if span is None else 206, headers)
 
 
 class BlobResponse:

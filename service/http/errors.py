@@ -82,6 +82,12 @@ async def redis_unavailable(request: Request, error: Exception) -> Response:
     return error_response(503, "the session store (Redis) is unavailable; try again shortly", "unavailable")
 
 
+async def storage_unavailable(request: Request, error: Exception) -> Response:
+    """The object store out of reach past its client's retries: like Redis, 503, and the client resumes."""
+    log.error("the store did not answer on %s %s: %s", request.method, request.url.path, error)
+    return error_response(503, "the storage is unavailable; try again shortly", "unavailable")
+
+
 async def data_directory_tampered(request: Request, error: Exception) -> Response:
     log.error("refused a path in the data directory on %s %s: %s", request.method, request.url.path, error)
     return error_response(
@@ -102,5 +108,6 @@ HANDLERS = {
     HTTPException: http_error,
     RedisError: redis_unavailable,
     errors.OutsideRoot: data_directory_tampered,
+    errors.StorageUnavailable: storage_unavailable,
     Exception: server_error,
 }

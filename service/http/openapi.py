@@ -19,6 +19,16 @@ from service.http.models import (
     FileUploadResponse,
     TokenInfo,
 )
+from service.http.openai_models import (
+    CompleteUploadBody,
+    CreateUploadBody,
+    OpenAIError,
+    OpenAIFile,
+    OpenAIFileDeleted,
+    OpenAIFileList,
+    OpenAIUpload,
+    OpenAIUploadPart,
+)
 
 REF = "#/components/schemas/{model}"
 # The contract's name rules as JSON Schema patterns. A key segment is anything of the key
@@ -52,7 +62,16 @@ MODELS: list[type[BaseModel]] = [
     FileList,
     ErrorResponse,
     TokenInfo,
+    OpenAIFile,
+    OpenAIFileList,
+    OpenAIFileDeleted,
+    OpenAIUpload,
+    OpenAIUploadPart,
+    OpenAIError,
+    CreateUploadBody,
+    CompleteUploadBody,
 ]
+OPENAI = "/v1/openai/v1"
 ERRORS = {
     400: "A name, field, header or query value breaks the rules.",
     401: "Access control is on and the request has no valid bearer token.",
@@ -107,10 +126,11 @@ def _operation(
     errors: list[int],
     parameters: Sequence[dict[str, Any]] = (),
     body: dict[str, Any] | None = None,
+    error_model: type[BaseModel] = ErrorResponse,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(status): response for status, response in ok.items()}
     for status in errors:
-        responses[str(status)] = _json(_ref(ErrorResponse), ERRORS[status])
+        responses[str(status)] = _json(_ref(error_model), ERRORS[status])
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if 401 in errors:
         operation["security"] = [{BEARER: []}]
@@ -431,8 +451,17 @@ def build_openapi() -> dict[str, Any]:
             "/v1/files/{bucket}/{key}:content": {
                 "get": _operation(
                     "Download the content.",
-                    {200: whole, 206: ranged, 304: {"description": "Not modified."}},
-                    [400, 401, 403, 404, 416],
+                    {
+                        200: whole,
+                        206: ranged,
+                        304: {"description": "Not modified."},
+                        307: {
+                            "description": "With FILES_S3_PRESIGNED_DOWNLOADS: the content is at the short-lived "
+                            "presigned URL of the object store in `Location` (Range works there too).",
+                            "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+                        },
+                    },
+                    [400, 401, 403, 404, 416, 503],
                     parameters=download_parameters,
                 ),
                 "head": _operation(
@@ -447,6 +476,123 @@ def build_openapi() -> dict[str, Any]:
                 ),
             },
         }
-        | upload_protocol_paths(),
+        | upload_protocol_paths()
+        | _openai_paths(whole, ranged, content_headers),
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+    }
+
+
+def _openai_paths(whole: dict[str, Any], ranged: dict[str, Any], content_headers: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's Files and Uploads (service/http/openai.py, openai_uploads.py): errors in OpenAI's shape."""
+    file_id = _path("file_id", "The file's id, 'file-...'.")
+    upload_id = _path("upload_id", "The upload's id, 'upload_...'.")
+    file = _json(_ref(OpenAIFile), "The file.")
+    upload = _json(_ref(OpenAIUpload), "The upload.")
+
+    def operation(summary: str, ok: dict[int, dict[str, Any]], errors: list[int], **extra: Any) -> dict[str, Any]:
+        return _operation(summary, ok, errors, error_model=OpenAIError, **extra)
+
+    def form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+        schema = {"type": "object", "properties": properties, "required": required}
+        return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+    def json_body(model: type[BaseModel]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
+
+    binary = {"type": "string", "format": "binary"}
+    purpose = {"type": "string", "enum": ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]}
+    content_parameters = [
+        file_id,
+        _header("Range", {"type": "string"}, "One byte range: bytes=a-b, bytes=a- or bytes=-n."),
+        _header("If-None-Match", {"type": "string"}, "The ETag held: 304 when it is current."),
+    ]
+    return {
+        f"{OPENAI}/files": {
+            "post": operation(
+                "OpenAI: upload a file (multipart; `purpose` and `expires_after[...]` before `file`, which streams).",
+                {200: file},
+                [400, 401, 403, 408, 413, 429, 503, 507],
+                body=form(
+                    {
+                        "purpose": purpose,
+                        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                        "expires_after[seconds]": {"type": "integer", "minimum": 0},
+                        "file": binary,
+                    },
+                    ["purpose", "file"],
+                ),
+            ),
+            "get": operation(
+                "OpenAI: list files by created_at, then id.",
+                {200: _json(_ref(OpenAIFileList), "A page of files.")},
+                [400, 401, 403, 503],
+                parameters=[
+                    _query("after", {"type": "string"}, "A file id: the page starts after it, in this order."),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10000}, "Size."),
+                    _query("order", {"type": "string", "enum": ["asc", "desc"], "default": "desc"}, "Order."),
+                    _query("purpose", {"type": "string"}, "Only files of this purpose."),
+                ],
+            ),
+        },
+        f"{OPENAI}/files/{{file_id}}": {
+            "get": operation("OpenAI: a file.", {200: file}, [401, 403, 404, 503], parameters=[file_id]),
+            "delete": operation(
+                "OpenAI: delete a file.",
+                {200: _json(_ref(OpenAIFileDeleted), "Deleted.")},
+                [401, 403, 404, 503],
+                parameters=[file_id],
+            ),
+        },
+        f"{OPENAI}/files/{{file_id}}/content": {
+            "get": operation(
+                "OpenAI: a file's content.",
+                {200: whole, 206: ranged, 304: {"description": "Not modified."}},
+                [401, 403, 404, 416, 503],
+                parameters=content_parameters,
+            ),
+            "head": operation(
+                "OpenAI: a file's content headers.",
+                {
+                    200: {"description": "Headers only.", "headers": content_headers},
+                    206: {"description": "Headers only."},
+                    304: {"description": "Not modified."},
+                },
+                [401, 403, 404, 416, 503],
+                parameters=content_parameters,
+            ),
+        },
+        f"{OPENAI}/uploads": {
+            "post": operation(
+                "OpenAI: start an upload of parts.",
+                {200: upload},
+                [400, 401, 403, 413, 503],
+                body=json_body(CreateUploadBody),
+            )
+        },
+        f"{OPENAI}/uploads/{{upload_id}}/parts": {
+            "post": operation(
+                "OpenAI: add a part (multipart `data`, at most 64 MiB); parts may arrive in parallel.",
+                {200: _json(_ref(OpenAIUploadPart), "The part.")},
+                [400, 401, 403, 404, 408, 413, 429, 503, 507],
+                parameters=[upload_id],
+                body=form({"data": binary}, ["data"]),
+            )
+        },
+        f"{OPENAI}/uploads/{{upload_id}}/complete": {
+            "post": operation(
+                "OpenAI: the file of the parts named, in order, the md5 checked; a refusal consumes nothing.",
+                {200: upload},
+                [400, 401, 403, 404, 413, 429, 503, 507],
+                parameters=[upload_id],
+                body=json_body(CompleteUploadBody),
+            )
+        },
+        f"{OPENAI}/uploads/{{upload_id}}/cancel": {
+            "post": operation(
+                "OpenAI: cancel an upload; its parts are dropped.",
+                {200: upload},
+                [400, 401, 403, 404, 503],
+                parameters=[upload_id],
+            )
+        },
     }

@@ -21,7 +21,7 @@ from service.config import Settings
 from service.core.auth import Principal
 from service.core.errors import BodyBrokenOff, InvalidRequest, UploadTooLarge
 from service.core.model import Entry, NewUpload, Session
-from service.http.download import BlobResponse, etag_matches, parse_range
+from service.http.download import BlobResponse, content_response
 from service.http.models import (
     Bucket,
     BucketList,
@@ -162,7 +162,7 @@ class FilesAPI:
 
     async def read_json(self, request: Request, model: type[Body]) -> Body:
         """The request's JSON body as `model`; InvalidRequest (400) saying what is wrong, else."""
-        body = await _read_limited(request, self.settings.max_json_bytes)
+        body = await read_limited(request, self.settings.max_json_bytes)
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -170,7 +170,7 @@ class FilesAPI:
         try:
             return model.model_validate(payload)
         except ValidationError as error:
-            raise InvalidRequest(_describe(error)) from None
+            raise InvalidRequest(describe(error)) from None
 
     async def upload_content(self, request: Request) -> Response:
         principal = self.principal(request)
@@ -221,20 +221,7 @@ class FilesAPI:
     async def download(self, request: Request) -> Response | BlobResponse:
         principal = self.principal(request)
         entry = await self.files.download(principal, request.path_params["bucket"], request.path_params["key"])
-        etag = f'"{entry.digest}"'
-        headers = {"ETag": etag, "Accept-Ranges": "bytes"}
-        if etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        span = parse_range(request.headers.get("range"), entry.bytes)
-        headers["Content-Type"] = entry.mime_type
-        first, last = span if span is not None else (0, entry.bytes - 1)
-        length = last - first + 1
-        headers["Content-Length"] = str(length)
-        if span is not None:
-            headers["Content-Range"] = f"bytes {first}-{last}/{entry.bytes}"
-        sent = length if request.method != "HEAD" else 0  # HEAD: the blob is opened, nothing read
-        chunks = self.files.content(entry, first, sent, whole=span is None and sent == entry.bytes)
-        return BlobResponse(chunks, 200 if span is None else 206, headers)
+        return content_response(request, self.files, entry)
 
 
 def requester(request: Request) -> str:
@@ -261,7 +248,7 @@ def _probe_writable(directory: Path) -> None:
         pass
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: Request, limit: int) -> bytes:
     declared = header_int(request, "content-length")
     if declared is not None and declared > limit:
         raise UploadTooLarge(f"the JSON body is over {limit} bytes", limit=limit)
@@ -273,7 +260,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "body"

@@ -1,15 +1,19 @@
-"""`files-service fsck`: check the data directory against itself, and repair what it can.
+"""`files-service fsck`: check the data directory (or the object store of FILES_STORAGE_URL) against
+itself, and repair what it can. Every check goes through the ports and the `Checked*` capabilities,
+so both stores get the same ones.
 
 What it finds:
-- corrupt blob: content that no longer hashes to its name (repair: moved to quarantine/);
+- corrupt blob: content that no longer hashes to its name (repair: moved to quarantine/ beside the
+  blobs);
 - missing blob: an entry whose blob is gone or was corrupt (repair: the entry is removed,
   since its content cannot be served);
 - unreferenced blob: a blob no entry needs, older than FILES_BLOB_GRACE_SECONDS (repair: deleted,
   unless an entry is unreadable: it may be the one that needs the blob);
-- stray partial: a staging file whose session Redis does not know (repair: deleted), judged as
-  `Sessions` below says;
-- stray temporary: a leftover `.<name>.<writer>.tmp` from an interrupted write, unchanged for longer
-  than a lock lease, as the sweeper judges it (repair: deleted);
+- stray partial: a staging file whose session Redis does not know (repair: deleted; on an object
+  store its multipart upload is aborted), judged as `Sessions` below says;
+- stray temporary: a leftover `.<name>.<writer>.tmp` from an interrupted write (on an object store,
+  a multipart upload outside the staged ones), older than a lock lease, as the sweeper judges it
+  (repair: deleted, aborted);
 - unreadable entry: an entry file that is not a valid entry (reported only: a person should look).
 
 Safe beside running services: it holds the data directory's lock (service/ops/dirlock.py) for its
@@ -24,23 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from pydantic import ValidationError
-
-from service.config import ConfigError, Settings
-from service.core.digests import hash_file
+from service.config import Settings
+from service.core.errors import BlobMissing
 from service.core.model import Entry
+from service.core.ports import CheckedBlobs, CheckedEntries, CheckedStaging
 from service.ops.dirlock import DataDirLock
 from service.services import Services
-from service.storage.blobs import BlobStore
-from service.storage.durable import make_dirs, stale_temporaries
-from service.storage.entries import EntryStore
-from service.storage.staging import StagingArea
 
 
 class Sessions(enum.Enum):
@@ -54,34 +51,37 @@ class Sessions(enum.Enum):
 @dataclass(frozen=True)
 class Finding:
     kind: str
-    path: Path
+    where: str  # a path, or an object's s3:// URL
     detail: str
     repaired: bool = False
     problem: bool = True  # False: noted, not a problem, never touched
 
     def line(self) -> str:
         state = "repaired" if self.repaired else "found" if self.problem else "skipped"
-        return f"{state:8} {self.kind:18} {self.path}  {self.detail}"
+        return f"{state:8} {self.kind:18} {self.where}  {self.detail}"
 
 
 class Checker:
+    """The same checks on any store that has the `Checked*` capabilities (the data volume, an object store)."""
+
     def __init__(self, services: Services, repair: bool, sessions: Sessions) -> None:
-        if services.settings.storage_url is not None:
-            raise ConfigError("fsck checks a data directory; it does not check an object store (FILES_STORAGE_URL) yet")
-        if not isinstance(services.blobs, BlobStore) or not isinstance(services.staging, StagingArea):
-            raise TypeError("fsck checks a data directory: the blobs and staged uploads must be kept in it")
-        if not isinstance(services.entries, EntryStore):
-            raise TypeError("fsck checks a data directory: the entries must be kept in it")
+        blobs, staging, entries = services.blobs, services.staging, services.entries
+        if not (
+            isinstance(blobs, CheckedBlobs)
+            and isinstance(staging, CheckedStaging)
+            and isinstance(entries, CheckedEntries)
+        ):
+            raise TypeError("fsck checks stores that say where things lie (the data volume, an object store)")
         self.services = services
-        self.blobs = services.blobs
-        self.staging = services.staging
-        self.entries = services.entries
+        self.blobs: CheckedBlobs = blobs
+        self.staging: CheckedStaging = staging
+        self.entries: CheckedEntries = entries
         self.repair = repair
         self.sessions = sessions
         self.findings: list[Finding] = []
 
-    def report(self, kind: str, path: Path, detail: str, repaired: bool = False, problem: bool = True) -> None:
-        self.findings.append(Finding(kind, path, detail, repaired, problem))
+    def report(self, kind: str, where: str, detail: str, repaired: bool = False, problem: bool = True) -> None:
+        self.findings.append(Finding(kind, where, detail, repaired, problem))
 
     async def run(self) -> list[Finding]:
         entries = await asyncio.to_thread(self.read_entries)
@@ -93,47 +93,33 @@ class Checker:
         return self.findings
 
     def read_entries(self) -> list[Entry]:
-        store = self.entries
-        found = []
-        for directory, _, files in os.walk(store.root):
-            for name in files:
-                path = Path(directory, name)
-                if name.startswith(".") or not name.endswith(".json"):
-                    continue
-                try:
-                    entry = Entry.model_validate_json(path.read_bytes())
-                except (OSError, ValidationError) as error:
-                    self.report("unreadable entry", path, str(error).splitlines()[0])
-                    continue
-                if store.path(entry.bucket, entry.key) != path:
-                    self.report("unreadable entry", path, f"holds {entry.bucket}/{entry.key}, which belongs elsewhere")
-                    continue
-                found.append(entry)
+        found, damaged = self.entries.audit()
+        for where, why in damaged:
+            self.report("unreadable entry", where, why)
         return found
 
     async def check_blobs(self) -> set[str]:
         """Re-hash every blob; returns the digests whose blob is corrupt."""
-        blobs = self.blobs
+        blobs = self.services.blobs
         corrupt = set()
         for blob in await asyncio.to_thread(lambda: list(blobs.list())):
-            digest, path = blob.digest, blobs.path(blob.digest)
-            actual = (await asyncio.to_thread(hash_file, path)).blake3
-            if actual == digest:
+            try:
+                actual = await asyncio.to_thread(self.blobs.rehash, blob.digest)
+            except BlobMissing:
+                continue  # deleted meanwhile
+            if actual == blob.digest:
                 continue
-            corrupt.add(digest)
-            repaired = False
+            corrupt.add(blob.digest)
+            where = self.blobs.where(blob.digest)
             if self.repair:
-                quarantine = self.services.settings.data_dir / "quarantine"
-                await asyncio.to_thread(make_dirs, quarantine)
-                await asyncio.to_thread(os.replace, path, quarantine / f"{digest}.{int(time.time())}")
-                repaired = True
-            self.report("corrupt blob", path, f"content hashes to {actual}", repaired)
+                await asyncio.to_thread(self.blobs.quarantine, blob.digest)
+            self.report("corrupt blob", where, f"content hashes to {actual}", self.repair)
         return corrupt
 
     async def check_entries(self, entries: list[Entry], corrupt: set[str]) -> None:
         catalog = self.services.catalog
         for entry in entries:
-            if entry.digest not in corrupt and self.blobs.stat(entry.digest) is not None:
+            if entry.digest not in corrupt and self.services.blobs.stat(entry.digest) is not None:
                 continue
             repaired = False
             if self.repair:
@@ -141,7 +127,7 @@ class Checker:
                 repaired = True
             self.report(
                 "missing blob",
-                self.entries.path(entry.bucket, entry.key),
+                self.entries.where(entry.bucket, entry.key),
                 f"{entry.bucket}/{entry.key} points at blob {entry.digest}, which is "
                 + ("corrupt" if entry.digest in corrupt else "missing"),
                 repaired,
@@ -153,47 +139,47 @@ class Checker:
         # An unreadable entry may be the one that needs a blob: free none until a person has looked.
         keep = any(finding.kind == "unreadable entry" for finding in self.findings)
         await catalog.index.rebuild()
-        for blob in await asyncio.to_thread(lambda: list(self.blobs.list())):
+        for blob in await asyncio.to_thread(lambda: list(self.services.blobs.list())):
             if blob.digest in needed or blob.modified >= cutoff:
                 continue
-            path = self.blobs.path(blob.digest)
             repaired = self.repair and not keep and await catalog.release_blob(blob.digest)
             kept = "; kept while an entry is unreadable" if self.repair and keep else ""
-            self.report("unreferenced blob", path, f"{blob.size} bytes no entry refers to{kept}", repaired)
+            self.report(
+                "unreferenced blob",
+                self.blobs.where(blob.digest),
+                f"{blob.size} bytes no entry refers to{kept}",
+                repaired,
+            )
 
     async def check_partials(self) -> None:
-        staging = self.staging
+        """Staged uploads no session owns; on an object store, removing one aborts its multipart upload."""
+        staging = self.services.staging
         names = await asyncio.to_thread(staging.names)
         if self.sessions is Sessions.HIDDEN:
             for name in names:
-                self.report("unchecked partial", staging.path(name), "partial of a running service", problem=False)
+                self.report(
+                    "unchecked partial", self.staging.where(name), "partial of a running service", problem=False
+                )
             return
         known = await self.services.sessions.exist(names) if names else []
         idle = self.services.settings.lock_lease_seconds if self.sessions is Sessions.SHARED else 0.0
         cutoff = time.time() - idle
         for name, alive in zip(names, known, strict=True):
-            if alive or not await asyncio.to_thread(written_before, staging.path(name), cutoff):
+            written = None if alive else await asyncio.to_thread(self.staging.written, name)
+            if written is None or written >= cutoff:  # owned, gone meanwhile, or written a moment ago
                 continue
             if self.repair:
                 await asyncio.to_thread(staging.remove, name)
-            self.report("stray partial", staging.path(name), "no upload session owns it", self.repair)
+            self.report("stray partial", self.staging.where(name), "no upload session owns it", self.repair)
 
     def check_temporaries(self) -> None:
-        """The sweeper's rule: a temporary older than a lock's lease belongs to a writer that died."""
-        cutoff = time.time() - self.services.settings.lock_lease_seconds
-        for root in (self.blobs.root, self.entries.root, self.staging.root):
-            for path in stale_temporaries(root, cutoff):
-                if self.repair:
-                    path.unlink(missing_ok=True)
-                self.report("stray temporary", path, "left by an interrupted write", self.repair)
-
-
-def written_before(path: Path, cutoff: float) -> bool:
-    """Whether the file was last written before `cutoff`; a file gone meanwhile was not (nothing to do)."""
-    try:
-        return path.stat().st_mtime < cutoff
-    except FileNotFoundError:
-        return False
+        """The sweeper's rule: a temporary (a multipart upload outside the staged ones) older than a
+        lock's lease belongs to a writer that died."""
+        temporaries = self.services.temporaries
+        for name in temporaries.stale(time.time() - self.services.settings.lock_lease_seconds):
+            if self.repair:
+                temporaries.remove(name)
+            self.report("stray temporary", name, "left by an interrupted write", self.repair)
 
 
 async def fsck(

@@ -1,5 +1,7 @@
-"""The background sweep: changes cut short by a crash, partial data of sessions Redis no longer
-knows, temporaries of interrupted writes, and blobs no entry needs.
+"""The background sweep: changes cut short by a crash, files whose `expires_at` has passed, parted
+uploads that expired (with their parts), partial data of sessions Redis no longer knows (on an
+object store, their multipart uploads aborted), temporaries of interrupted writes, and blobs no
+entry needs.
 
 Every process runs the loop; a lease in Redis lets one sweep at a time.
 """
@@ -9,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 
 import redis.asyncio as redis
 
 from service.core.catalog import Catalog
-from service.core.ports import StagingArea
+from service.core.parted import PartedUploads
+from service.core.ports import StagingArea, Temporaries
 from service.ops import metrics
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Leases, stop_if_cancelled
 from service.redis.sessions import SessionStore
-from service.storage.durable import remove_stale_temporaries
 
 log = logging.getLogger("files.sweeper")
 
@@ -35,7 +36,8 @@ class Sweeper:
         sessions: SessionStore,
         staging: StagingArea,
         catalog: Catalog,
-        volume: tuple[Path, ...],
+        parted: PartedUploads,
+        temporaries: Temporaries,
         interval_seconds: float,
         blob_grace_seconds: float,
     ) -> None:
@@ -45,7 +47,8 @@ class Sweeper:
         self.sessions = sessions
         self.staging = staging
         self.catalog = catalog
-        self.volume = volume  # the directories where writers leave temporaries
+        self.parted = parted
+        self.temporaries = temporaries
         self.interval_seconds = interval_seconds
         self.blob_grace_seconds = blob_grace_seconds
 
@@ -68,6 +71,8 @@ class Sweeper:
             async with lease.kept_alive():
                 settled = await self.catalog.settle_stranded()
                 await self.catalog.catch_up()
+                expired = await self.catalog.expire(time.time())
+                uploads_expired = await self.parted.sweep(time.time())
                 partials = await self.sweep_staging()
                 temporaries = await asyncio.to_thread(self.sweep_temporaries)
                 blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)
@@ -77,9 +82,10 @@ class Sweeper:
         metrics.SWEEPS.inc()
         metrics.SESSIONS.labels("expired").inc(partials)
         log.info(
-            "sweep settled %d change(s) cut short, removed %d partial file(s), %d temporary file(s) "
-            "and %d blob(s) in %.3f s",
+            "sweep settled %d change(s) cut short, deleted %d expired file(s), removed %d partial file(s), "
+            "%d temporary file(s) and %d blob(s) in %.3f s",
             settled,
+            expired,
             partials,
             temporaries,
             blobs.deleted,
@@ -87,6 +93,8 @@ class Sweeper:
             extra={
                 "event": "sweep",
                 "intents_settled": settled,
+                "files_expired": expired,
+                "uploads_expired": uploads_expired,
                 "temporaries_removed": temporaries,
                 "partials_removed": partials,
                 "blobs_removed": blobs.deleted,
@@ -112,8 +120,10 @@ class Sweeper:
     def sweep_temporaries(self) -> int:
         """Remove temporaries that no live writer can still be using: older than a lock's lease.
 
-        A writer makes, flushes and renames its temporary while it holds a lease (renewed while it
-        lives), so one older than a lease belongs to a writer that died.
+        A writer makes, flushes and renames its temporary (or completes its multipart upload) while
+        it holds a lease (renewed while it lives), so one older than a lease belongs to a writer that died.
         """
-        cutoff = time.time() - self.leases.seconds
-        return sum(remove_stale_temporaries(root, cutoff) for root in self.volume)
+        stale = self.temporaries.stale(time.time() - self.leases.seconds)
+        for name in stale:
+            self.temporaries.remove(name)
+        return len(stale)

@@ -6,6 +6,12 @@ and per content the set of the entries (`<bucket>/<key>`) that refer to it, or t
 commit in flight is about to write, so that a blob can be freed the moment its last
 entry goes.
 
+Two listings follow from the entries' metadata, kept by the same scripts in the bucket's slot:
+per bucket a sorted set of `<purpose>\\0<key>` for the entries with a metadata `purpose` (so a
+page of one purpose is one range, however rare the purpose: OpenAI's `purpose` filter), and a
+sorted set of the keys scored by the metadata `expires_at` (unix seconds), which the sweeper
+reads from the earliest of every bucket.
+
 `ready` holds a generation id while the index is complete. Losing Redis's data
 loses that key too, so readers notice and rebuild from the volume. Writers
 (commit, delete) change the volume first and then the index unconditionally;
@@ -59,6 +65,27 @@ end
 """
 
 
+# Lua that keeps the listings that follow from an entry's metadata, KEYS[4] (`<purpose>\0<key>` for a
+# metadata `purpose`) and KEYS[5] (the key scored by a metadata `expires_at`, unix seconds), for the entry JSON
+# `entry` of `key`: `op` 'zadd' counts it in, 'zrem' takes it out.
+_METADATA_LUA = r"""
+local function listed(op, key, entry)
+  local metadata = cjson.decode(entry).metadata
+  if type(metadata) ~= 'table' then return end
+  local purpose = metadata.purpose
+  if type(purpose) == 'string' and not string.find(purpose, '\0', 1, true) then
+    if op == 'zadd' then redis.call('zadd', KEYS[4], 0, purpose .. '\0' .. key)
+    else redis.call('zrem', KEYS[4], purpose .. '\0' .. key) end
+  end
+  local expires = metadata.expires_at
+  if type(expires) == 'string' and string.match(expires, '^%d+$') then
+    if op == 'zadd' then redis.call('zadd', KEYS[5], tonumber(expires), key)
+    else redis.call('zrem', KEYS[5], key) end
+  end
+end
+"""
+
+
 # Lua that takes the outbox KEYS[outbox] to apply it: its lock KEYS[lock] with the token and lease given, and up
 # to `count` items. Returns {0} when another process holds it, else {1, item, ...}.
 def _take_lua(lock: str, outbox: str) -> str:
@@ -73,29 +100,32 @@ end
 """
 
 
-# KEYS: bucket keys, bucket entries, bucket members, the bucket's intents, its outbox, the outbox's lock, then
-# locks of its slot to let go of. ARGV: key, json, digest, the locks' token (which also names the intent to
-# drop; '' for none), the time, the entry's reference (its member of the content's refs, already added), then
-# a token, lease ms and count to take the outbox with. Queues a file.created, and the end of the replaced
-# entry's reference, and takes the outbox (saving a round trip). Returns {the replaced entry's digest or '',
-# then as `take`}.
+# KEYS: bucket keys, bucket entries, bucket members, the bucket's purposes, its expiring entries, its intents,
+# its outbox, the outbox's lock, then locks of its slot to let go of. ARGV: key, json, digest, the locks' token
+# (which also names the intent to drop; '' for none), the time, the entry's reference (its member of the
+# content's refs, already added), then a token, lease ms and count to take the outbox with. Queues a
+# file.created, and the end of the replaced entry's reference, and takes the outbox (saving a round trip).
+# Returns {the replaced entry's digest or '', then as `take`}.
 _PUT = (
     _event_lua("ARGV[5]")
-    + _take_lua("6", "5")
+    + _take_lua("8", "7")
+    + _METADATA_LUA
     + """
 local old = redis.call('hget', KEYS[2], ARGV[1])
 local item = {event = event('file.created', ARGV[2])}
 if old then
   item.unref = string.match(old, '"digest":"(%x+)"')
   item.member = redis.call('hget', KEYS[3], ARGV[1])
+  listed('zrem', ARGV[1], old)
 end
+listed('zadd', ARGV[1], ARGV[2])
 redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
 redis.call('hset', KEYS[3], ARGV[1], ARGV[6])
 redis.call('zadd', KEYS[1], 0, ARGV[1])
-if ARGV[4] ~= '' then redis.call('hdel', KEYS[4], ARGV[4]) end
-redis.call('rpush', KEYS[5], cjson.encode(item))
+if ARGV[4] ~= '' then redis.call('hdel', KEYS[6], ARGV[4]) end
+redis.call('rpush', KEYS[7], cjson.encode(item))
 """
-    + release_lua(7, "ARGV[4]")
+    + release_lua(9, "ARGV[4]")
     + """
 local result = take(ARGV[7], ARGV[8], ARGV[9])
 table.insert(result, 1, item.unref or '')
@@ -108,11 +138,12 @@ return result
 # Returns {the removed entry's digest or '', then as `take`} ({'', 0} when it removed nothing).
 _REMOVE = (
     _event_lua("ARGV[4]")
-    + _take_lua("6", "5")
+    + _take_lua("8", "7")
+    + _METADATA_LUA
     + """
-if ARGV[3] ~= '' then redis.call('hdel', KEYS[4], ARGV[3]) end
+if ARGV[3] ~= '' then redis.call('hdel', KEYS[6], ARGV[3]) end
 """
-    + release_lua(7, "ARGV[3]")
+    + release_lua(9, "ARGV[3]")
     + """
 local old = redis.call('hget', KEYS[2], ARGV[1])
 if not old then return {'', 0} end
@@ -122,32 +153,47 @@ if ARGV[5] == '1' then item.event = event('file.deleted', old) end
 redis.call('hdel', KEYS[2], ARGV[1])
 redis.call('hdel', KEYS[3], ARGV[1])
 redis.call('zrem', KEYS[1], ARGV[1])
-redis.call('rpush', KEYS[5], cjson.encode(item))
+listed('zrem', ARGV[1], old)
+redis.call('rpush', KEYS[7], cjson.encode(item))
 local result = take(ARGV[6], ARGV[7], ARGV[8])
 table.insert(result, 1, item.unref)
 return result
 """
 )
 
-# KEYS: bucket keys, bucket entries, bucket members. ARGV: key, json, reference, key, json, reference, ...
-# Adds the entries that are absent (the rebuild: an entry there is newer than the volume's it read).
-# Returns 1 or 0 per entry: added?
-_LOAD = """
+# KEYS: bucket keys, bucket entries, bucket members, the bucket's purposes, its expiring entries. ARGV: key,
+# json, reference, key, json, reference, ... Adds the entries that are absent (the rebuild: an entry there is
+# newer than the volume's it read). Returns 1 or 0 per entry: added?
+_LOAD = (
+    _METADATA_LUA
+    + """
 local added = {}
 for i = 1, #ARGV, 3 do
   local new = redis.call('hsetnx', KEYS[2], ARGV[i], ARGV[i + 1])
   if new == 1 then
     redis.call('zadd', KEYS[1], 0, ARGV[i])
     redis.call('hset', KEYS[3], ARGV[i], ARGV[i + 2])
+    listed('zadd', ARGV[i], ARGV[i + 1])
   end
   table.insert(added, new)
 end
 return added
 """
+)
 
-# KEYS: bucket keys, bucket entries. ARGV: min, max, count. Returns the entries' JSON.
+# KEYS: the ordered set (bucket keys, or the bucket's purposes), bucket entries. ARGV: min, max, count, '1' for
+# the reverse order, how many characters of each member go before its key. Returns the entries' JSON.
 _PAGE = """
-local keys = redis.call('zrangebylex', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+local keys
+if ARGV[4] == '1' then
+  keys = redis.call('zrevrangebylex', KEYS[1], ARGV[2], ARGV[1], 'LIMIT', 0, ARGV[3])
+else
+  keys = redis.call('zrangebylex', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+end
+local skip = tonumber(ARGV[5])
+if skip > 0 then
+  for i, member in ipairs(keys) do keys[i] = string.sub(member, skip + 1) end
+end
 local result = {}
 for first = 1, #keys, 1000 do
   local values = redis.call('hmget', KEYS[2], unpack(keys, first, math.min(first + 999, #keys)))
@@ -219,6 +265,8 @@ class EntryIndex:
             keys.bucket_keys(bucket),
             keys.bucket_entries(bucket),
             keys.bucket_members(bucket),
+            keys.bucket_purposes(bucket),
+            keys.bucket_expiring(bucket),
             keys.intents(bucket),
             keys.outbox(bucket),
             keys.lock(f"outbox:{bucket}"),
@@ -340,19 +388,55 @@ class EntryIndex:
             held = await pipe.execute()
         return [bucket for bucket, count in zip(buckets, held, strict=True) if count]
 
-    async def page(self, bucket: str, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
-        """Up to `limit` entries of `bucket` in key order, and whether more follow."""
+    async def page(
+        self,
+        bucket: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        reverse: bool = False,
+        purpose: str | None = None,
+    ) -> tuple[list[Entry], bool]:
+        """Up to `limit` entries of `bucket` in key order (or the reverse), and whether more follow;
+        with `purpose`, only those whose metadata `purpose` is that: one range read either way."""
         await self.rebuild()
-        low = f"[{prefix}"
-        if after is not None and after >= prefix:
+        low, high = f"[{prefix}", f"({prefix}\U0010ffff" if prefix else "+"
+        if after is not None and not reverse and after >= prefix:
             low = f"({after}"
-        high = f"({prefix}\U0010ffff" if prefix else "+"
+        if after is not None and reverse and (after < prefix or after.startswith(prefix)):
+            high = f"({after}"
+        ordered, skip = self.keys.bucket_keys(bucket), 0
+        if purpose is not None:
+            # Members are '<purpose>\0<key>': the same bounds, behind the purpose.
+            ordered, skip = self.keys.bucket_purposes(bucket), len(purpose.encode()) + 1
+            low = low[0] + f"{purpose}\0" + low[1:]
+            high = f"({purpose}\0\U0010ffff" if high == "+" else high[0] + f"{purpose}\0" + high[1:]
         result = await self._page(
-            keys=[self.keys.bucket_keys(bucket), self.keys.bucket_entries(bucket)], args=[low, high, limit + 1]
+            keys=[ordered, self.keys.bucket_entries(bucket)],
+            args=[low, high, limit + 1, 1 if reverse else 0, skip],
         )
         found = [Entry.model_validate_json(value) for value in result if value is not None]
         found = [entry for entry in found if entry.key.startswith(prefix)]
         return found[:limit], len(found) > limit
+
+    async def expired(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """(bucket, key) of up to `limit` entries whose metadata `expires_at` is `now` or earlier, the
+        earliest first; rebuilds a lost index first (the entries on the volume are the truth).
+
+        Each bucket keeps its own expiring set, changed in the same step as its entries, so a crash
+        leaves none out of step; the list of buckets holds every bucket before its first entry."""
+        await self.rebuild()
+        buckets = await self.buckets_list.all()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.zrangebyscore(self.keys.bucket_expiring(bucket), "-inf", now, start=0, num=limit, withscores=True)
+            found = await pipe.execute()
+        due = sorted(
+            (float(score), bucket, str(key))
+            for bucket, members in zip(buckets, found, strict=True)
+            for key, score in members
+        )
+        return [(bucket, key) for _, bucket, key in due[:limit]]
 
     async def unreferenced(self, digest: str) -> bool:
         """True only when the index is complete and no entry nor commit in flight refers to `digest`."""
@@ -432,7 +516,7 @@ class EntryIndex:
                 for entry in entries:
                     references.claim(pipe, self.keys, entry.digest, bucket, reference(bucket, entry.key, token))
                 await pipe.execute()
-            added = await self._load(keys=self._bucket_keys(bucket)[:3], args=arguments)
+            added = await self._load(keys=self._bucket_keys(bucket)[:5], args=arguments)
             async with self.client.pipeline(transaction=False) as pipe:
                 for entry, new in zip(entries, added, strict=True):
                     if not new:

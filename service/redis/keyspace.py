@@ -5,14 +5,16 @@ slot is that of its hash tag (the text between its first `{` and the next `}`) w
 So the keys one operation touches together carry the same tag, and the tags are many, so that
 the keys spread over the primaries:
 - `{session:<id>}`: an upload session and its writer lock;
-- `{bucket:<name>}`: a bucket's listing (keys, entries), its intents, its outbox of changes
-  whose events and reference counts are still to be applied, and its entries' locks;
+- `{bucket:<name>}`: a bucket's listing (keys, entries, the entries by metadata `purpose` and by
+  metadata `expires_at`), its intents, its outbox of changes whose events and reference counts
+  are still to be applied, and its entries' locks;
 - `{blob:<digest>}`: who refers to a content, per bucket, which buckets hold it, and its lock;
 - `{client:<requester>}`: the sessions a client has open;
+- `{parted:<id>}`: an OpenAI upload's record (service/redis/parted.py);
 - `{index}`: the index's readiness, its rebuild lock and record.
-The events stream, the list of buckets and the blob statistics are single keys (the contract
-names the stream). Names and tags contain no braces: bucket names, digests, session ids and the
-names of locks never do.
+The events stream, the list of buckets, the blob statistics and the OpenAI uploads by expiry are
+single keys (the contract names the stream). Names and tags contain no braces: bucket names,
+digests, session ids, upload ids and the names of locks never do.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class KeySpace:
         self.rebuilds = f"{prefix}index:rebuilds:{{index}}"
         self.blob_stats = f"{prefix}stats:blobs"
         self.events = f"{prefix}events"
+        self.parted_expiring = f"{prefix}parted-uploads:expiring"
 
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{{session:{session_id}}}"
@@ -61,6 +64,17 @@ class KeySpace:
     def bucket_members(self, bucket: str) -> str:
         """key -> the entry's member of its content's `refs` (see `reference`)."""
         return f"{self.prefix}index:members:{{bucket:{bucket}}}"
+
+    def bucket_purposes(self, bucket: str) -> str:
+        """`<purpose>\\0<key>` of the entries with a metadata `purpose`, all at score 0."""
+        return f"{self.prefix}index:purposes:{{bucket:{bucket}}}"
+
+    def bucket_expiring(self, bucket: str) -> str:
+        """The keys of the entries with a metadata `expires_at`, scored by it."""
+        return f"{self.prefix}index:expiring:{{bucket:{bucket}}}"
+
+    def parted_upload(self, upload_id: str) -> str:
+        return f"{self.prefix}parted-upload:{{parted:{upload_id}}}"
 
     def intents(self, bucket: str) -> str:
         return f"{self.prefix}intents:{{bucket:{bucket}}}"

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from stat import S_ISREG
 
+from service.core.digests import hash_file
 from service.core.errors import BlobMissing, CorruptBlob
 from service.core.model import BlobInfo
 from service.core.ports import LocalFiles, Observe, StagingArea
@@ -42,6 +44,23 @@ class BlobStore:
         if not DIGEST.fullmatch(digest):
             raise ValueError(f"not a BLAKE3 hex digest: {digest!r}")
         return contained(self.root, self.root / digest[:2] / digest[2:4] / digest)
+
+    def where(self, digest: str) -> str:
+        return str(self.path(digest))
+
+    def rehash(self, digest: str) -> str:
+        try:
+            return hash_file(self.path(digest)).blake3
+        except FileNotFoundError:
+            raise BlobMissing(f"no blob {digest}") from None
+
+    def quarantine(self, digest: str) -> str:
+        """Into `quarantine/` beside the blob directory, named by the digest and the time."""
+        quarantine = self.root.parent / "quarantine"
+        make_dirs(quarantine)
+        aside = quarantine / f"{digest}.{int(time.time())}"
+        os.replace(self.path(digest), aside)
+        return str(aside)
 
     def stat(self, digest: str) -> BlobInfo | None:
         """None when it is missing or not a regular file (a planted link is no blob)."""

@@ -87,16 +87,20 @@ def stale_temporaries(root: Path, cutoff: float) -> Iterator[Path]:
                 continue  # renamed or removed by its writer meanwhile
 
 
-def remove_stale_temporaries(root: Path, cutoff: float) -> int:
-    """Remove the stale temporaries below `root` (see `stale_temporaries`); returns how many went."""
-    removed = 0
-    for path in stale_temporaries(root, cutoff):
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed += 1
-    return removed
+class VolumeTemporaries:
+    """The temporaries port over the directories where the file stores write (see `stale_temporaries`)."""
+
+    def __init__(self, roots: tuple[Path, ...]) -> None:
+        self.roots = roots
+
+    def stale(self, cutoff: float) -> list[str]:
+        return [str(path) for root in self.roots for path in stale_temporaries(root, cutoff)]
+
+    def remove(self, name: str) -> None:
+        path = Path(name)
+        if not TEMPORARY.fullmatch(path.name) or not any(path.is_relative_to(root) for root in self.roots):
+            raise OutsideRoot(f"{name} is no temporary of this volume")
+        path.unlink(missing_ok=True)
 
 
 def fsync_dir(path: Path) -> None:

@@ -36,6 +36,27 @@ class EntryStore:
         hashed = hashlib.sha256(key.encode()).hexdigest()
         return contained(self.root, self.root / bucket / hashed[:2] / f"{hashed}.json")
 
+    def where(self, bucket: str, key: str) -> str:
+        return str(self.path(bucket, key))
+
+    def audit(self) -> tuple[list[Entry], list[tuple[str, str]]]:
+        found, damaged = [], []
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                path = Path(directory, name)
+                if name.startswith(".") or not name.endswith(".json"):
+                    continue
+                try:
+                    entry = Entry.model_validate_json(path.read_bytes())
+                except (OSError, ValidationError) as error:
+                    damaged.append((str(path), str(error).splitlines()[0]))
+                    continue
+                if self.path(entry.bucket, entry.key) != path:
+                    damaged.append((str(path), f"holds {entry.bucket}/{entry.key}, which belongs elsewhere"))
+                    continue
+                found.append(entry)
+        return found, damaged
+
     def get(self, bucket: str, key: str) -> Entry | None:
         return _read(self.path(bucket, key), bucket, key)
 

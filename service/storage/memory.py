@@ -26,6 +26,9 @@ class MemoryStagedFile:
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         self._content[offset : offset + len(data)] = data
 
+    def sync(self) -> None:
+        """Nothing to flush: writes are visible at once."""
+
     def truncate(self, length: int) -> None:
         del self._content[length:]
 

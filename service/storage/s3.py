@@ -6,44 +6,134 @@ Layout under `<prefix>` in one bucket:
   entries/<bucket>/<sha256(key)>.json  one entry per bucket/key, as on the data volume
   partial/<name>/whole                 a staged upload: the multipart upload's key, and once finished
                                        (for hashing or a commit) the whole content as one object
-  partial/<name>/tail-<n>              the bytes past its first n parts (fewer than a part), the
-                                       staged upload's durable record: its metadata names the upload
+  partial/<name>/tail-<n>-<start>      a record of the staged upload: its first n parts end at byte
+                                       `start`, and the object holds the bytes after them (fewer than a
+                                       part); its metadata names the multipart upload
 
-S3 parts are at least 5 MiB but the last, so staged bytes go to `tail-<n>` (rewritten on every
-write: durable when `write_at` returns, as the core moves the offset after it) until a part's
-worth is there; then part n+1 is uploaded and `tail-<n+1>` written. A tail is kept after its part
-is uploaded, since that part cannot be read back: reopened at an offset inside part n+1 (a write
-never acknowledged went further), the staged upload starts again from `tail-<n>`, which holds every
-acknowledged byte of it. Tails below the reopened offset's part are then garbage and removed.
+S3 parts are at least 5 MiB but the last. A staged file keeps the bytes past its last part in memory
+and uploads a part of PART_GOAL bytes whenever that many are there, up to PARTS_IN_FLIGHT at once
+(memory stays within those and one more). `sync` makes what was written durable, as the core asks
+before it moves the offset: it waits for the parts in flight, sends what is held as a part when S3
+takes one (5 MiB or more), else writes it as the record's tail; then the record says so. A chunk of
+8 MiB thus goes up once, as one part, where rewriting a tail object on every write sent it about
+three times.
+
+Records are kept after later parts are uploaded, since a part cannot be read back: reopened at an
+offset (the acknowledged one, after a write that went further and never was), the staged upload
+starts again from the last record at or before it, which holds every acknowledged byte past its
+parts. Later records are then garbage and removed, and later parts are uploaded anew over them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
+import inspect
 import re
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import ValidationError
 
 from service.config import ConfigError
 from service.core.digests import ContentHasher, Digests
-from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost
+from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost, StorageUnavailable
 from service.core.model import BlobInfo, Entry
 from service.core.ports import Observe, StagingArea
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
-TAIL = re.compile(r"tail-(\d+)")
+TAIL = re.compile(r"tail-(\d+)-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
+PART_GOAL = 8 * 1024 * 1024  # the part uploaded while a body streams in: one 8 MiB chunk is one part
+PARTS_IN_FLIGHT = 2
+# Part uploads of every staged file of the process: each file has at most PARTS_IN_FLIGHT in it.
+UPLOADERS = ThreadPoolExecutor(16, thread_name_prefix="files-s3-part")
+COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
 READ_SIZE = 2 * 1024 * 1024
 UPLOAD_ID = "upload-id"  # metadata of a tail: the multipart upload it continues
+# Few retries and a short connect timeout: a store out of reach (refused, reset, no route) is told to the
+# client (503, it resumes) within seconds, not after botocore's minutes. The read timeout is long: completing
+# or copying a multi-GiB object is one request the store may take a minute to answer (moto takes longer).
+CLIENT_CONFIG = Config(
+    connect_timeout=5, read_timeout=300, retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32
+)
+# Errors of reach (nothing answered, the connection broke) and the store's own "not now" answers.
+OUTAGES = (BotoConnectionError, HTTPClientError, IncompleteReadError)
+BUSY = frozenset({"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+Class = TypeVar("Class", bound=type)
+
+
+def _outage(error: Exception) -> StorageUnavailable | None:
+    """The StorageUnavailable that `error` means, or None when it is no outage (a missing key, a refusal)."""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        return StorageUnavailable(f"the object store answered {code}") if code in BUSY else None
+    if isinstance(error, OUTAGES):
+        return StorageUnavailable(f"the object store did not answer: {error}")
+    return None
+
+
+@contextlib.contextmanager
+def _outages_told() -> Iterator[None]:
+    """Raise the store's outages inside as StorageUnavailable; every other error as it is."""
+    try:
+        yield
+    except Exception as error:
+        outage = _outage(error)
+        if outage is None:
+            raise
+        raise outage from error
+
+
+def _in_reach(function: Function) -> Function:
+    """`function` (plain, generator or async generator) with the store's outages raised as StorageUnavailable."""
+    if inspect.isasyncgenfunction(function):
+
+        @functools.wraps(function)
+        async def streamed(*arguments: Any, **keywords: Any) -> AsyncGenerator[Any, None]:
+            with _outages_told():
+                async with contextlib.aclosing(function(*arguments, **keywords)) as items:
+                    async for item in items:
+                        yield item
+
+        return streamed  # type: ignore[return-value]
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def listed(*arguments: Any, **keywords: Any) -> Iterator[Any]:
+            with _outages_told(), contextlib.closing(function(*arguments, **keywords)) as items:
+                yield from items
+
+        return listed  # type: ignore[return-value]
+
+    @functools.wraps(function)
+    def called(*arguments: Any, **keywords: Any) -> Any:
+        with _outages_told():
+            return function(*arguments, **keywords)
+
+    return called  # type: ignore[return-value]
+
+
+def reached(cls: Class) -> Class:
+    """The one place botocore's errors of reach become the domain's: every public method of a port class."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _in_reach(member))
+    return cls
 
 
 class S3Location:
@@ -60,7 +150,14 @@ class S3Location:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "?")
-            raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {code}") from None
+            meaning = {"403": "access denied (check the AWS_* credentials)", "404": "no such bucket"}.get(code, code)
+            raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {meaning}") from None
+        except BotoCoreError as error:  # no credentials, an endpoint that does not answer
+            raise ConnectionError(f"cannot use S3 bucket {self.bucket!r}: {error}") from None
+
+    def url(self, key: str) -> str:
+        """Where `key` lies, for a person: s3://<bucket>/<prefix><key>."""
+        return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def keys(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
         """Every object (or with `delimiter`, every common prefix) under `prefix`, page by page."""
@@ -69,6 +166,14 @@ class S3Location:
             arguments["Delimiter"] = delimiter
         for page in self.client.get_paginator("list_objects_v2").paginate(**arguments):
             yield from page.get("CommonPrefixes" if delimiter else "Contents", [])  # type: ignore[misc]
+
+    def uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every multipart upload begun under `prefix` (each `Key` the whole key), page by page."""
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix
+        )
+        for page in pages:
+            yield from page.get("Uploads", [])  # type: ignore[misc]
 
     def head(self, key: str) -> dict[str, Any] | None:
         try:
@@ -109,37 +214,89 @@ def _missing(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
+@reached
 class S3StagedFile:
-    """A staged upload open for writing: the tail in memory (under a part), parts uploaded as they fill."""
+    """A staged upload open for writing: the bytes past its last part in memory, parts uploaded as they
+    fill (see the module's docstring). After a failure it writes nothing more: its bytes were never
+    acknowledged, and `close` must not wait on a store out of reach."""
 
-    def __init__(self, area: S3Staging, name: str, upload_id: str, parts: int, tail: bytes) -> None:
+    def __init__(self, area: S3Staging, name: str, upload_id: str, parts: int, start: int, tail: bytes) -> None:
         self._area = area
         self._name = name
         self._upload_id = upload_id
-        self._parts = parts
-        self._tail = bytearray(tail)
+        self._parts = parts  # uploaded, or in flight
+        self._start = start  # the byte where the held bytes begin
+        self._held = bytearray(tail)
+        self._recorded = (parts, start, len(tail))  # what the last record written says
+        self._in_flight: list[Future[None]] = []
+        self._failed = False
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        if offset != self._parts * PART_SIZE + len(self._tail):
+        if offset != self._start + len(self._held):
             raise ValueError(f"staged upload {self._name}: a write at {offset} is not at its end")
-        view = memoryview(data)
-        while len(self._tail) + len(view) >= PART_SIZE:
-            taken = PART_SIZE - len(self._tail)
-            self._area.upload_part(self._name, self._upload_id, self._parts + 1, bytes(self._tail) + view[:taken])
-            self._parts, self._tail, view = self._parts + 1, bytearray(), view[taken:]
-            self._area.put_tail(self._name, self._upload_id, self._parts, b"")
-        if view:
-            self._tail += view
-            self._area.put_tail(self._name, self._upload_id, self._parts, bytes(self._tail))
+        self._held += data
+        while len(self._held) >= PART_GOAL:
+            self._send_part(PART_GOAL)
+
+    def sync(self) -> None:
+        if len(self._held) >= PART_SIZE:
+            self._send_part(len(self._held))
+        self._settle()
+        state = (self._parts, self._start, len(self._held))
+        if state != self._recorded:
+            self._guarded(self._area.put_tail, self._name, self._upload_id, self._parts, self._start, bytes(self._held))
+            self._recorded = state
 
     def truncate(self, length: int) -> None:
+        """Within the held bytes, in memory; below them (into parts), from the records, as `open` does."""
+        if length >= self._start:
+            del self._held[length - self._start :]
+            return
+        self._settle(raising=False)
         reopened = self._area.open(self._name, length)
-        self._upload_id, self._parts, self._tail = reopened._upload_id, reopened._parts, reopened._tail
+        self._upload_id, self._parts, self._start = reopened._upload_id, reopened._parts, reopened._start
+        self._held, self._recorded, self._failed = reopened._held, reopened._recorded, False
 
     def close(self) -> None:
-        """Nothing to flush: every write is in the store when it returns."""
+        """Sync, unless a write failed: then only wait for the parts in flight (a part uploaded after
+        another writer took over would overwrite its own)."""
+        if self._failed:
+            self._settle(raising=False)
+        else:
+            self.sync()
+
+    def _send_part(self, size: int) -> None:
+        """Upload the first `size` held bytes as the next part, in the background."""
+        if len(self._in_flight) >= PARTS_IN_FLIGHT:
+            self._settle(keep=PARTS_IN_FLIGHT - 1)
+        # Handed over whole when it is all held (an aligned chunk: no copy); bytes are what botocore's hints take.
+        part = self._held if size == len(self._held) else self._held[:size]
+        self._held = bytearray() if part is self._held else self._held[size:]
+        self._parts += 1
+        self._start += size
+        self._in_flight.append(UPLOADERS.submit(self._area.upload_part, self._name, self._upload_id, self._parts, part))
+
+    def _settle(self, keep: int = 0, raising: bool = True) -> None:
+        """Wait until at most `keep` parts are in flight; the first failure is raised (unless not `raising`)."""
+        failure: BaseException | None = None
+        while len(self._in_flight) > keep:
+            try:
+                self._in_flight.pop(0).result()
+            except Exception as error:  # every part still waited for: none may land after this returns
+                failure, self._failed = failure or error, True
+                keep = 0
+        if failure is not None and raising:
+            raise failure
+
+    def _guarded(self, write: Callable[..., None], *arguments: Any) -> None:
+        try:
+            write(*arguments)
+        except Exception:
+            self._failed = True
+            raise
 
 
+@reached
 class S3Staging:
     """The staging port: each staged upload a multipart upload and its tail (see the module's docstring)."""
 
@@ -151,10 +308,13 @@ class S3Staging:
             raise OutsideRoot(f"not a staging name: {name!r}")
         return f"partial/{name}/{leaf}"
 
-    def _tails(self, name: str) -> list[int]:
-        """The tails' part counts, in order."""
+    def _records(self, name: str) -> list[tuple[int, int]]:
+        """(parts, start) of each record, in order."""
         found = (TAIL.fullmatch(item["Key"].rsplit("/", 1)[-1]) for item in self.location.keys(self._key(name)))
-        return sorted(int(match.group(1)) for match in found if match)
+        return sorted((int(match.group(1)), int(match.group(2))) for match in found if match)
+
+    def _record(self, name: str, parts: int, start: int) -> str:
+        return self._key(name, f"tail-{parts}-{start}")
 
     def open(self, name: str, offset: int) -> S3StagedFile:
         if offset == 0:
@@ -162,33 +322,31 @@ class S3Staging:
             upload = self.location.client.create_multipart_upload(
                 Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, "whole")
             )
-            self.put_tail(name, upload["UploadId"], 0, b"")
-            return S3StagedFile(self, name, upload["UploadId"], 0, b"")
-        tails = self._tails(name)
-        if not tails:
+            self.put_tail(name, upload["UploadId"], 0, 0, b"")
+            return S3StagedFile(self, name, upload["UploadId"], 0, 0, b"")
+        records = self._records(name)
+        if not records:
             whole = self.location.head(self._key(name, "whole"))
             if whole is None:
                 raise StagingLost(f"staged upload {name} is gone, {offset} bytes with it")
             return self._unfinish(name, offset, int(whole["ContentLength"]))
-        parts = offset // PART_SIZE
-        response = (
-            self.location.client.get_object(
-                Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, f"tail-{parts}")
-            )
-            if parts in tails
-            else None
+        parts, start = max(((parts, start) for parts, start in records if start <= offset), default=records[0])
+        response = self.location.client.get_object(
+            Bucket=self.location.bucket, Key=self.location.prefix + self._record(name, parts, start)
         )
-        tail = response["Body"].read() if response is not None else b""
-        if response is None or len(tail) < offset - parts * PART_SIZE:
-            held = tails[-1] * PART_SIZE + len(self.location.get(self._key(name, f"tail-{tails[-1]}")) or b"")
+        tail = response["Body"].read()
+        if not start <= offset <= start + len(tail):
+            last = self.location.head(self._record(name, *records[-1]))
+            held = records[-1][1] + int(last["ContentLength"]) if last is not None else start + len(tail)
             raise StagingLost(f"staged upload {name} holds {held} bytes, not {offset}")
         upload_id = response["Metadata"][UPLOAD_ID]
-        tail = tail[: offset - parts * PART_SIZE]
-        self.put_tail(name, upload_id, parts, tail)
-        for stale in tails:
-            if stale != parts:
-                self.location.delete(self._key(name, f"tail-{stale}"))
-        return S3StagedFile(self, name, upload_id, parts, tail)
+        if len(tail) > offset - start:
+            tail = tail[: offset - start]
+            self.put_tail(name, upload_id, parts, start, tail)
+        for stale in records:
+            if stale != (parts, start):
+                self.location.delete(self._record(name, *stale))
+        return S3StagedFile(self, name, upload_id, parts, start, tail)
 
     def _unfinish(self, name: str, offset: int, size: int) -> S3StagedFile:
         """Staged again from its whole object (finished by a commit cut short), cut at `offset`."""
@@ -212,41 +370,53 @@ class S3Staging:
             tail = self.location.client.get_object(
                 Bucket=self.location.bucket, Key=whole, Range=f"bytes={parts * PART_SIZE}-{offset - 1}"
             )["Body"].read()
-        self.put_tail(name, upload_id, parts, tail)
+        self.put_tail(name, upload_id, parts, parts * PART_SIZE, tail)
         self.location.delete(self._key(name, "whole"))
-        return S3StagedFile(self, name, upload_id, parts, tail)
+        return S3StagedFile(self, name, upload_id, parts, parts * PART_SIZE, tail)
 
-    def upload_part(self, name: str, upload_id: str, number: int, data: bytes) -> None:
+    def upload_part(self, name: str, upload_id: str, number: int, data: bytes | bytearray) -> None:
         self.location.client.upload_part(
             Bucket=self.location.bucket,
             Key=self.location.prefix + self._key(name, "whole"),
             UploadId=upload_id,
             PartNumber=number,
-            Body=data,
+            Body=cast(bytes, data),  # botocore takes a bytearray as it takes bytes
         )
 
-    def put_tail(self, name: str, upload_id: str, parts: int, data: bytes) -> None:
-        self.location.put(self._key(name, f"tail-{parts}"), data, {UPLOAD_ID: upload_id})
+    def put_tail(self, name: str, upload_id: str, parts: int, start: int, data: bytes) -> None:
+        self.location.put(self._record(name, parts, start), data, {UPLOAD_ID: upload_id})
+
+    def where(self, name: str) -> str:
+        return self.location.url(self._key(name))
+
+    def written(self, name: str) -> float | None:
+        """Its newest object's LastModified, or when its multipart upload began if it has no object."""
+        times: list[float] = [item["LastModified"].timestamp() for item in self.location.keys(self._key(name))]
+        if times:
+            return max(times)
+        whole = self.location.prefix + self._key(name, "whole")
+        uploads = self.location.uploads(self._key(name, "whole"))
+        return max((upload["Initiated"].timestamp() for upload in uploads if upload["Key"] == whole), default=None)
 
     def length(self, name: str) -> int | None:
-        tails = self._tails(name)
-        if tails:
-            tail = self.location.head(self._key(name, f"tail-{tails[-1]}"))
-            return None if tail is None else tails[-1] * PART_SIZE + int(tail["ContentLength"])
+        records = self._records(name)
+        if records:
+            tail = self.location.head(self._record(name, *records[-1]))
+            return None if tail is None else records[-1][1] + int(tail["ContentLength"])
         whole = self.location.head(self._key(name, "whole"))
         return None if whole is None else int(whole["ContentLength"])
 
     def finish(self, name: str) -> str:
         """Complete the multipart upload into the whole object (unless done already); its key under the bucket."""
         whole = self.location.prefix + self._key(name, "whole")
-        tails = self._tails(name)
-        if not tails:
+        records = self._records(name)
+        if not records:
             if self.location.head(self._key(name, "whole")) is None:
                 raise StagingLost(f"staged upload {name} is gone")
             return whole
-        parts = tails[-1]
+        parts, start = records[-1]
         response = self.location.client.get_object(
-            Bucket=self.location.bucket, Key=self.location.prefix + self._key(name, f"tail-{parts}")
+            Bucket=self.location.bucket, Key=self.location.prefix + self._record(name, parts, start)
         )
         upload_id, tail = response["Metadata"][UPLOAD_ID], response["Body"].read()
         if parts == 0:
@@ -254,8 +424,8 @@ class S3Staging:
             self.location.abort(whole, upload_id)
         else:
             self._complete(name, upload_id, parts, tail)
-        for stale in tails:
-            self.location.delete(self._key(name, f"tail-{stale}"))
+        for stale in records:
+            self.location.delete(self._record(name, *stale))
         return whole
 
     def _complete(self, name: str, upload_id: str, parts: int, tail: bytes) -> None:
@@ -317,17 +487,22 @@ class S3Staging:
 
     def remove(self, name: str) -> None:
         whole = self.location.prefix + self._key(name, "whole")
-        listed = self.location.client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=whole)
-        for upload in listed.get("Uploads", []):
+        for upload in list(self.location.uploads(self._key(name, "whole"))):
             if upload["Key"] == whole:
                 self.location.abort(whole, upload["UploadId"])
         for item in list(self.location.keys(self._key(name))):
             self.location.client.delete_object(Bucket=self.location.bucket, Key=item["Key"])
 
     def names(self) -> list[str]:
-        return [item["Prefix"].rstrip("/").rsplit("/", 1)[-1] for item in self.location.keys("partial/", "/")]
+        """Those with objects, and those with only a multipart upload (begun, then cut short before its
+        first tail was written): removing one of a session gone aborts its upload."""
+        found = {item["Prefix"].rstrip("/").rsplit("/", 1)[-1] for item in self.location.keys("partial/", "/")}
+        begun = len(self.location.prefix + "partial/")
+        found.update(upload["Key"][begun:].split("/", 1)[0] for upload in self.location.uploads("partial/"))
+        return sorted(found)
 
 
+@reached
 class S3BlobStore:
     """The blob store port: `blobs/<digest>`, each placed by a server-side copy of a finished staged upload."""
 
@@ -338,6 +513,35 @@ class S3BlobStore:
         if not DIGEST.fullmatch(digest):
             raise ValueError(f"not a BLAKE3 hex digest: {digest!r}")
         return f"blobs/{digest}"
+
+    def where(self, digest: str) -> str:
+        return self.location.url(self.key(digest))
+
+    def rehash(self, digest: str) -> str:
+        try:
+            body = self.location.client.get_object(
+                Bucket=self.location.bucket, Key=self.location.prefix + self.key(digest)
+            )
+        except ClientError as error:
+            if _missing(error):
+                raise BlobMissing(f"no blob {digest}") from None
+            raise
+        hasher = ContentHasher()
+        with contextlib.closing(body["Body"]) as content:
+            while data := content.read(READ_SIZE):
+                hasher.update(data)
+        return hasher.digests().blake3
+
+    def quarantine(self, digest: str) -> str:
+        """Copied to `quarantine/<digest>.<time>` in the same bucket, then deleted from the blobs."""
+        aside = f"quarantine/{digest}.{int(time.time())}"
+        self.location.client.copy(
+            {"Bucket": self.location.bucket, "Key": self.location.prefix + self.key(digest)},
+            self.location.bucket,
+            self.location.prefix + aside,
+        )
+        self.location.delete(self.key(digest))
+        return self.location.url(aside)
 
     def stat(self, digest: str) -> BlobInfo | None:
         head = self.location.head(self.key(digest))
@@ -351,13 +555,24 @@ class S3BlobStore:
         size = int(self.location.client.head_object(Bucket=self.location.bucket, Key=whole)["ContentLength"])
         existing = self.stat(digest)
         reused = existing is not None and existing.size == size
-        source = self.location.prefix + self.key(digest) if reused else whole
-        self.location.client.copy(
-            {"Bucket": self.location.bucket, "Key": source},
-            self.location.bucket,
-            self.location.prefix + self.key(digest),
-            ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": {"placed": str(time.time())}},
-        )
+        source: CopySourceTypeDef = {
+            "Bucket": self.location.bucket,
+            "Key": self.location.prefix + self.key(digest) if reused else whole,
+        }
+        target = self.location.prefix + self.key(digest)
+        placed = {"placed": str(time.time())}
+        if size <= COPY_LIMIT:  # one request, nothing left behind if cut short
+            self.location.client.copy_object(
+                CopySource=source,
+                Bucket=self.location.bucket,
+                Key=target,
+                MetadataDirective="REPLACE",
+                Metadata=placed,
+            )
+        else:  # a multipart copy: one cut short is a temporary (S3Temporaries)
+            self.location.client.copy(
+                source, self.location.bucket, target, ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": placed}
+            )
         return not reused
 
     async def read(
@@ -402,6 +617,18 @@ class S3BlobStore:
     def delete(self, digest: str) -> bool:
         return self.location.delete(self.key(digest))
 
+    def url_for(self, digest: str, mime_type: str, expires_in: float) -> str:
+        """A presigned GetObject: signed here with the client's credentials, no request to the store."""
+        return self.location.client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.location.bucket,
+                "Key": self.location.prefix + self.key(digest),
+                "ResponseContentType": mime_type,
+            },
+            ExpiresIn=int(expires_in),
+        )
+
     def list(self) -> Iterator[BlobInfo]:
         """Objects not named like blobs are skipped."""
         for item in self.location.keys("blobs/"):
@@ -410,6 +637,7 @@ class S3BlobStore:
                 yield BlobInfo(digest, int(item["Size"]), item["LastModified"].timestamp())
 
 
+@reached
 class S3EntryStore:
     """The entry store port: one small JSON object per entry, named by a hash of its key."""
 
@@ -420,6 +648,29 @@ class S3EntryStore:
         if bucket in ("", ".", "..") or "/" in bucket or "\0" in bucket:
             raise ValueError(f"not a bucket name: {bucket!r}")
         return f"entries/{bucket}/{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+    def where(self, bucket: str, key: str) -> str:
+        return self.location.url(self.key(bucket, key))
+
+    def audit(self) -> tuple[list[Entry], list[tuple[str, str]]]:
+        found, damaged = [], []
+        for item in self.location.keys("entries/"):
+            name = item["Key"][len(self.location.prefix) :]
+            if not name.endswith(".json"):
+                continue
+            data = self.location.get(name)
+            if data is None:
+                continue  # deleted meanwhile
+            try:
+                entry = Entry.model_validate_json(data)
+            except ValidationError as error:
+                damaged.append((self.location.url(name), str(error).splitlines()[0]))
+                continue
+            if self.key(entry.bucket, entry.key) != name:
+                damaged.append((self.location.url(name), f"holds {entry.bucket}/{entry.key}, which belongs elsewhere"))
+                continue
+            found.append(entry)
+        return found, damaged
 
     def get(self, bucket: str, key: str) -> Entry | None:
         data = self.location.get(self.key(bucket, key))
@@ -455,11 +706,37 @@ class S3EntryStore:
                 continue
 
 
+@reached
+class S3Temporaries:
+    """The temporaries port: multipart uploads that are no staged upload's, such as the copy of a blob
+    over 5 GiB (`S3BlobStore.commit`) cut short; a staged upload's is aborted with it (`S3Staging.remove`).
+    An upload's age is from its `Initiated`, by the store's clock (moto's says 2010 for every one)."""
+
+    SEPARATOR = "?uploadId="
+
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+
+    def stale(self, cutoff: float) -> list[str]:
+        staged = self.location.prefix + "partial/"
+        return [
+            upload["Key"] + self.SEPARATOR + upload["UploadId"]
+            for upload in self.location.uploads("")
+            if not upload["Key"].startswith(staged) and upload["Initiated"].timestamp() < cutoff
+        ]
+
+    def remove(self, name: str) -> None:
+        key, _, upload_id = name.rpartition(self.SEPARATOR)
+        if not key.startswith(self.location.prefix) or not upload_id:
+            raise OutsideRoot(f"{name} is no multipart upload of this store")
+        self.location.abort(key, upload_id)
+
+
 def object_store(url: str, endpoint_url: str | None) -> S3Location:
     """The bucket and prefix of `s3://<bucket>[/<prefix>]`, checked to be reachable: a ConfigError in one line
     for a missing bucket or bad credentials, not a stack trace at the first upload."""
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    location = S3Location(boto3.client("s3", endpoint_url=endpoint_url), bucket, prefix)
+    location = S3Location(boto3.client("s3", endpoint_url=endpoint_url, config=CLIENT_CONFIG), bucket, prefix)
     try:
         location.check()
     except ConnectionError as error:

@@ -36,6 +36,9 @@ class StagingFile:
         """Drop everything from `length` on: bytes the service never acknowledged."""
         os.ftruncate(self._fd, length)
 
+    def sync(self) -> None:
+        """Nothing to do: a write in the page cache survives the process (the contract asks no more of a chunk)."""
+
     def copy_from(self, source: int, length: int, offset: int) -> int:
         """Copy up to `length` bytes from the start of the open file `source` to `offset`; how many
         there were. copy_file_range (which shares the blocks where the filesystem can), else sendfile."""
@@ -99,6 +102,15 @@ class StagingArea:
             os.close(fd)
             raise
         return StagingFile(path, fd)
+
+    def where(self, name: str) -> str:
+        return str(self.path(name))
+
+    def written(self, name: str) -> float | None:
+        try:
+            return os.lstat(self.path(name)).st_mtime
+        except FileNotFoundError:
+            return None
 
     def length(self, name: str) -> int | None:
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from .harness import (
     ClusterServers,
@@ -195,6 +196,19 @@ def test_ten_thousand_files_listed_across_pages(workers) -> None:
             break
         after = listed[-1]
     assert listed == names
+
+
+def test_openai_files_through_two_workers(workers) -> None:
+    """The openai SDK: a file made through one worker, listed by purpose and read through the other."""
+    made, read = (OpenAI(base_url=f"{process.base_url}/v1/openai/v1", api_key="unused") for process in workers)
+    try:
+        created = made.files.create(file=("notes.jsonl", b'{"a": 1}\n'), purpose="batch")
+        made.files.create(file=("other.jsonl", b'{"b": 2}\n'), purpose="assistants")
+        assert [file.id for file in read.files.list(purpose="batch")] == [created.id]
+        assert read.files.content(created.id).read() == b'{"a": 1}\n'
+    finally:
+        made.close()
+        read.close()
 
 
 def test_a_primary_killed_mid_upload(cluster: ClusterServers, workers, tmp_path: Path) -> None:

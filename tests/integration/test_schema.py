@@ -39,7 +39,7 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-# Bounded: 20 operations, each with its examples, coverage cases and this many fuzzed ones.
+# Bounded: 33 operations, each with its examples, coverage cases and this many fuzzed ones.
 EXAMPLES_PER_OPERATION = 50
 CONFIG = schemathesis.Config.from_dict(
     {"generation": {"max-examples": EXAMPLES_PER_OPERATION, "database": "none"}, "seed": 20261126}
