@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import fakeredis
 import pytest
 from apihelpers import assert_error, upload
 from conftest import http_client
+from integration.harness import redis_server_binary, unavailable, wait_for
 from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
 
@@ -84,6 +88,31 @@ async def test_a_redis_that_refuses_commands_is_503_unavailable_not_500(settings
         create = {"bucket": "b", "key": "k", "mime_type": "text/plain", "size": 1}
         for response in (await client.post("/v1/files", json=create), await client.get("/v1/files/b")):
             assert assert_error(response, 503)["code"] == "unavailable"
+
+
+@pytest.mark.anyio
+async def test_a_redis_on_a_unix_socket(settings: Settings, tmp_path: Path) -> None:
+    """`unix://` works as the other forms do (its connections take no TCP keepalive)."""
+    binary = redis_server_binary()
+    if binary is None:
+        unavailable("redis-server is not on PATH")
+    socket = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(socket), "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(socket.exists, 10, "redis-server to open its unix socket")
+        redis = connect(settings.model_copy(update={"redis_url": f"unix://{socket}"}))
+        try:
+            async with http_client(create_app(settings, client=redis)) as client:
+                await upload(client, "b", "over-a-socket", b"bytes")
+                assert (await client.get("/v1/files/b/over-a-socket:content")).content == b"bytes"
+        finally:
+            await redis.aclose()
+    finally:
+        server.kill()
+        server.wait()
 
 
 @pytest.mark.anyio

@@ -40,15 +40,18 @@ def retry() -> Retry:
     )
 
 
-def connection_options() -> dict[str, Any]:
-    return {
+def connection_options(tcp: bool = True) -> dict[str, Any]:
+    """The options of every connection; keepalive only over TCP (a unix socket's connection takes none)."""
+    options: dict[str, Any] = {
         "decode_responses": True,
         "retry": retry(),
         "health_check_interval": HEALTH_CHECK_SECONDS,
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "socket_timeout": REPLY_TIMEOUT_SECONDS,
-        "socket_keepalive": True,
     }
+    if tcp:
+        options["socket_keepalive"] = True
+    return options
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -58,7 +61,7 @@ def connect(settings: Settings) -> redis.Redis:
             return through_sentinels(address)
         if isinstance(address, ClusterAddress):
             return cluster(address)
-        return redis.from_url(address, **connection_options())
+        return redis.from_url(address, **connection_options(tcp=not address.lower().startswith("unix:")))
     import fakeredis
 
     log.warning(
