@@ -4,6 +4,8 @@ form, expiry through the sweeper, and a listing of 100,000 files read one range 
 from __future__ import annotations
 
 import json
+import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +360,56 @@ async def test_oversized_or_undecodable_fields_are_400(client, settings, part):
     )
     assert_openai_error(response, 400)
     assert_nothing_stored(settings.data_dir)
+
+
+async def test_a_form_of_many_unknown_fields_is_read_in_bounded_memory(client):
+    """Fields other than OpenAI's are read past, not kept: 20 MiB of them cost no 20 MiB of memory."""
+    boundary = "b0undary"
+    field = f'--{boundary}\r\nContent-Disposition: form-data; name="x{{}}"\r\n\r\n{"v" * 1000}\r\n'
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, 20_000, 100):
+            yield "".join(field.format(n) for n in range(start, start + 100)).encode()
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\nabc\r\n'
+            f"--{boundary}--\r\n"
+        ).encode()
+
+    tracemalloc.start()
+    try:
+        response = await client.post(
+            f"{API}/files", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 200, response.text
+    assert peak < 8 * 2**20, peak
+
+
+async def test_a_header_without_end_is_refused_before_the_rest_of_the_body_is_read(client):
+    """A part's headers are at most 16 KiB in all, however they are cut: the 17th KiB is a 400."""
+    read = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal read
+        yield b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\nX-Long: '
+        for _ in range(10_000):  # 10 MiB of one header value that never ends
+            read += 1024
+            yield b"y" * 1024
+
+    response = await client.post(
+        f"{API}/files", content=body(), headers={"content-type": "multipart/form-data; boundary=xyz"}
+    )
+    assert_openai_error(response, 400)
+    assert read < 64 * 1024, read
+
+
+async def test_many_headers_of_one_part_are_refused(client):
+    headers = "".join(f"X-H{n}: {'h' * 100}\r\n" for n in range(200))  # 20 KiB of headers, each small
+    body = f'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n{headers}\r\nbatch\r\n--xyz--\r\n'
+    response = await client.post(
+        f"{API}/files", content=body.encode(), headers={"content-type": "multipart/form-data; boundary=xyz"}
+    )
+    assert_openai_error(response, 400)

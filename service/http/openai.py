@@ -45,6 +45,8 @@ PURPOSES: tuple[str, ...] = get_args(Purpose)
 DEFAULT_MIME_TYPE = "application/octet-stream"
 DEFAULT_PAGE = MAX_PAGE = 10000
 MAX_FIELD_BYTES = 1024
+# The form's fields read before `file`; any other is read past, not kept (memory stays bounded).
+FIELDS = ("purpose", "expires_after[anchor]", "expires_after[seconds]")
 # OpenAI answers these with 400 where the seed API has statuses of its own.
 OPENAI_STATUS: dict[type[FilesError], int] = {DigestMismatch: 400}
 
@@ -104,8 +106,9 @@ class OpenAIFilesAPI:
         session_id: str | None = None
         try:
             while (part := await form.next_part()) is not None:
-                if part.name != "file":
+                if part.name in FIELDS:
                     fields[part.name] = await form.text(MAX_FIELD_BYTES)
+                if part.name != "file":
                     continue
                 if session_id is not None:
                     raise InvalidRequest("the form has more than one 'file'", param="file")
