@@ -204,6 +204,22 @@ async def test_the_sweep_aborts_a_copy_cut_short_and_no_staged_upload(
     assert [upload["Key"] for upload in uploads] == [f"{location.prefix}partial/{session_id}/whole"]
 
 
+async def test_the_sweep_leaves_a_copy_whose_parts_are_still_going_up(app, s3_server: S3Server):
+    """A copy of a blob over 5 GiB takes longer than a lease: its age is that of its newest part,
+    not when it began (moto says 2010), or the sweeper would abort it while it runs."""
+    services = app.state.services
+    location = services.staging.location
+    store = s3_server.client()
+    copy = location.prefix + "blobs/" + "1" * 64
+    begun = store.create_multipart_upload(Bucket=location.bucket, Key=copy)
+    store.upload_part(Bucket=location.bucket, Key=copy, UploadId=begun["UploadId"], PartNumber=1, Body=b"x" * MiB)
+    assert services.temporaries.stale(time.time() - 30) == []
+    assert await asyncio.to_thread(services.sweeper.sweep_temporaries) == 0
+    uploads = store.list_multipart_uploads(Bucket=location.bucket).get("Uploads", [])
+    assert [upload["UploadId"] for upload in uploads] == [begun["UploadId"]]
+    assert services.temporaries.stale(time.time() + 30) == [f"{copy}?uploadId={begun['UploadId']}"]
+
+
 async def test_fsck_checks_the_object_store_and_repairs_it(
     app, client: httpx.AsyncClient, s3_server: S3Server, redis_server, settings: Settings
 ):

@@ -175,6 +175,14 @@ class S3Location:
         for page in pages:
             yield from page.get("Uploads", [])  # type: ignore[misc]
 
+    def last_active(self, upload: dict[str, Any]) -> float:
+        """When the multipart upload `upload` (as `uploads` lists it) last took a part, or began."""
+        pages = self.client.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+        parts = (part["LastModified"].timestamp() for page in pages for part in page.get("Parts", []))
+        return max(parts, default=upload["Initiated"].timestamp())
+
     def head(self, key: str) -> dict[str, Any] | None:
         try:
             return dict(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key))
@@ -710,7 +718,8 @@ class S3EntryStore:
 class S3Temporaries:
     """The temporaries port: multipart uploads that are no staged upload's, such as the copy of a blob
     over 5 GiB (`S3BlobStore.commit`) cut short; a staged upload's is aborted with it (`S3Staging.remove`).
-    An upload's age is from its `Initiated`, by the store's clock (moto's says 2010 for every one)."""
+    An upload's age is from its newest part, else its `Initiated` (moto's says 2010 for every one), by the
+    store's clock: a copy of many parts may outlast a lease, and is live while its parts go up."""
 
     SEPARATOR = "?uploadId="
 
@@ -722,7 +731,9 @@ class S3Temporaries:
         return [
             upload["Key"] + self.SEPARATOR + upload["UploadId"]
             for upload in self.location.uploads("")
-            if not upload["Key"].startswith(staged) and upload["Initiated"].timestamp() < cutoff
+            if not upload["Key"].startswith(staged)
+            and upload["Initiated"].timestamp() < cutoff
+            and self.location.last_active(upload) < cutoff
         ]
 
     def remove(self, name: str) -> None:
