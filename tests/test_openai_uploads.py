@@ -157,3 +157,30 @@ async def test_the_sweep_drops_an_expired_upload_with_its_parts(app, client, set
     assert await app.state.services.parted.sweep(upload["expires_at"]) == 1
     assert partial_files(settings.data_dir) == []
     assert_openai_error(await add_part(client, upload["id"], b"ghi"), 404)
+
+
+async def test_a_completion_under_way_when_the_upload_expires_is_not_swept_from_under_it(app, client, monkeypatch):
+    """The sweep finds the parts held by the completion: it keeps the upload for a later sweep, so
+    the completion ends as completed (not a 404 with its file stored), and the next sweep drops it."""
+    services = app.state.services
+    upload = await new_upload(client, 6)
+    parts = await parts_of(client, upload["id"], b"abc", b"def")
+    assembling, swept = asyncio.Event(), asyncio.Event()
+    assemble = services.core._assemble
+
+    async def paused(*arguments: object, **keywords: object) -> object:
+        assembling.set()
+        await swept.wait()
+        return await assemble(*arguments, **keywords)
+
+    monkeypatch.setattr(services.core, "_assemble", paused)
+    completing = asyncio.create_task(complete(client, upload["id"], parts))
+    await assembling.wait()
+    assert await services.parted.sweep(upload["expires_at"]) == 0
+    swept.set()
+    response = await completing
+    assert response.status_code == 200, response.text
+    done = response.json()
+    assert done["status"] == "completed"
+    assert (await client.get(f"{API}/files/{done['file']['id']}/content")).content == b"abcdef"
+    assert await services.parted.sweep(upload["expires_at"]) == 1

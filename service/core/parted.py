@@ -21,7 +21,14 @@ from dataclasses import replace
 
 from service.core import names
 from service.core.auth import EVERYONE, Principal
-from service.core.errors import FilesError, InvalidRequest, UploadClosed, UploadNotFound, UploadTooLarge
+from service.core.errors import (
+    FilesError,
+    InvalidRequest,
+    SessionBusy,
+    UploadClosed,
+    UploadNotFound,
+    UploadTooLarge,
+)
 from service.core.model import Entry, NewUpload, PartedUpload, Session
 from service.core.ports import PartedUploadStore
 from service.core.uploads import UploadCore
@@ -130,17 +137,22 @@ class PartedUploads:
 
     async def sweep(self, now: float) -> int:
         """Drop the uploads whose `expires_at` is `now` or earlier, and the parts of those not closed;
-        the number dropped."""
+        the number dropped. One whose parts a completion holds (it began before the expiry) is kept
+        for a later sweep: forgotten now, that completion would store its file and answer 404."""
         dropped = 0
-        while expired := await self.uploads.expired(now, SWEEP_BATCH):
+        kept: set[str] = set()
+        while expired := [
+            upload_id for upload_id in await self.uploads.expired(now, SWEEP_BATCH + len(kept)) if upload_id not in kept
+        ]:
             for upload_id in expired:
                 try:
                     upload = await self.uploads.get(upload_id)
                 except UploadNotFound:
                     pass
                 else:
-                    if upload.status == PENDING:
-                        await self._drop_parts(upload.parts, EVERYONE)
+                    if upload.status == PENDING and not await self._drop_parts(upload.parts, EVERYONE):
+                        kept.add(upload_id)
+                        continue
                 await self.uploads.forget(upload_id)
                 dropped += 1
         return dropped
@@ -151,10 +163,17 @@ class PartedUploads:
             raise UploadClosed(f"the upload is {upload.status} already")
         return upload
 
-    async def _drop_parts(self, part_ids: frozenset[str] | set[str], principal: Principal) -> None:
+    async def _drop_parts(self, part_ids: frozenset[str] | set[str], principal: Principal) -> bool:
+        """Cancel the parts (those gone already are nothing to drop); False when one is held (SessionBusy)."""
+        dropped = True
         for part_id in part_ids:
-            with contextlib.suppress(FilesError):
+            try:
                 await self.core.cancel(part_id, principal)
+            except SessionBusy:
+                dropped = False
+            except FilesError:
+                pass
+        return dropped
 
     async def _at_most(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         received = 0
