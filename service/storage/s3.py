@@ -35,6 +35,8 @@ import re
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
@@ -175,13 +177,18 @@ class S3Location:
         for page in pages:
             yield from page.get("Uploads", [])  # type: ignore[misc]
 
-    def last_active(self, upload: dict[str, Any]) -> float:
-        """When the multipart upload `upload` (as `uploads` lists it) last took a part, or began."""
+    def idle(self, upload: dict[str, Any]) -> float:
+        """The seconds since the multipart upload `upload` (as `uploads` lists it) last took a part, or
+        began, by the store's clock (the Date of its answer): ours need not agree with it."""
+        latest: datetime = upload["Initiated"]
+        now = latest
         pages = self.client.get_paginator("list_parts").paginate(
             Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
         )
-        parts = (part["LastModified"].timestamp() for page in pages for part in page.get("Parts", []))
-        return max(parts, default=upload["Initiated"].timestamp())
+        for page in pages:
+            now = max(now, parsedate_to_datetime(page["ResponseMetadata"]["HTTPHeaders"]["date"]))
+            latest = max([latest, *(part["LastModified"] for part in page.get("Parts", []))])
+        return (now - latest).total_seconds()
 
     def head(self, key: str) -> dict[str, Any] | None:
         try:
@@ -718,8 +725,9 @@ class S3EntryStore:
 class S3Temporaries:
     """The temporaries port: multipart uploads that are no staged upload's, such as the copy of a blob
     over 5 GiB (`S3BlobStore.commit`) cut short; a staged upload's is aborted with it (`S3Staging.remove`).
-    An upload's age is from its newest part, else its `Initiated` (moto's says 2010 for every one), by the
-    store's clock: a copy of many parts may outlast a lease, and is live while its parts go up."""
+    An upload's age is from its newest part, else its `Initiated` (moto's says 2010 for every one), to the
+    Date of the store's answer: a copy of many parts may outlast a lease, and is live while its parts go
+    up; the store's clock, not ours, dates both."""
 
     SEPARATOR = "?uploadId="
 
@@ -731,9 +739,7 @@ class S3Temporaries:
         return [
             upload["Key"] + self.SEPARATOR + upload["UploadId"]
             for upload in self.location.uploads("")
-            if not upload["Key"].startswith(staged)
-            and upload["Initiated"].timestamp() < cutoff
-            and self.location.last_active(upload) < cutoff
+            if not upload["Key"].startswith(staged) and self.location.idle(upload) > time.time() - cutoff
         ]
 
     def remove(self, name: str) -> None:
