@@ -184,3 +184,27 @@ async def test_a_completion_under_way_when_the_upload_expires_is_not_swept_from_
     assert done["status"] == "completed"
     assert (await client.get(f"{API}/files/{done['file']['id']}/content")).content == b"abcdef"
     assert await services.parted.sweep(upload["expires_at"]) == 1
+
+
+async def test_a_cancellation_while_a_completion_holds_the_parts_is_refused(app, client, monkeypatch):
+    """Cancelled under a completion, the upload said 'cancelled' while its file was stored and the
+    completion answered 400: the cancellation is refused instead (409), the completion ends well."""
+    services = app.state.services
+    upload = await new_upload(client, 6)
+    parts = await parts_of(client, upload["id"], b"abc", b"def")
+    assembling, cancelled = asyncio.Event(), asyncio.Event()
+    assemble = services.core._assemble
+
+    async def paused(*arguments: object, **keywords: object) -> object:
+        assembling.set()
+        await cancelled.wait()
+        return await assemble(*arguments, **keywords)
+
+    monkeypatch.setattr(services.core, "_assemble", paused)
+    completing = asyncio.create_task(complete(client, upload["id"], parts))
+    await assembling.wait()
+    assert_openai_error(await client.post(f"{API}/uploads/{upload['id']}/cancel"), 409)
+    cancelled.set()
+    response = await completing
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "completed"

@@ -129,10 +129,14 @@ class PartedUploads:
         return completed, entry
 
     async def cancel(self, upload_id: str, principal: Principal) -> PartedUpload:
-        """Close the pending upload as cancelled and drop its parts."""
-        await self._pending(upload_id, principal)
+        """Drop the pending upload's parts and close it as cancelled. SessionBusy, the upload left
+        pending, when a completion holds a part: closed under it, the upload would say cancelled
+        while the completion stored its file."""
+        upload = await self._pending(upload_id, principal)
+        if not await self._drop_parts(upload.parts, principal):
+            raise SessionBusy("a completion of this upload is under way")
         cancelled = await self.uploads.close(upload_id, CANCELLED)
-        await self._drop_parts(cancelled.parts, principal)
+        await self._drop_parts(cancelled.parts - upload.parts, principal)  # those added meanwhile
         return cancelled
 
     async def sweep(self, now: float) -> int:

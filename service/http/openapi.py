@@ -589,9 +589,9 @@ def _openai_paths(whole: dict[str, Any], ranged: dict[str, Any], content_headers
         },
         f"{OPENAI}/uploads/{{upload_id}}/cancel": {
             "post": operation(
-                "OpenAI: cancel an upload; its parts are dropped.",
+                "OpenAI: cancel an upload; its parts are dropped (409 while a completion holds them).",
                 {200: upload},
-                [400, 401, 403, 404, 503],
+                [400, 401, 403, 404, 409, 503],
                 parameters=[upload_id],
             )
         },
