@@ -208,3 +208,17 @@ async def test_a_cancellation_while_a_completion_holds_the_parts_is_refused(app,
     response = await completing
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "completed"
+
+
+async def test_an_empty_upload_completes_only_from_empty_parts(client, settings):
+    """An upload of 0 bytes is an empty file at once: its parts must add nothing and the MD5 be the
+    empty content's; completed, it leaves no part behind."""
+    upload = await new_upload(client, 0)
+    full, empty = await parts_of(client, upload["id"], b"abc", b"")
+    assert_openai_error(await complete(client, upload["id"], [full]), 400, "part_ids")
+    wrong = assert_openai_error(await complete(client, upload["id"], [empty], md5="0" * 32), 400)
+    assert wrong["code"] == "digest_mismatch"
+    response = await complete(client, upload["id"], [empty], md5=hashlib.md5(b"").hexdigest())
+    assert response.status_code == 200, response.text
+    assert response.json()["file"]["bytes"] == 0
+    assert partial_files(settings.data_dir) == []

@@ -14,6 +14,7 @@ sweep drops it with its parts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -22,6 +23,7 @@ from dataclasses import replace
 from service.core import names
 from service.core.auth import EVERYONE, Principal
 from service.core.errors import (
+    DigestMismatch,
     FilesError,
     InvalidRequest,
     SessionBusy,
@@ -35,6 +37,7 @@ from service.core.uploads import UploadCore
 
 PENDING, COMPLETED, CANCELLED, EXPIRED = "pending", "completed", "cancelled", "expired"
 SWEEP_BATCH = 100
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 
 
 class PartedUploads:
@@ -114,6 +117,8 @@ class PartedUploads:
         for part_id in part_ids:
             if part_id not in upload.parts:
                 raise InvalidRequest(f"part {part_id[:80]!r} is not a part of this upload", param="part_ids")
+        if upload.size == 0:  # its session completes at once, as an empty file: nothing is concatenated
+            await self._check_empty(part_ids, principal, md5)
         new = NewUpload(upload.bucket, upload.key, upload.mime_type, upload.size, metadata=upload.metadata)
         created = await self.core.create(new, principal, requester)
         session, entry = created.session, created.file
@@ -125,7 +130,7 @@ class PartedUploads:
                     await self.core.cancel(session.id, principal)
                 raise
         completed = await self.uploads.close(upload.id, COMPLETED)
-        await self._drop_parts(completed.parts - set(part_ids), principal)
+        await self._drop_parts(completed.parts, principal)  # those not concatenated (the others are gone)
         return completed, entry
 
     async def cancel(self, upload_id: str, principal: Principal) -> PartedUpload:
@@ -160,6 +165,14 @@ class PartedUploads:
                 await self.uploads.forget(upload_id)
                 dropped += 1
         return dropped
+
+    async def _check_empty(self, part_ids: Sequence[str], principal: Principal, md5: str | None) -> None:
+        """What `UploadCore.concatenate` checks, for parts that must make an empty file."""
+        for part_id in part_ids:
+            if (await self.core.status(part_id, principal, "write")).offset:
+                raise InvalidRequest("the parts are more than the upload's 0 bytes", param="part_ids")
+        if md5 is not None and md5.lower() != EMPTY_MD5:
+            raise DigestMismatch(f"the content's md5 digest is {EMPTY_MD5}, not the expected {md5[:40]}")
 
     async def _pending(self, upload_id: str, principal: Principal) -> PartedUpload:
         upload = await self.get(upload_id, principal)
