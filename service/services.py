@@ -89,7 +89,7 @@ class Services:
             blobs,
             staging,
             leases,
-            Intents(client, keys, leases.buckets),
+            Intents(client, keys),
             counters,
         )
         sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)
