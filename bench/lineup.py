@@ -35,10 +35,12 @@ def service(
     tuned: bool = False,
     name: str = "service",
     protocol: UploadProtocol | None = None,
+    workers: int = 1,
+    processes: int = 1,
     **extra: str,
 ) -> Spec:
-    """`files-service serve` with a fresh data folder and a Redis prefix of its own, spoken to in its
-    own API (or `protocol`)."""
+    """`files-service serve --workers N` with a fresh data folder and a Redis prefix of its own, spoken to in
+    its own API (or `protocol`); with `processes`, that many such processes on the same folder, Redis and prefix."""
     env = {
         "PYTHONPATH": str(REPOSITORY),
         "FILES_LOG_LEVEL": "warning",
@@ -52,12 +54,30 @@ def service(
     env["FILES_DATA_DIR"] = str(store)
     return Spec(
         name=name,
-        command=[sys.executable, "-m", "service", "serve", "--host", HOST, "--port", "{port}", "--workers", "1"],
+        command=[
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            "{port}",
+            "--workers",
+            str(workers),
+        ],
         env=env,
         protocol=protocol or FilesAPI(),
         store=store,
         flushes=True,
-        notes=f"this repository, `files-service serve --workers 1`{variant}",
+        notes=(f"{processes} separate processes of " if processes > 1 else "")
+        + f"this repository, `files-service serve --workers {workers}`{variant}"
+        + (
+            ""
+            if redis_url is None or not redis_url.startswith("redis+cluster")
+            else ", on a Redis Cluster of three primaries"
+        ),
+        processes=processes,
     )
 
 

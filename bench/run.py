@@ -11,7 +11,8 @@ tus parts (concatenation), 9 one large file through the openai SDK's `files.crea
 receive the same bytes in one request). The service runs twice: spoken to in its own API, and as "service
 tus" through its tus front with the very requests the tus peers get (rows 1, 2, 3 and 7),
 and in workload 3 also as "service granian", its app under granian instead of uvicorn (when
-granian is installed: pip install -e '.[bench]').
+granian is installed: pip install -e '.[bench]'). 8 scale-out: small files through one
+worker, two, two processes, and one worker on a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.append(str(BENCH.parent))  # the service's packages, when they are not installed
@@ -40,8 +42,8 @@ from listing import listing
 from payload import Payload
 from protocols import FilesAPI, OpenAIFiles, ServiceTus
 from results import Row
-from systems import RedisServer, Spec, System, start
-from workloads import Bench, Sizes, downloads, large_upload, parallel_upload, small_files
+from systems import Fleet, RedisCluster, RedisServer, Spec, System, start_fleet
+from workloads import Bench, Sizes, downloads, large_upload, parallel_upload, scale_out, small_files
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 FULL = Sizes(
@@ -56,7 +58,7 @@ QUICK = Sizes(
 )  # fmt: skip
 WORKLOADS = {
     "upload": "1", "chunks": "2", "small": "3", "download": "4", "listing": "5", "rss": "6", "parallel": "7",
-    "openai": "9",
+    "scale": "8", "openai": "9",
 }  # fmt: skip
 RESULTS = BENCH / "results"
 
@@ -99,9 +101,14 @@ class Logger:
 
 
 def lineups(
-    arguments: argparse.Namespace, workdir: Path, redis: RedisServer | None, skipped: dict[str, str], log: Logger
+    arguments: argparse.Namespace,
+    workdir: Path,
+    redis: RedisServer | None,
+    cluster: RedisCluster | None,
+    skipped: dict[str, str],
+    log: Logger,
 ) -> dict[str, list[Spec]]:
-    """The systems of workloads 1 to 4, by number; a peer that cannot be had is left out, with the reason."""
+    """The systems of workloads 1 to 4 and 7, by number; a peer that cannot be had is left out, with the reason."""
     url = redis.url(0) if redis else None
     service = lineup.service(workdir, url)
     service_tus = lineup.service_tus(workdir, url)
@@ -134,18 +141,38 @@ def lineups(
     if importlib.util.find_spec("openai") is None:
         skipped["openai SDK"] = "workload 9 needs the openai package beside the service (pip install -e '.[bench]')"
         sdk = []
-    return {"1": uploads, "2": uploads, "3": plain, "4": [service, *tuned_service, *ceilings], "7": tus, "9": sdk}
+    scaled = [service]
+    if redis is None:
+        skipped["service, 2 workers"] = skipped["service, 2 processes"] = "no redis-server on PATH"
+    else:
+        scaled += [
+            lineup.service(workdir, url, name="service, 2 workers", workers=2),
+            lineup.service(workdir, url, name="service, 2 processes", processes=2),
+        ]
+    if cluster is None:
+        skipped["service, cluster"] = "no redis-server or redis-cli on PATH"
+    else:
+        scaled.append(lineup.service(workdir, cluster.url, name="service, cluster"))
+    return {
+        "1": uploads,
+        "2": uploads,
+        "3": plain,
+        "4": [service, *tuned_service, *ceilings],
+        "7": tus,
+        "8": scaled,
+        "9": sdk,
+    }
 
 
-def start_all(specs: list[Spec], logs: Path, skipped: dict[str, str], log: Logger) -> dict[str, System]:
+def start_all(specs: list[Spec], logs: Path, skipped: dict[str, str], log: Logger) -> dict[str, System | Fleet]:
     """Start each system once; a peer that does not start is skipped, the service not starting is an error."""
-    running: dict[str, System] = {}
+    running: dict[str, System | Fleet] = {}
     try:
         for spec in specs:
             if spec.name in running:
                 continue
             try:
-                running[spec.name] = start(spec, logs)
+                running[spec.name] = start_fleet(spec, logs)
             except RuntimeError as error:
                 if isinstance(spec.protocol, (FilesAPI, ServiceTus)):
                     raise
@@ -157,7 +184,7 @@ def start_all(specs: list[Spec], logs: Path, skipped: dict[str, str], log: Logge
     return running
 
 
-def stop_all(running: dict[str, System]) -> None:
+def stop_all(running: dict[str, System | Fleet]) -> None:
     for system in running.values():
         system.stop()
 
@@ -168,7 +195,7 @@ def _split_services(systems: list[System]) -> tuple[list[System], list[System]]:
 
 
 async def measure(
-    numbers: set[str], bench: Bench, systems: dict[str, list[System]], listing_spec: Spec,
+    numbers: set[str], bench: Bench, systems: dict[str, list[Any]], listing_spec: Spec,
     redis: RedisServer | None, logs: Path,
 ) -> list[Row]:  # fmt: skip
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=64))
@@ -181,6 +208,7 @@ async def measure(
         ("9", "openai files.create", lambda: large_upload(bench, systems["9"], False, OpenAIFiles())),
         ("4", "downloads", lambda: downloads(bench, *_split_services(systems["4"]))),
         ("5", "listing and index rebuild", lambda: listing(bench, listing_spec, redis, logs)),
+        ("8", "scale-out", lambda: scale_out(bench, systems["8"])),
     ):
         if number in numbers:
             bench.log(f"workload {number}: {title}")
@@ -208,14 +236,25 @@ def main(argv: list[str] | None = None) -> int:
         bench.drop_cache = False
         bench.notes.append("--quick: the page cache was not dropped.")
     redis: RedisServer | None = None
-    running: dict[str, System] = {}
+    cluster: RedisCluster | None = None
+    running: dict[str, System | Fleet] = {}
     try:
         if RedisServer.available():
             redis = RedisServer(workdir)
             bench.notes.append("The service ran on a redis-server of the benchmark's own, without persistence.")
         else:
             bench.notes.append("No redis-server on PATH: the service ran on its embedded Redis stand-in.")
-        specs = lineups(arguments, workdir, redis, skipped, log)
+        if "8" in numbers and RedisCluster.available():
+            log("starting a Redis Cluster of three primaries")
+            cluster = RedisCluster(workdir)
+            bench.notes.append(
+                "Workload 8: the same 4 KiB files through one worker, `--workers 2`, two separate processes on one "
+                "Redis (each client talks to one of them), and one worker on a Redis Cluster of three primaries "
+                "(redis-servers of the benchmark's own on this machine, no replicas). Every process, the Redis "
+                "servers and the benchmark's client share this machine's cores: a second worker adds CPU only "
+                "where a core is idle."
+            )
+        specs = lineups(arguments, workdir, redis, cluster, skipped, log)
         listing_spec = lineup.service(workdir / "listing", redis.url(1) if redis else None)
         running = start_all(
             [spec for number in sorted(specs) if number in numbers for spec in specs[number]], logs, skipped, log
@@ -229,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_all(running)
         if redis is not None:
             redis.stop()
+        if cluster is not None:
+            cluster.stop()
         if arguments.keep:
             log(f"kept {workdir}")
         else:

@@ -54,6 +54,7 @@ class Spec:
     suffixes: tuple[str, ...] = ("",)  # the files of one stored upload: store / (id + suffix)
     probe: str = "/healthz"  # any answer to GET of it means the server is up
     notes: str = ""
+    processes: int = 1  # separate processes of the same command, sharing its store (a fleet)
 
 
 @dataclass
@@ -73,7 +74,7 @@ class System:
     def name(self) -> str:
         return self.spec.name
 
-    def connection(self) -> Connection:
+    def connection(self, client: int = 0) -> Connection:
         return Connection(HOST, self.port)
 
     def stored_paths(self, stored: str) -> list[Path]:
@@ -151,6 +152,43 @@ class System:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@dataclass
+class Fleet:
+    """Several processes of one spec, on one store and one Redis: client n talks to process n mod their number."""
+
+    spec: Spec
+    members: list[System]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def connection(self, client: int = 0) -> Connection:
+        return self.members[client % len(self.members)].connection()
+
+    def flush(self, stored: str, whole_machine: bool = False) -> None:
+        self.members[0].flush(stored, whole_machine)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+
+def start_fleet(spec: Spec, logs: Path) -> System | Fleet:
+    """`spec.processes` processes of the spec (one: a plain System); all stopped when one cannot start."""
+    if spec.processes == 1:
+        return start(spec, logs)
+    members: list[System] = []
+    try:
+        for _ in range(spec.processes):
+            members.append(start(spec, logs))
+    except BaseException:
+        for member in members:
+            member.stop()
+        raise
+    return Fleet(spec, members)
 
 
 def start(spec: Spec, logs: Path) -> System:
@@ -254,3 +292,81 @@ class RedisServer:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+class RedisCluster:
+    """A Redis Cluster of `primaries` redis-servers of the benchmark's own (no replicas, no persistence)."""
+
+    def __init__(self, workdir: Path, primaries: int = 3) -> None:
+        self.ports = [free_port() for _ in range(primaries)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+        try:
+            for port in self.ports:
+                folder = workdir / f"redis-cluster-{port}"
+                folder.mkdir(parents=True, exist_ok=True)
+                self.processes.append(
+                    subprocess.Popen(
+                        [
+                            "redis-server",
+                            "--port", str(port),
+                            "--bind", HOST,
+                            "--save", "",
+                            "--appendonly", "no",
+                            "--dir", str(folder),
+                            "--cluster-enabled", "yes",
+                            "--cluster-config-file", str(folder / "nodes.conf"),
+                            "--cluster-port", str(free_port()),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )  # fmt: skip
+            self._create()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self) -> None:
+        deadline = time.monotonic() + 30
+        nodes = [f"{HOST}:{port}" for port in self.ports]
+        while True:
+            done = subprocess.run(
+                ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if done.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+            time.sleep(0.2)
+        while not self._ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not come up")
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        for port in self.ports:
+            done = subprocess.run(
+                ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True, check=False
+            )
+            if "cluster_state:ok" not in done.stdout:
+                return False
+        return True
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{HOST}:{port}" for port in self.ports)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)

@@ -18,17 +18,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from clients import HTTPError
 from machine import drop_page_cache
 from payload import Payload
 from protocols import FilesAPI, OpenAIFiles, Tus, UploadProtocol
 from results import Row
-from systems import System
+from systems import Fleet, System
 
 from service.storage.blobs import BlobStore
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Bench:
             self.notes.append("The page cache could not be dropped (not root): runs may inherit writeback.")
 
 
-def rotated(systems: list[System], rep: int) -> list[System]:
+def rotated(systems: list[T], rep: int) -> list[T]:
     """The systems in order, starting with the rep-th: each repetition starts one further on."""
     start = rep % len(systems)
     return systems[start:] + systems[:start]
@@ -198,7 +200,31 @@ async def small_files(bench: Bench, systems: list[System]) -> list[Row]:
     return [row]
 
 
-async def _small_run(bench: Bench, system: System, prefix: str) -> tuple[float, float]:
+async def scale_out(bench: Bench, systems: list[System | Fleet]) -> list[Row]:
+    """Workload 8: the small files' rate of one worker, two workers (`--workers 2`), two separate processes on
+    one Redis, and one worker on a Redis Cluster of three primaries."""
+    sizes = bench.sizes
+    row = Row(
+        "8",
+        f"scale-out: {_size(sizes.small)} files, create + upload, {sizes.small_clients} clients",
+        "files/s",
+        True,
+        note=f"{sizes.small_runs} runs of {sizes.small_seconds:g} s per system",
+    )
+    for run in range(sizes.small_runs):
+        for system in rotated(systems, run):
+            bench.settle()
+            rate, _ = await _small_run(bench, system, f"scale/{run}")
+            row.add(system.name, rate)
+            bench.log(f"  8: {system.name:<28} {rate:8.0f} files/s")
+    base = systems[0].name
+    row.note += "; against one worker: " + ", ".join(
+        f"{system.name} ×{ratio:.2f}" for system in systems[1:] if (ratio := row.ratio(system.name, base)) is not None
+    )
+    return [row]
+
+
+async def _small_run(bench: Bench, system: System | Fleet, prefix: str) -> tuple[float, float]:
     """(files per second, the benchmark process's CPU seconds per second) of one run."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bench.sizes.small_seconds
@@ -207,7 +233,7 @@ async def _small_run(bench: Bench, system: System, prefix: str) -> tuple[float, 
     async def client(index: int) -> None:
         nonlocal done
         protocol = system.spec.protocol
-        async with system.connection() as connection:
+        async with system.connection(index) as connection:
             while loop.time() < deadline:
                 stored = await protocol.upload(connection, f"{prefix}/{index}/{done}", bench.payload.small(), None)
                 if not system.spec.flushes:

@@ -89,7 +89,7 @@ class Services:
             blobs,
             staging,
             leases,
-            Intents(client, keys),
+            Intents(client, keys, leases.buckets),
             counters,
         )
         sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)

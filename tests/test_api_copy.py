@@ -190,7 +190,8 @@ async def test_a_copy_counts_its_reference_and_its_bucket_as_a_holder(app, redis
         await upload(client, "src", "a", CONTENT)
         await upload(client, "dst", "a", b"replaced by the copy")
         assert (await copy(client, "src/a", "dst", "a")).status_code == 200
-    assert await redis.hget(keys.refs, b3(CONTENT)) == "2"
-    assert await redis.hget(keys.refs, b3(b"replaced by the copy")) is None
-    assert await redis.hgetall(keys.holders) == {f"{b3(CONTENT)}:src": "1", f"{b3(CONTENT)}:dst": "1"}
-    assert not await redis.hlen(keys.intents)
+    assert await redis.smembers(keys.holders(b3(CONTENT))) == {"src", "dst"}
+    assert [await redis.scard(keys.refs(b3(CONTENT), bucket)) for bucket in ("src", "dst")] == [1, 1]
+    assert not await redis.exists(keys.holders(b3(b"replaced by the copy")))
+    assert not await redis.exists(keys.refs(b3(b"replaced by the copy"), "dst"))
+    assert not await redis.hlen(keys.intents("src")) and not await redis.hlen(keys.intents("dst"))

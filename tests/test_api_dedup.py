@@ -85,7 +85,8 @@ async def test_content_whose_blob_is_gone_needs_its_bytes(client, settings, redi
     blob_path(settings.data_dir, b3(CONTENT)).unlink()  # lost behind the index's back
     response = await start(client, "b", "second", len(CONTENT), digest=digest_of(CONTENT))
     assert response.json().keys() == {"id", "url", "offset", "size"}
-    assert not await redis.hlen(KeySpace(settings.redis_prefix).intents)  # the link changed nothing
+    assert not await redis.hlen(KeySpace(settings.redis_prefix).intents("b"))  # the link changed nothing
+    assert not await redis.exists(KeySpace(settings.redis_prefix).refs(b3(CONTENT), "b")), "nor claimed the content"
     completed = await send(client, response.json()["id"], CONTENT, offset=0)
     assert completed.status_code == 200 and completed.json()["digest"] == digest_of(CONTENT)
     assert (await download(client, "b", "second")).content == CONTENT
@@ -186,9 +187,10 @@ async def test_a_second_token_learns_nothing_of_the_first_tokens_content(make_ap
                 len(SECRET),
             )
         )
-        # After the same Redis work: the same scripts with as many keys and arguments, nothing else.
+        # After the same Redis work: the same commands with as many keys and arguments, nothing else (the
+        # session's admission; whether the index is complete; whether the readable buckets hold the digest).
         assert unreadable_commands == nowhere_commands
-        assert [command[0] for command in unreadable_commands] == ["EVALSHA", "EVALSHA"]
+        assert [command[0] for command in unreadable_commands] == ["EVALSHA", "EXISTS", "SMISMEMBER"]
         assert_error(await second.get("/v1/files/second-bucket/guess"), 404)
 
         # The bytes must come; the upload then works as any other, and the content is stored once.

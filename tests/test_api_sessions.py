@@ -30,6 +30,8 @@ from apihelpers import (
 )
 from conftest import BASE_URL, http_client
 
+from service.redis.keyspace import KeySpace
+
 pytestmark = pytest.mark.anyio
 
 MiB = 1024 * 1024
@@ -421,7 +423,7 @@ async def test_an_unknown_or_malformed_session_is_404(client, method, session_id
 async def test_an_expired_session_is_404(client, redis):
     session_id = await start_session(client, "b", "k", 10)
     assert (await send(client, session_id, b"abc")).status_code == 200
-    await redis.delete(f"files:session:{session_id}")  # what an expiry leaves
+    await redis.delete(KeySpace("files:").session(session_id))  # what an expiry leaves
     assert_error(await client.get(session_path(session_id)), 404)
     assert_error(await send(client, session_id, b"defg"), 404)
 
@@ -431,9 +433,9 @@ async def test_the_sweep_removes_the_partial_data_of_expired_sessions_only(app, 
     alive = await start_session(client, "b", "k2", 10)
     for session_id in (expiring, alive):
         assert (await send(client, session_id, b"abc")).status_code == 200
-    await redis.pexpire(f"files:session:{expiring}", 1)
+    await redis.pexpire(KeySpace("files:").session(expiring), 1)
     with anyio.fail_after(5):
-        while await redis.exists(f"files:session:{expiring}"):
+        while await redis.exists(KeySpace("files:").session(expiring)):
             await anyio.sleep(0.005)
     await sweep(app)  # what every process runs in the background
     assert not partial_path(settings.data_dir, expiring).exists()
@@ -519,7 +521,7 @@ async def test_replacing_a_key_with_the_same_content_keeps_its_blob(app, client,
 async def test_the_session_ttl_is_set_and_renewed_by_requests(make_app, redis):
     async with http_client(make_app(session_ttl_seconds=100)) as client:
         session_id = await start_session(client, "b", "k", 10)
-        name = f"files:session:{session_id}"
+        name = KeySpace("files:").session(session_id)
         assert 90 <= await redis.ttl(name) <= 100
         for request in (
             lambda: client.get(session_path(session_id)),

@@ -28,7 +28,7 @@ def test_a_quick_run_writes_a_row_for_every_workload(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     table = (tmp_path / "docs" / "benchmarks.md").read_text()
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
-    for workload in "1234567":
+    for workload in "12345678":
         assert workload in rows, f"no row for workload {workload}:\n{table}"
     assert "| service |" in table and "| service tus |" in table and "| ceiling |" in table
     # The service's tus front offers concatenation: it has a figure in the parallel uploads' row.
@@ -40,6 +40,8 @@ def test_a_quick_run_writes_a_row_for_every_workload(tmp_path: Path) -> None:
     for system in (" service ", " service tuned ", " ceiling tuned "):
         assert sdk[header.index(system)].strip() != "–", table
     assert "| 6 | peak RSS during 9 |" in table
+    for scaled in ("service, 2 workers", "service, 2 processes", "service, cluster"):
+        assert f"| {scaled} |" in table, scaled
     for peer in ("tuspyserver", "@tus/server"):
         assert f"Skipped: **{peer}**" in table
     assert list((tmp_path / "results").glob("*.json"))

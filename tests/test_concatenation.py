@@ -33,6 +33,7 @@ from service.core.errors import (
     SessionNotFound,
 )
 from service.core.model import Entry, NewUpload, Session
+from service.redis.keyspace import KeySpace
 from service.services import Services
 
 pytestmark = [pytest.mark.anyio, on_both_redises]
@@ -255,7 +256,7 @@ async def test_a_part_of_unknown_length_completes_when_its_size_is_declared(serv
 async def test_an_expired_part_is_swept_and_cannot_be_joined(services, redis, settings):
     expired = await write_part(services, b"gone")
     kept = await write_part(services, b"kept")
-    await redis.delete(f"{settings.redis_prefix}session:{expired}")  # what its expiry leaves
+    await redis.delete(KeySpace(settings.redis_prefix).session(expired))  # what its expiry leaves
     assert await services.sweeper.sweep_staging() == 1
     assert await staged(services, expired) is None and await staged(services, kept) == 4
     final = await new_final(services, None)
@@ -361,7 +362,7 @@ async def test_a_final_expiring_while_it_assembles_consumes_nothing(services, mo
     with paused_hashing(services, final, monkeypatch) as arrived:
         assembling = asyncio.create_task(services.core.concatenate(final.id, ids, WRITER))
         assert await asyncio.to_thread(arrived.wait, 30)
-        await redis.delete(f"{settings.redis_prefix}session:{final.id}")  # what its expiry leaves
+        await redis.delete(KeySpace(settings.redis_prefix).session(final.id))  # what its expiry leaves
     with pytest.raises(SessionNotFound):
         await assembling
     with pytest.raises(FileNotFound):

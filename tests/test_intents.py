@@ -16,8 +16,10 @@ from conftest import http_client, on_both_redises
 
 import service.core.catalog
 import service.core.uploads
+import service.redis.index
 from service.core.model import Intent
 from service.redis.keyspace import KeySpace
+from service.redis.references import end, reference
 from service.storage.durable import temporary_path
 
 pytestmark = [pytest.mark.anyio, on_both_redises]
@@ -46,6 +48,7 @@ def crash_at(monkeypatch):
 
         monkeypatch.setattr(service.core.catalog, "crash_point", crash_point)
         monkeypatch.setattr(service.core.uploads, "crash_point", crash_point)
+        monkeypatch.setattr(service.redis.index, "crash_point", crash_point)
 
     return arm
 
@@ -81,7 +84,9 @@ async def assert_absent(client, data: Path, bucket: str, key: str, content: byte
 
 
 async def references(redis, keys: KeySpace, content: bytes) -> int:
-    return int(await redis.hget(keys.refs, b3(content)) or 0)
+    """How many entries (or commits in flight) of any bucket refer to the content."""
+    buckets = await redis.smembers(keys.holders(b3(content)))
+    return sum([int(await redis.scard(keys.refs(b3(content), bucket))) for bucket in buckets])
 
 
 async def test_a_commit_that_died_after_placing_its_blob_is_rolled_back(app, redis, settings, crash_at, keys):
@@ -91,7 +96,7 @@ async def test_a_commit_that_died_after_placing_its_blob_is_rolled_back(app, red
         assert blob_path(settings.data_dir, b3(b"placed, never recorded")).exists()
         await sweep(app)
         await assert_absent(client, settings.data_dir, "b", "k", b"placed, never recorded")
-    assert await redis.hlen(keys.intents) == 0
+    assert await redis.hlen(keys.intents("b")) == 0
 
 
 @pytest.mark.parametrize("point", ["entry-written", "index-updated", "committed"])
@@ -110,7 +115,7 @@ async def test_a_commit_that_died_after_writing_its_entry_is_rolled_forward(
         assert (await client.delete("/v1/files/b/other")).status_code == 200
         await sweep(app)
         await assert_whole(client, settings.data_dir, "b", "k", content)
-    assert await redis.hlen(keys.intents) == 0
+    assert await redis.hlen(keys.intents("b")) == 0
 
 
 async def test_before_the_sweep_a_delete_of_the_same_content_keeps_the_blob_of_an_uncounted_entry(
@@ -177,13 +182,13 @@ async def test_a_delete_that_died_after_removing_the_entry_is_finished(app, redi
 async def test_an_intent_whose_process_still_holds_its_locks_is_left_alone(app, redis, settings, keys):
     services = app.state.services
     intent = Intent(bucket="b", key="k", digest=b3(b"x"))
-    lease = await services.leases.acquire(*intent.locks(), intent=intent.model_dump_json())
+    lease = await services.leases.acquire(*intent.locks(), intent=intent)
     assert lease is not None
     assert await services.catalog.settle_stranded() == 0
-    assert await redis.hget(keys.intents, lease.token) == intent.model_dump_json()
+    assert await redis.hget(keys.intents("b"), lease.token) == intent.model_dump_json()
     await lease.release()
     assert await services.catalog.settle_stranded() == 1
-    assert await redis.hlen(keys.intents) == 0
+    assert await redis.hlen(keys.intents("b")) == 0
 
 
 async def test_finished_work_leaves_no_intent(client, redis, keys):
@@ -192,7 +197,7 @@ async def test_finished_work_leaves_no_intent(client, redis, keys):
     await upload(client, "b", "same", b"replaced")
     assert (await client.delete("/v1/files/b/same")).status_code == 200
     assert (await client.delete("/v1/files/b/missing")).status_code == 404
-    assert await redis.hlen(keys.intents) == 0
+    assert await redis.hlen(keys.intents("b")) == 0
 
 
 async def test_a_damaged_entry_under_one_intent_does_not_stop_the_others_being_settled(app, settings, crash_at):
@@ -215,7 +220,12 @@ async def test_a_damaged_entry_under_one_intent_does_not_stop_the_others_being_s
 async def lost_with_redis(redis, keys: KeySpace, rebuild_began: float) -> None:
     """Redis lost the dead commit's intent with its data, and a rebuild that began at `rebuild_began`
     scanned the volume before the commit wrote its entry: the index is complete but for it."""
-    await redis.delete(keys.intents)
+    for token, recorded in (await redis.hgetall(keys.intents("b"))).items():
+        intent = Intent.model_validate_json(recorded)
+        async with redis.pipeline(transaction=False) as pipe:
+            end(pipe, keys, intent.digest, intent.bucket, reference(intent.bucket, intent.key, token))
+            await pipe.execute()
+    await redis.delete(keys.intents("b"))
     await redis.hset(keys.rebuilds, mapping={"earliest": repr(rebuild_began), "latest": repr(rebuild_began)})
 
 
@@ -323,16 +333,17 @@ async def test_a_temporary_in_partial_is_no_session_of_its_own(client, settings,
     assert temporary.exists() and (settings.data_dir / "partial" / session_id).exists()
 
 
-@pytest.mark.parametrize("point", ["blob-placed", "entry-written", "index-updated"])
+@pytest.mark.parametrize("point", ["blob-placed", "entry-written", "change-indexed", "index-updated"])
 async def test_a_commit_cut_short_has_its_event_exactly_when_its_change_is_settled(
     app, redis, settings, crash_at, point, keys
 ):
-    """Before the index update no event; the settling script appends the one the change missed."""
+    """Before the index update no event; after it, the outbox (written in the same step) gives the one
+    the change missed; the settling of a change not counted in gives its own."""
     crash_at(point)
     async with http_client(app) as client:
         await crashed_upload(client, "b", "k", b"one event or none")
         await sweep(app)
-        await sweep(app)
+        await applied(app, redis, keys, settings)
     found = await redis.xrange(keys.events)
     expected = [] if point == "blob-placed" else [("file.created", "k", f"blake3:{b3(b'one event or none')}")]
     assert [(fields["type"], fields["key"], fields["digest"]) for _, fields in found] == expected
@@ -358,4 +369,48 @@ async def test_a_copy_cut_short_is_settled_and_the_blob_kept_while_it_may_be_nee
         else:
             await assert_whole(client, settings.data_dir, "b", "copy", content)
             assert await references(redis, keys, content) == 1
-    assert await redis.hlen(keys.intents) == 0
+    assert await redis.hlen(keys.intents("b")) == 0
+
+
+async def applied(app, redis, keys: KeySpace, settings) -> None:
+    """Sweep until bucket b's outbox is applied: a dead process's hold on it runs out after a lease."""
+    deadline = time.monotonic() + settings.lock_lease_seconds + 10
+    while await redis.llen(keys.outbox("b")):
+        assert time.monotonic() < deadline, "the outbox was never applied"
+        await sweep(app)
+
+
+async def test_an_event_appended_by_a_process_that_died_before_clearing_its_outbox_comes_again(
+    app, redis, settings, crash_at, keys
+):
+    """At least once: the item stays until its event is appended, so a crash between the two repeats it,
+    once the dead process's hold on the outbox has run out; the index and the references are right."""
+    crash_at("outbox-applied")
+    async with http_client(app) as client:
+        await crashed_upload(client, "b", "k", b"appended, not cleared")
+        assert len(await redis.xrange(keys.events)) == 1
+        await applied(app, redis, keys, settings)
+        await assert_whole(client, settings.data_dir, "b", "k", b"appended, not cleared")
+        assert await references(redis, keys, b"appended, not cleared") == 1
+    found = [(fields["type"], fields["key"]) for _, fields in await redis.xrange(keys.events)]
+    assert found == [("file.created", "k")] * 2
+
+
+async def test_events_left_in_an_outbox_come_before_the_next_change_of_that_bucket(
+    app, redis, crash_at, keys, settings
+):
+    """In order per key: the changes of the bucket made meanwhile wait behind what the dead process left
+    (and its hold on the outbox, a lease), then all are applied in order."""
+    async with http_client(app) as client:
+        crash_at("change-indexed")
+        await crashed_upload(client, "b", "k", b"first")
+        assert await redis.xlen(keys.events) == 0
+        await upload(client, "b", "k", b"second")
+        assert (await client.delete("/v1/files/b/k")).status_code == 200
+        await applied(app, redis, keys, settings)
+    found = [(fields["type"], fields["digest"]) for _, fields in await redis.xrange(keys.events)]
+    assert found == [
+        ("file.created", f"blake3:{b3(b'first')}"),
+        ("file.created", f"blake3:{b3(b'second')}"),
+        ("file.deleted", f"blake3:{b3(b'second')}"),
+    ]

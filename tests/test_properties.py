@@ -439,8 +439,8 @@ def referenced_digests(data_dir: Path) -> set[str]:
 
 
 async def forget_index(redis) -> None:
-    """Drop the listing index, so that the next listing rebuilds it from the volume alone."""
-    stale = await redis.keys("files:index:*")
+    """Drop the listing index and the references, so that the next listing rebuilds them from the volume alone."""
+    stale = await redis.keys("files:index:*") + await redis.keys("files:refs:*")
     if stale:
         await redis.delete(*stale)
 

@@ -16,7 +16,7 @@ from redis.exceptions import ReadOnlyError
 from service.config import ConfigError, Settings
 from service.http.app import create_app
 from service.redis.connection import connect
-from service.redisurl import SentinelAddress, parse
+from service.redisurl import ClusterAddress, SentinelAddress, parse
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,17 @@ from service.redisurl import SentinelAddress, parse
             SentinelAddress((("sentinel-a", 26379), ("::1", 5000)), "files", db=3, password="p@ss"),
         ),
         ("REDIS+SENTINEL://s:1/m/", SentinelAddress((("s", 1),), "m")),
+        (
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+            ClusterAddress((("10.0.0.1", 7000), ("10.0.0.2", 7001))),
+        ),
+        (
+            "redis+cluster://files:p%40ss@node-a,[::1]:7000/",
+            ClusterAddress((("node-a", 6379), ("::1", 7000)), username="files", password="p@ss"),
+        ),
     ],
 )
-def test_the_url_forms_of_the_contract(url: str, expected: str | SentinelAddress) -> None:
+def test_the_url_forms_of_the_contract(url: str, expected: str | SentinelAddress | ClusterAddress) -> None:
     assert parse(url) == expected
     assert Settings.from_env({"FILES_REDIS_URL": url}).redis_url == url
 
@@ -44,16 +52,19 @@ def test_the_url_forms_of_the_contract(url: str, expected: str | SentinelAddress
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("127.0.0.1:6379", "expected a redis://, rediss://, unix:// or redis+sentinel:// URL"),
-        ("http://127.0.0.1:6379", "expected a redis://, rediss://, unix:// or redis+sentinel:// URL"),
+        ("127.0.0.1:6379", "expected a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"),
+        ("http://127.0.0.1:6379", "expected a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"),
         ("redis://127.0.0.1:port/0", "Port could not be cast to integer value as 'port'"),
         ("redis://127.0.0.1/zero", "the database (the URL's path) must be a number"),
         ("redis+sentinel://s1:26379", "expected redis+sentinel://host:port[,host:port...]/<master name>[/<db>]"),
         ("redis+sentinel:///files", "expected redis+sentinel://host:port[,host:port...]/<master name>[/<db>]"),
         ("redis+sentinel://s1/files/0/1", "expected redis+sentinel://host:port[,host:port...]/<master name>[/<db>]"),
         ("redis+sentinel://s1/files/x", "the database must be a number"),
-        ("redis+sentinel://s1:0/files", "'s1:0' is not a Sentinel's host:port"),
-        ("redis+sentinel://s1,:26379/files", "':26379' is not a Sentinel's host:port"),
+        ("redis+sentinel://s1:0/files", "'s1:0' is not a host:port"),
+        ("redis+sentinel://s1,:26379/files", "':26379' is not a host:port"),
+        ("redis+cluster://", "expected redis+cluster://host:port[,host:port...]"),
+        ("redis+cluster://n1:7000/0", "expected redis+cluster://host:port[,host:port...] (a cluster has no databases)"),
+        ("redis+cluster://n1:7000,n2:x", "'n2:x' is not a host:port (redis+cluster://host:port[,host:port...])"),
     ],
 )
 def test_a_malformed_url_stops_the_service_with_one_line(url: str, message: str) -> None:
@@ -123,3 +134,27 @@ async def test_a_connection_cut_between_requests_costs_no_request(settings: Sett
         async for key in admin.scan_iter(match=f"{settings.redis_prefix}*"):
             await admin.delete(key)
         await admin.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cluster_client_failing_inside_itself_while_the_cluster_changes_is_a_connection_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py's cluster client can fail with an AttributeError from inside itself while a primary is
+    replaced (a connection closed under a command): that is Redis unavailable for a moment (503), not a 500."""
+    from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def closed_under(*args: object, **kwargs: object) -> object:
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+    monkeypatch.setattr(RedisCluster, "execute_command", closed_under)
+    monkeypatch.setattr(ClusterPipeline, "execute", closed_under)
+    client = connect(Settings.from_env({"FILES_REDIS_URL": "redis+cluster://127.0.0.1:1"}))
+    with pytest.raises(RedisConnectionError, match="the cluster changed under the command"):
+        await client.get("k")
+    pipe = client.pipeline(transaction=False)
+    pipe.get("k")
+    with pytest.raises(RedisConnectionError, match="the cluster changed under the command"):
+        await pipe.execute()
+    await client.aclose()

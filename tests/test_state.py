@@ -7,7 +7,7 @@ import pytest
 from conftest import on_both_redises
 
 from service.core.errors import LostLease, SessionBusy, SessionCompleted, SessionNotFound, TooManySessions
-from service.core.model import Entry
+from service.core.model import Entry, Intent
 from service.core.names import new_session_id
 from service.redis.index import EntryIndex
 from service.redis.keyspace import KeySpace
@@ -151,10 +151,27 @@ async def test_a_lease_kept_alive_outlives_its_term_and_ends_with_the_work(redis
 
 
 async def test_index_put_can_let_go_of_a_lease_in_the_same_step(index, leases, redis, keys):
-    lease = await leases.acquire("blob:1", "entry:b/k")
+    intent = Intent(bucket="b", key="k", digest="1" * 64)
+    lease = await leases.acquire(*intent.locks(), intent=intent)
+    assert await redis.scard(keys.refs("1" * 64, "b")) == 1, "the commit claims its content with its locks"
     await index.put(entry("k", digest="1" * 64), release=lease)
     assert lease.released and await redis.keys(keys.lock("*")) == []
-    assert await redis.hget(keys.refs, "1" * 64) == "1"
+    assert await redis.hlen(keys.intents("b")) == 0
+    assert await redis.scard(keys.refs("1" * 64, "b")) == 1, "the claim is the entry's reference now"
+
+
+async def test_a_lease_over_two_slots_is_taken_whole_or_not_at_all(leases, redis, keys):
+    """The blob's lock and claim are taken last: when it is busy, the entry's lock and the intent go again."""
+    blob = await leases.acquire("blob:" + "1" * 64)
+    intent = Intent(bucket="b", key="k", digest="1" * 64)
+    assert await leases.acquire(*intent.locks(), intent=intent) is None
+    assert await redis.keys(keys.lock("entry*")) == []
+    assert await redis.hlen(keys.intents("b")) == 0 and await redis.scard(keys.holders("1" * 64)) == 0
+    await blob.release()
+    lease = await leases.acquire(*intent.locks(), intent=intent)
+    assert lease is not None and await lease.renew()
+    await lease.settle()
+    assert await redis.keys(keys.lock("*")) == [] and await redis.hlen(keys.intents("b")) == 0
 
 
 async def test_index_counts_references_and_lists_in_byte_order(index, redis, keys):
@@ -167,6 +184,7 @@ async def test_index_counts_references_and_lists_in_byte_order(index, redis, key
     page, more = await index.page("b", "a", "a-b", 2)
     assert [item.key for item in page] == ["a.b", "a/b"] and more
     assert await index.buckets() == ["b", "other"]
+    assert await index.referenced(["1" * 64, "3" * 64]) == {"1" * 64}
     assert not await index.unreferenced("1" * 64)
     for key in ["b", "B", "a/b", "a-b", "a.b", "a_b", "a"]:
         await index.remove("b", key)
@@ -184,7 +202,7 @@ async def test_replacing_an_entry_moves_its_reference(index, redis, keys):
 
 async def test_nothing_counts_as_unreferenced_while_the_index_is_incomplete(index):
     assert not await index.unreferenced("9" * 64)
-    assert await index.referenced() is None
+    assert await index.referenced(["9" * 64]) is None
 
 
 async def test_rebuild_loads_the_volume_and_drops_entries_deleted_meanwhile(index, redis, keys):
@@ -202,7 +220,8 @@ async def test_rebuild_loads_the_volume_and_drops_entries_deleted_meanwhile(inde
     page, _ = await index.page("b", "", None, 10000)
     assert len(page) == 2499 and "k00042" not in {item.key for item in page}
     assert await redis.get(keys.ready)
-    assert await index.referenced() == {f"{number:064x}" for number in range(7)}
+    digests = [f"{number:064x}" for number in range(9)]
+    assert await index.referenced(digests) == set(digests[:7])
 
 
 async def test_rebuild_does_not_overwrite_a_newer_entry(index, redis, keys):

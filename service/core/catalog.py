@@ -71,7 +71,7 @@ class Catalog:
         """Place the blob (from `staged`; None: it must be there already), write the entry and count it in,
         under the locks and with the intent of the change; whether the blob was newly placed."""
         intent = Intent(bucket=entry.bucket, key=entry.key, digest=entry.digest)
-        async with self.leases.hold(*intent.locks(), intent=intent.model_dump_json()) as lease:
+        async with self.leases.hold(*intent.locks(), intent=intent) as lease:
             try:
                 placed, replaced = await asyncio.to_thread(self._store, entry, staged)
             except BlobMissing:
@@ -127,7 +127,7 @@ class Catalog:
         # The index must hold the entry to take it out (and to say so in the same step, the event).
         await self.index.rebuild()
         intent = Intent(bucket=bucket, key=key)
-        async with self.leases.hold(*intent.locks(), intent=intent.model_dump_json()) as lease:
+        async with self.leases.hold(*intent.locks(), intent=intent) as lease:
             entry = await asyncio.to_thread(self.entries.get, bucket, key)
             if entry is None or (only_if is not None and not only_if(entry)):
                 await lease.settle()
@@ -194,9 +194,11 @@ class Catalog:
         content in flight), the index is made to agree with the volume for the key: an entry
         written is counted (rolled forward), one not written leaves the index as it was (rolled
         back). Then the intent goes, and a blob the change placed is freed unless an entry or
-        another intent still names it.
+        another intent still names it. First, the follow-ups (events) of changes made in the index
+        by processes that died before applying them.
         """
         await self.index.rebuild()
+        await self.index.apply_all()
         settled = 0
         for token, intent in await self.intents.stranded():
             try:
@@ -214,7 +216,7 @@ class Catalog:
     async def _settle(self, token: str, intent: Intent) -> str | None:
         async with self.leases.hold(*intent.locks()):
             unindexed = await self._reconcile(intent.bucket, intent.key)
-            await self.intents.forget(token)
+            await self.intents.forget(token, intent)
             if intent.digest is not None and await self.index.unreferenced(intent.digest):
                 await asyncio.to_thread(self.blobs.delete, intent.digest)
         return unindexed
@@ -260,9 +262,9 @@ class Catalog:
     async def sweep_blobs(self, grace_seconds: float) -> BlobSweep:
         """Delete blobs no entry refers to that are older than the grace period, and count the rest."""
         await self.index.rebuild()
-        referenced = await self.index.referenced()
         cutoff = time.time() - grace_seconds
         listing = await asyncio.to_thread(lambda: list(self.blobs.list()))
+        referenced = await self.index.referenced([blob.digest for blob in listing if blob.modified < cutoff])
         sweep = BlobSweep(deleted=0, blobs=len(listing), bytes=sum(blob.size for blob in listing))
         if referenced is None:  # Redis lost its data again mid-sweep: free nothing this time
             return sweep

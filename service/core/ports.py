@@ -257,11 +257,12 @@ class Leases(Protocol):
     seconds: float
 
     def hold(
-        self, *names: str, wait: float | None = None, intent: str | None = None
+        self, *names: str, wait: float | None = None, intent: Intent | None = None
     ) -> AbstractAsyncContextManager[Lease]:
         """Hold all the locks `names` (all or none, so never a deadlock), waiting up to `wait`
-        seconds (default: a lease) and then raising Unavailable. With `intent` (JSON of an
-        Intent) it is recorded under the lease's token in the same step. Let go on exit."""
+        seconds (default: a lease) and then raising Unavailable. With `intent`, it is recorded
+        under the lease's token with the locks, and a commit's content counts as referred to
+        from then until the intent is forgotten or its change counted in. Let go on exit."""
 
 
 def session_lock(session_id: str) -> str:
@@ -359,11 +360,19 @@ class EntryIndex(Protocol):
     """The listing index and reference counts: a cache of the entry store, rebuilt when lost."""
 
     async def put(self, entry: Entry, release: Lease | None = None) -> str | None:
-        """Count the entry in (with `release`, let go of that lease and drop its intent in the
-        same step); returns the digest of the entry it replaced in the index, if any."""
+        """Count the entry in (with `release`, the lease of the commit's intent: let go of it and
+        drop the intent in the same step), and append its file.created event; returns the digest
+        of the entry it replaced in the index, if any. A process that dies part-way leaves the
+        event (and the end of the replaced entry's reference) to `apply_all`, never lost."""
 
     async def remove(self, bucket: str, key: str, release: Lease | None = None) -> str | None:
-        """Take the key out, with `release` as `put`; returns the digest of the entry removed."""
+        """Take the key out and append its file.deleted, with `release` as `put`; returns the digest
+        of the entry removed."""
+
+    async def apply_all(self) -> int:
+        """Append the events (and end the references) of changes whose process died between
+        counting them in and that; the number of buckets that had some. An event may so be
+        appended twice (at least once), never out of order for one key."""
 
     async def get(self, bucket: str, key: str) -> Entry | None:
         """The indexed entry of the key, or None."""
@@ -399,8 +408,8 @@ class EntryIndex(Protocol):
         on `buckets` alone, never on what other buckets hold, so neither the answer nor its timing tells
         anything of them. Raises Unavailable when a lost index is not rebuilt in time (as `rebuild`)."""
 
-    async def referenced(self) -> set[str] | None:
-        """Every digest some entry refers to, or None while the index is not complete."""
+    async def referenced(self, digests: list[str]) -> set[str] | None:
+        """Those of `digests` some entry or intent refers to, or None while the index is not complete."""
 
     async def rebuild(self, wait: float = 60.0) -> None:
         """Load every entry from the entry store when the index is lost (Unavailable after `wait`)."""
@@ -420,8 +429,9 @@ class Intents(Protocol):
     async def stranded(self) -> list[tuple[str, Intent]]:
         """(token, intent) of every intent whose holder no longer holds its locks (it died)."""
 
-    async def forget(self, token: str) -> None:
-        """Drop the intent recorded under `token`."""
+    async def forget(self, token: str, intent: Intent) -> None:
+        """Drop `intent`, recorded under `token`, and what it claimed (see `Leases.hold`). The caller
+        holds its locks and has made the index agree with the entry store for its key."""
 
 
 class Observer(Protocol):

@@ -1,8 +1,9 @@
-"""The Redis client: a real server from FILES_REDIS_URL (plain or through Sentinels), or an in-process stand-in.
+"""The Redis client: a server from FILES_REDIS_URL (plain, through Sentinels, or a Cluster), or an in-process stand-in.
 
 A real server's connections ride out a restart or a failover of a few seconds: a command that
 meets a broken connection, a timeout or a Redis still loading its data is tried again on a new
-connection (to the master the Sentinels name now), with waits doubling from 0.1 s to 1 s, about
+connection (to the master the Sentinels name now, or to the node a cluster now serves the key's
+slot from), with waits doubling from 0.1 s to 1 s, about
 3 s in all. Longer than that, the request fails with 503 and the client tries again; the next
 request reconnects. Idle pooled connections are checked (PING) before use after a while.
 """
@@ -10,16 +11,17 @@ request reconnects. Idle pooled connections are checked (PING) before use after 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from service.config import Settings
-from service.redisurl import SentinelAddress, parse
+from service.redisurl import ClusterAddress, SentinelAddress, parse
 
 log = logging.getLogger("files.service")
 
@@ -57,6 +59,8 @@ def connect(settings: Settings) -> redis.Redis:
         address = parse(settings.redis_url)
         if isinstance(address, SentinelAddress):
             return through_sentinels(address)
+        if isinstance(address, ClusterAddress):
+            return cluster(address)
         return redis.from_url(address, **connection_options(tcp=not address.lower().startswith("unix:")))
     import fakeredis
 
@@ -81,3 +85,50 @@ def through_sentinels(address: SentinelAddress) -> redis.Redis:
         **connection_options(),
     )
     return sentinels.master_for(address.master, db=address.db, username=address.username, password=address.password)
+
+
+def cluster(address: ClusterAddress) -> redis.Redis:
+    """A client of a Redis Cluster: it learns the slots' nodes from any node named, sends each command
+    to the node of its keys' slot, and follows MOVED replies and failovers (the retries above apply
+    to each node's connections; the client itself also tries again after reloading the slot map).
+
+    Typed as a plain client: it offers every command the service uses (every script and multi-key
+    command of the service touches keys of one slot, and pipelines are never transactions).
+    """
+    client = _Cluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+        username=address.username,
+        password=address.password,
+        **connection_options(),
+    )
+    return cast(redis.Redis, client)
+
+
+def _changed_under(error: AttributeError) -> ConnectionError:
+    return ConnectionError(f"the cluster changed under the command: {error!r}")
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, but for one thing: while the cluster changes (a primary dies, its replica
+    takes over), it can fail with an AttributeError from inside itself, a connection closed under a command
+    (seen with 8.1; redis/redis-py#3835 is one such). That is the cluster being unavailable for a moment,
+    so it is raised as the ConnectionError it stands for: the request in flight gets 503, not 500."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError as error:
+            raise _changed_under(error) from error
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        super().pipeline(transaction, shard_hint)  # what it checks (no shard hint), as RedisCluster does
+        # As RedisCluster.pipeline makes its ClusterPipeline; redis-py's hints call the class abstract.
+        return _Pipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _Pipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except AttributeError as error:
+            raise _changed_under(error) from error

@@ -1,17 +1,16 @@
 """The listing index in Redis: a cache of the entries on the volume, rebuilt when it is lost.
 
 Per bucket a sorted set of keys (all at score 0, so ZRANGEBYLEX walks them in
-byte order, either way) and a hash key -> entry JSON; a set of non-empty buckets; a
-hash digest -> number of entries that refer to it, so that a blob can be
-freed the moment its last entry goes; and a hash '<digest>:<bucket>' -> number
-of entries of that bucket that refer to it, so that an upload of content stored
-already can be told whether it is stored where its caller may read (`held_in`).
+byte order) and a hash key -> entry JSON; the list of buckets (service/redis/buckets.py);
+and per content the set of the entries (`<bucket>/<key>`) that refer to it, or that a
+commit in flight is about to write, so that a blob can be freed the moment its last
+entry goes.
 
-Two listings follow from the entries' metadata, kept by the same scripts: per bucket a
-sorted set of `<purpose>\0<key>` for the entries with a metadata `purpose` (so a page of
-one purpose is one range, however rare the purpose: OpenAI's `purpose` filter), and one
-sorted set of `<bucket>/<key>` scored by the metadata `expires_at` (unix seconds), which
-the sweeper reads from the earliest.
+Two listings follow from the entries' metadata, kept by the same scripts in the bucket's slot:
+per bucket a sorted set of `<purpose>\\0<key>` for the entries with a metadata `purpose` (so a
+page of one purpose is one range, however rare the purpose: OpenAI's `purpose` filter), and a
+sorted set of the keys scored by the metadata `expires_at` (unix seconds), which the sweeper
+reads from the earliest of every bucket.
 
 `ready` holds a generation id while the index is complete. Losing Redis's data
 loses that key too, so readers notice and rebuild from the volume. Writers
@@ -19,15 +18,25 @@ loses that key too, so readers notice and rebuild from the volume. Writers
 the rebuild only adds entries that are absent and re-checks the volume after,
 so a rebuild racing with writers ends up agreeing with the volume.
 
-Every change a writer (or the sweep settling one) makes appends its event to the stream
-`events` in the same script, so the event exists exactly when the change does; the
-rebuild's reloads and its undoing of them are no changes and append nothing.
+A change touches keys of two hash slots besides its bucket's (the stream `events`, the
+content's references), which no script may do on a cluster. So the script that changes
+the bucket's index also drops the change's intent and appends, in the same step, an
+item to the bucket's outbox: the change's event and the reference it ends. Then the
+outbox is applied (`_apply`): each item's event appended to the stream, its reference
+taken out, and only then the item removed, in order, by one process at a time per
+bucket. A process that dies between the two leaves the items in the outbox; the next
+change of that bucket, or the sweep, applies them. So an event exists for every change
+and only for a change; an item applied but not yet removed when its process died is
+applied again: consumers may see an event twice (the contract promises at least once),
+never out of order for one key. The rebuild's reloads and its undoing of them are no
+changes and give no event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import secrets
 import time
 from collections.abc import Collection
@@ -35,169 +44,175 @@ from collections.abc import Collection
 import redis.asyncio as redis
 
 from service.core import ports
+from service.core.crashpoints import crash_point
 from service.core.errors import Unavailable
 from service.core.model import Entry
 from service.core.ports import EntryStore
-from service.redis.keyspace import KeySpace
+from service.redis import references
+from service.redis.keyspace import KeySpace, key_slot
 from service.redis.leases import Leases, own, release_lua
+from service.redis.references import reference
 
-# Lua that keeps the metadata's listings (KEYS[8] the bucket's purposes, KEYS[9] the expiring entries) for
-# the entry JSON `entry` of the key `key` in the bucket `bucket`: `op` 'zadd' counts it in, 'zrem' takes it out.
+
+# Lua that makes the stream fields of an event of type `kind` about the entry JSON `entry`, at time ARGV[time].
+def _event_lua(time: str) -> str:
+    return f"""
+local function event(kind, entry)
+  local fields = cjson.decode(entry)
+  return {{'type', kind, 'bucket', fields.bucket, 'key', fields.key, 'digest', 'blake3:' .. fields.digest,
+    'bytes', string.match(entry, '"bytes":(%d+)'), 'mime_type', fields.mime_type, 'time', {time}}}
+end
+"""
+
+
+# Lua that keeps the listings that follow from an entry's metadata, KEYS[4] (`<purpose>\0<key>` for a
+# metadata `purpose`) and KEYS[5] (the key scored by a metadata `expires_at`, unix seconds), for the entry JSON
+# `entry` of `key`: `op` 'zadd' counts it in, 'zrem' takes it out.
 _METADATA_LUA = r"""
-local function listed(op, bucket, key, entry)
+local function listed(op, key, entry)
   local metadata = cjson.decode(entry).metadata
   if type(metadata) ~= 'table' then return end
   local purpose = metadata.purpose
   if type(purpose) == 'string' and not string.find(purpose, '\0', 1, true) then
-    if op == 'zadd' then redis.call('zadd', KEYS[8], 0, purpose .. '\0' .. key)
-    else redis.call('zrem', KEYS[8], purpose .. '\0' .. key) end
+    if op == 'zadd' then redis.call('zadd', KEYS[4], 0, purpose .. '\0' .. key)
+    else redis.call('zrem', KEYS[4], purpose .. '\0' .. key) end
   end
   local expires = metadata.expires_at
   if type(expires) == 'string' and string.match(expires, '^%d+$') then
-    if op == 'zadd' then redis.call('zadd', KEYS[9], tonumber(expires), bucket .. '/' .. key)
-    else redis.call('zrem', KEYS[9], bucket .. '/' .. key) end
+    if op == 'zadd' then redis.call('zadd', KEYS[5], tonumber(expires), key)
+    else redis.call('zrem', KEYS[5], key) end
   end
 end
 """
 
 
-# Lua that appends one event, the fields of the entry JSON `entry` and type `kind`, to the stream KEYS[6]
-# trimmed to about ARGV[maxlen] events; nothing when that is '' (the rebuild reloading what it lost).
-def _emit_lua(maxlen: str, time: str) -> str:
+# Lua that takes the outbox KEYS[outbox] to apply it: its lock KEYS[lock] with the token and lease given, and up
+# to `count` items. Returns {0} when another process holds it, else {1, item, ...}.
+def _take_lua(lock: str, outbox: str) -> str:
     return f"""
-local function emit(kind, entry)
-  if {maxlen} == '' then return end
-  local fields = cjson.decode(entry)
-  redis.call('xadd', KEYS[6], 'MAXLEN', '~', {maxlen}, '*', 'type', kind, 'bucket', fields.bucket,
-    'key', fields.key, 'digest', 'blake3:' .. fields.digest, 'bytes', string.match(entry, '"bytes":(%d+)'),
-    'mime_type', fields.mime_type, 'time', {time})
+local function take(token, ms, count)
+  if not redis.call('set', KEYS[{lock}], token, 'NX', 'PX', ms) then return {{0}} end
+  local items = redis.call('lrange', KEYS[{outbox}], 0, tonumber(count) - 1)
+  if #items == 0 then redis.call('del', KEYS[{lock}]) end
+  table.insert(items, 1, 1)
+  return items
 end
 """
 
 
-# Lua that counts one entry of bucket `bucket` out of the references to `digest`: refs KEYS[4], holders KEYS[7].
-_UNCOUNT = """
-local function uncount(digest, bucket)
-  if redis.call('hincrby', KEYS[4], digest, -1) <= 0 then redis.call('hdel', KEYS[4], digest) end
-  local holder = digest .. ':' .. bucket
-  if redis.call('hincrby', KEYS[7], holder, -1) <= 0 then redis.call('hdel', KEYS[7], holder) end
-end
-"""
-
-# KEYS: bucket keys, bucket entries, buckets, refs, intents, events, holders, the bucket's purposes, the expiring
-# entries, then locks to let go of. ARGV: bucket,
-# key, json, digest, only-if-absent, the locks' token (which also names the intent to drop), the events'
-# maxlen ('' for no event), the time. Appends a file.created in the same step as the change.
-# Returns the digest of the entry it replaced ('' for none), or 0 when only-if-absent found one.
+# KEYS: bucket keys, bucket entries, bucket members, the bucket's purposes, its expiring entries, its intents,
+# its outbox, the outbox's lock, then locks of its slot to let go of. ARGV: key, json, digest, the locks' token
+# (which also names the intent to drop; '' for none), the time, the entry's reference (its member of the
+# content's refs, already added), then a token, lease ms and count to take the outbox with. Queues a
+# file.created, and the end of the replaced entry's reference, and takes the outbox (saving a round trip).
+# Returns {the replaced entry's digest or '', then as `take`}.
 _PUT = (
-    _emit_lua("ARGV[7]", "ARGV[8]")
-    + _UNCOUNT
+    _event_lua("ARGV[5]")
+    + _take_lua("8", "7")
     + _METADATA_LUA
     + """
-local old = redis.call('hget', KEYS[2], ARGV[2])
-local replaced = ''
+local old = redis.call('hget', KEYS[2], ARGV[1])
+local item = {event = event('file.created', ARGV[2])}
 if old then
-  if ARGV[5] == '1' then return 0 end
-  replaced = string.match(old, '"digest":"(%x+)"')
-  uncount(replaced, ARGV[1])
-  listed('zrem', ARGV[1], ARGV[2], old)
+  item.unref = string.match(old, '"digest":"(%x+)"')
+  item.member = redis.call('hget', KEYS[3], ARGV[1])
+  listed('zrem', ARGV[1], old)
 end
-listed('zadd', ARGV[1], ARGV[2], ARGV[3])
-redis.call('hset', KEYS[2], ARGV[2], ARGV[3])
-redis.call('zadd', KEYS[1], 0, ARGV[2])
-redis.call('zadd', KEYS[3], 0, ARGV[1])
-redis.call('hincrby', KEYS[4], ARGV[4], 1)
-redis.call('hincrby', KEYS[7], ARGV[4] .. ':' .. ARGV[1], 1)
-if ARGV[6] ~= '' then redis.call('hdel', KEYS[5], ARGV[6]) end
-emit('file.created', ARGV[3])
+listed('zadd', ARGV[1], ARGV[2])
+redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
+redis.call('hset', KEYS[3], ARGV[1], ARGV[6])
+redis.call('zadd', KEYS[1], 0, ARGV[1])
+if ARGV[4] ~= '' then redis.call('hdel', KEYS[6], ARGV[4]) end
+redis.call('rpush', KEYS[7], cjson.encode(item))
 """
-    + release_lua(10, "ARGV[6]")
-    + "return replaced\n"
+    + release_lua(9, "ARGV[4]")
+    + """
+local result = take(ARGV[7], ARGV[8], ARGV[9])
+table.insert(result, 1, item.unref or '')
+return result
+"""
 )
 
-# KEYS: as _PUT. ARGV: bucket, key, json that must still be there ('' for any), the locks' token, the
-# events' maxlen ('' for no event), the time. Appends a file.deleted with the removed entry's fields.
-# Returns the digest of the entry it removed, '' for none.
+# KEYS: as _PUT. ARGV: key, json that must still be there ('' for any), the locks' token, the time, '1' to
+# queue a file.deleted (else only the end of the entry's reference), then as _PUT's last three.
+# Returns {the removed entry's digest or '', then as `take`} ({'', 0} when it removed nothing).
 _REMOVE = (
-    _emit_lua("ARGV[5]", "ARGV[6]")
-    + _UNCOUNT
+    _event_lua("ARGV[4]")
+    + _take_lua("8", "7")
     + _METADATA_LUA
     + """
-if ARGV[4] ~= '' then redis.call('hdel', KEYS[5], ARGV[4]) end
+if ARGV[3] ~= '' then redis.call('hdel', KEYS[6], ARGV[3]) end
 """
-    + release_lua(10, "ARGV[4]")
+    + release_lua(9, "ARGV[3]")
     + """
-local old = redis.call('hget', KEYS[2], ARGV[2])
-if not old then return '' end
-if ARGV[3] ~= '' and old ~= ARGV[3] then return '' end
-local digest = string.match(old, '"digest":"(%x+)"')
-uncount(digest, ARGV[1])
-redis.call('hdel', KEYS[2], ARGV[2])
-redis.call('zrem', KEYS[1], ARGV[2])
-listed('zrem', ARGV[1], ARGV[2], old)
-if redis.call('zcard', KEYS[1]) == 0 then redis.call('zrem', KEYS[3], ARGV[1]) end
-emit('file.deleted', old)
-return digest
+local old = redis.call('hget', KEYS[2], ARGV[1])
+if not old then return {'', 0} end
+if ARGV[2] ~= '' and old ~= ARGV[2] then return {'', 0} end
+local item = {unref = string.match(old, '"digest":"(%x+)"'), member = redis.call('hget', KEYS[3], ARGV[1])}
+if ARGV[5] == '1' then item.event = event('file.deleted', old) end
+redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('hdel', KEYS[3], ARGV[1])
+redis.call('zrem', KEYS[1], ARGV[1])
+listed('zrem', ARGV[1], old)
+redis.call('rpush', KEYS[7], cjson.encode(item))
+local result = take(ARGV[6], ARGV[7], ARGV[8])
+table.insert(result, 1, item.unref)
+return result
 """
 )
 
-# KEYS: ready, the ordered set (bucket keys, or the bucket's purposes), bucket entries. ARGV: min, max, count,
-# '1' for the reverse order, how many characters of each member go before its key.
-# Returns {0} when the index is not ready, else {1, json, ...}.
+# KEYS: bucket keys, bucket entries, bucket members, the bucket's purposes, its expiring entries. ARGV: key,
+# json, reference, key, json, reference, ... Adds the entries that are absent (the rebuild: an entry there is
+# newer than the volume's it read). Returns 1 or 0 per entry: added?
+_LOAD = (
+    _METADATA_LUA
+    + """
+local added = {}
+for i = 1, #ARGV, 3 do
+  local new = redis.call('hsetnx', KEYS[2], ARGV[i], ARGV[i + 1])
+  if new == 1 then
+    redis.call('zadd', KEYS[1], 0, ARGV[i])
+    redis.call('hset', KEYS[3], ARGV[i], ARGV[i + 2])
+    listed('zadd', ARGV[i], ARGV[i + 1])
+  end
+  table.insert(added, new)
+end
+return added
+"""
+)
+
+# KEYS: the ordered set (bucket keys, or the bucket's purposes), bucket entries. ARGV: min, max, count, '1' for
+# the reverse order, how many characters of each member go before its key. Returns the entries' JSON.
 _PAGE = """
-if redis.call('exists', KEYS[1]) == 0 then return {0} end
 local keys
 if ARGV[4] == '1' then
-  keys = redis.call('zrevrangebylex', KEYS[2], ARGV[2], ARGV[1], 'LIMIT', 0, ARGV[3])
+  keys = redis.call('zrevrangebylex', KEYS[1], ARGV[2], ARGV[1], 'LIMIT', 0, ARGV[3])
 else
-  keys = redis.call('zrangebylex', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+  keys = redis.call('zrangebylex', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
 end
 local skip = tonumber(ARGV[5])
 if skip > 0 then
   for i, member in ipairs(keys) do keys[i] = string.sub(member, skip + 1) end
 end
-local result = {1}
+local result = {}
 for first = 1, #keys, 1000 do
-  local values = redis.call('hmget', KEYS[3], unpack(keys, first, math.min(first + 999, #keys)))
+  local values = redis.call('hmget', KEYS[2], unpack(keys, first, math.min(first + 999, #keys)))
   for _, value in ipairs(values) do table.insert(result, value) end
 end
 return result
 """
 
-# KEYS: ready, buckets. Returns {0} when not ready, else {1, bucket, ...}.
-_BUCKETS = """
-if redis.call('exists', KEYS[1]) == 0 then return {0} end
-local result = redis.call('zrange', KEYS[2], 0, -1)
-table.insert(result, 1, 1)
-return result
-"""
+# KEYS: the outbox's lock, the outbox. ARGV: token, lease ms, count. As `take`; the lock is let go of at once
+# when the outbox is empty.
+_TAKE = _take_lua("1", "2") + "return take(ARGV[1], ARGV[2], ARGV[3])\n"
 
-# KEYS: ready, refs, intents. ARGV: digest. 1 when the index is ready, no entry refers to the digest
-# and no intent names it (a commit that died after writing its entry has one, its entry no count yet).
-_UNREFERENCED = """
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
-if redis.call('hexists', KEYS[2], ARGV[1]) == 1 then return 0 end
-local named = '"digest":"' .. ARGV[1] .. '"'
-for _, intent in ipairs(redis.call('hvals', KEYS[3])) do
-  if string.find(intent, named, 1, true) then return 0 end
-end
-return 1
-"""
-
-# KEYS: ready, refs, holders. ARGV: digest, '1' to look in every bucket (else '0'), then the buckets to look in.
-# -1 when the index is not ready, else 1 when an entry of one of them refers to the digest, 0 when none.
-# The same commands whatever the answer, so neither it nor its timing tells of the buckets not asked about.
-_HELD_IN = """
-if redis.call('exists', KEYS[1]) == 0 then return -1 end
-if ARGV[2] == '1' then return redis.call('hexists', KEYS[2], ARGV[1]) end
-if #ARGV == 2 then return 0 end
-local holders = {}
-for i = 3, #ARGV do holders[i - 2] = ARGV[1] .. ':' .. ARGV[i] end
-local held = 0
-for _, count in ipairs(redis.call('hmget', KEYS[3], unpack(holders))) do
-  if count then held = 1 end
-end
-return held
+# KEYS: as _TAKE. ARGV: token, the number of items applied. Removes them and lets go; returns how many
+# items are left, or -1 when the lock ran out meanwhile (another process has taken them over).
+_APPLIED = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('ltrim', KEYS[2], tonumber(ARGV[2]), -1)
+redis.call('del', KEYS[1])
+return redis.call('llen', KEYS[2])
 """
 
 # KEYS: rebuild lock, ready. ARGV: lock token, generation.
@@ -221,6 +236,9 @@ if redis.call('hget', KEYS[1], 'latest') == ARGV[1] then redis.call('del', KEYS[
 REBUILD_BATCH = 1000
 
 
+APPLY_BATCH = 100
+
+
 class EntryIndex:
     def __init__(
         self, client: redis.Redis, keys: KeySpace, leases: Leases, entries: EntryStore, events_maxlen: int
@@ -229,69 +247,146 @@ class EntryIndex:
         self.events_maxlen = events_maxlen
         self.keys = keys
         self.leases = leases
+        self.buckets_list = leases.buckets
         self.entries = entries
         self._put = client.register_script(_PUT)
         self._remove = client.register_script(_REMOVE)
+        self._load = client.register_script(_LOAD)
         self._page = client.register_script(_PAGE)
-        self._buckets = client.register_script(_BUCKETS)
-        self._unreferenced = client.register_script(_UNREFERENCED)
-        self._held_in = client.register_script(_HELD_IN)
+        self._take = client.register_script(_TAKE)
+        self._applied = client.register_script(_APPLIED)
         self._finish = client.register_script(_FINISH)
         self._rebuild_begun = client.register_script(_REBUILD_BEGUN)
         self._caught_up = client.register_script(_CAUGHT_UP)
 
-    def _entry_keys(self, bucket: str) -> list[str]:
+    def _bucket_keys(self, bucket: str) -> list[str]:
         keys = self.keys
         return [
             keys.bucket_keys(bucket),
             keys.bucket_entries(bucket),
-            keys.buckets,
-            keys.refs,
-            keys.intents,
-            keys.events,
-            keys.holders,
+            keys.bucket_members(bucket),
             keys.bucket_purposes(bucket),
-            keys.expiring,
+            keys.bucket_expiring(bucket),
+            keys.intents(bucket),
+            keys.outbox(bucket),
+            keys.lock(f"outbox:{bucket}"),
         ]
 
-    def _event_args(self) -> list[str]:
-        """The scripts' last arguments for a change that appends its event: the stream's length, the time."""
-        return [str(self.events_maxlen), repr(time.time())]
+    def _taking(self) -> list[str | int]:
+        """The change scripts' last arguments: a token, a lease and a count to take the outbox with."""
+        return [self.leases.token(), int(self.leases.seconds * 1000), APPLY_BATCH]
+
+    async def _locks_of(self, bucket: str, release: ports.Lease | None) -> tuple[list[str], str]:
+        """The locks of `release` in the bucket's slot (its script lets go of them) and its token."""
+        if release is None:
+            return [], ""
+        lease = own(release)
+        slot = key_slot(self.keys.bucket_keys(bucket))
+        return [key for key in lease.keys if key_slot(key) == slot], lease.token
+
+    async def _let_go(self, release: ports.Lease | None, gone: list[str]) -> None:
+        if release is not None:
+            await own(release).release_except(gone)
+            release.released = True
 
     async def put(self, entry: Entry, release: ports.Lease | None = None) -> str | None:
         """Count the entry in; with `release`, let go of that lease and drop its intent in the same step.
 
-        Returns the digest of the entry the index held for that key before, if any.
+        Without `release`, the entry's reference to its content is added first (a commit's lease
+        added it with the blob's lock). Returns the digest of the entry the index held for that
+        key before, if any.
         """
-        locks, token = (list(own(release).keys), release.token) if release is not None else ([], "")
-        replaced = await self._put(
-            keys=self._entry_keys(entry.bucket) + locks,
-            args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 0, token, *self._event_args()],
+        await self.buckets_list.register(entry.bucket)
+        locks, token = await self._locks_of(entry.bucket, release)
+        if release is None:
+            token_of_reference = self.leases.token()
+            async with self.client.pipeline(transaction=False) as pipe:
+                member = reference(entry.bucket, entry.key, token_of_reference)
+                references.claim(pipe, self.keys, entry.digest, entry.bucket, member)
+                await pipe.execute()
+        else:
+            token_of_reference = token
+        taking = self._taking()
+        replaced, *taken = await self._put(
+            keys=self._bucket_keys(entry.bucket) + locks,
+            args=[
+                entry.key,
+                entry.model_dump_json(),
+                entry.digest,
+                token,
+                repr(time.time()),
+                reference(entry.bucket, entry.key, token_of_reference),
+                *taking,
+            ],
         )
-        if release is not None:
-            release.released = True
+        await self._let_go(release, locks)
+        crash_point("change-indexed")
+        await self.apply(entry.bucket, str(taking[0]), taken)
         return replaced or None
 
     async def remove(self, bucket: str, key: str, release: ports.Lease | None = None) -> str | None:
         """Take the key out; with `release`, as `put`. Returns the digest of the entry removed, if any."""
-        locks, token = (list(own(release).keys), release.token) if release is not None else ([], "")
-        removed = await self._remove(
-            keys=self._entry_keys(bucket) + locks, args=[bucket, key, "", token, *self._event_args()]
+        locks, token = await self._locks_of(bucket, release)
+        taking = self._taking()
+        removed, *taken = await self._remove(
+            keys=self._bucket_keys(bucket) + locks, args=[key, "", token, repr(time.time()), "1", *taking]
         )
-        if release is not None:
-            release.released = True
+        await self._let_go(release, locks)
+        crash_point("change-indexed")
+        await self.apply(bucket, str(taking[0]), taken)
         return removed or None
+
+    async def apply(self, bucket: str, token: str | None = None, taken: list[str] | None = None) -> None:
+        """Apply the bucket's outbox (events to append, references that ended), in order, unless
+        another process is applying it: that one looks again before it stops, so it applies ours.
+        `token` and `taken`: the outbox as a change script took it already (as `take` answers)."""
+        lock, outbox = self.keys.lock(f"outbox:{bucket}"), self.keys.outbox(bucket)
+        while True:
+            if token is None or taken is None:
+                token, taking = self.leases.token(), self._taking()[1:]
+                taken = await self._take(keys=[lock, outbox], args=[token, *taking])
+            items = taken[1:]
+            if int(taken[0]) == 0 or not items:
+                return
+            async with self.client.pipeline(transaction=False) as pipe:
+                for raw in items:
+                    item = json.loads(raw)
+                    if event := item.get("event"):
+                        fields = dict(zip(event[::2], event[1::2], strict=True))
+                        pipe.xadd(self.keys.events, fields, maxlen=self.events_maxlen, approximate=True)
+                    if item.get("unref") and item.get("member"):
+                        references.end(pipe, self.keys, item["unref"], bucket, item["member"])
+                await pipe.execute()
+            crash_point("outbox-applied")
+            if await self._applied(keys=[lock, outbox], args=[token, len(items)]) <= 0:
+                return
+            token = taken = None
+
+    async def apply_all(self) -> int:
+        """Apply the outboxes left behind by processes that died between a change and its events; the
+        number of buckets that had some."""
+        buckets = await self.buckets_list.all()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.llen(self.keys.outbox(bucket))
+            lengths = await pipe.execute()
+        pending = [bucket for bucket, length in zip(buckets, lengths, strict=True) if length]
+        for bucket in pending:
+            await self.apply(bucket)
+        return len(pending)
 
     async def get(self, bucket: str, key: str) -> Entry | None:
         value = await self.client.hget(self.keys.bucket_entries(bucket), key)
         return Entry.model_validate_json(value) if value is not None else None
 
     async def buckets(self) -> list[str]:
-        result = await self._buckets(keys=[self.keys.ready, self.keys.buckets])
-        if int(result[0]) == 0:
-            await self.rebuild()
-            return await self.buckets()
-        return list(result[1:])
+        await self.rebuild()
+        buckets = await self.buckets_list.all()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.exists(self.keys.bucket_keys(bucket))
+            held = await pipe.execute()
+        return [bucket for bucket, count in zip(buckets, held, strict=True) if count]
 
     async def page(
         self,
@@ -304,6 +399,7 @@ class EntryIndex:
     ) -> tuple[list[Entry], bool]:
         """Up to `limit` entries of `bucket` in key order (or the reverse), and whether more follow;
         with `purpose`, only those whose metadata `purpose` is that: one range read either way."""
+        await self.rebuild()
         low, high = f"[{prefix}", f"({prefix}\U0010ffff" if prefix else "+"
         if after is not None and not reverse and after >= prefix:
             low = f"({after}"
@@ -316,46 +412,56 @@ class EntryIndex:
             low = low[0] + f"{purpose}\0" + low[1:]
             high = f"({purpose}\0\U0010ffff" if high == "+" else high[0] + f"{purpose}\0" + high[1:]
         result = await self._page(
-            keys=[self.keys.ready, ordered, self.keys.bucket_entries(bucket)],
+            keys=[ordered, self.keys.bucket_entries(bucket)],
             args=[low, high, limit + 1, 1 if reverse else 0, skip],
         )
-        if int(result[0]) == 0:
-            await self.rebuild()
-            return await self.page(bucket, prefix, after, limit, reverse, purpose)
-        found = [Entry.model_validate_json(value) for value in result[1:] if value is not None]
+        found = [Entry.model_validate_json(value) for value in result if value is not None]
         found = [entry for entry in found if entry.key.startswith(prefix)]
         return found[:limit], len(found) > limit
 
     async def expired(self, now: float, limit: int) -> list[tuple[str, str]]:
         """(bucket, key) of up to `limit` entries whose metadata `expires_at` is `now` or earlier, the
-        earliest first; rebuilds a lost index first (the entries on the volume are the truth)."""
+        earliest first; rebuilds a lost index first (the entries on the volume are the truth).
+
+        Each bucket keeps its own expiring set, changed in the same step as its entries, so a crash
+        leaves none out of step; the list of buckets holds every bucket before its first entry."""
         await self.rebuild()
-        members = await self.client.zrangebyscore(self.keys.expiring, "-inf", now, start=0, num=limit)
-        return [(bucket, key) for bucket, _, key in (str(member).partition("/") for member in members)]
+        buckets = await self.buckets_list.all()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.zrangebyscore(self.keys.bucket_expiring(bucket), "-inf", now, start=0, num=limit, withscores=True)
+            found = await pipe.execute()
+        due = sorted(
+            (float(score), bucket, str(key))
+            for bucket, members in zip(buckets, found, strict=True)
+            for key, score in members
+        )
+        return [(bucket, key) for _, bucket, key in due[:limit]]
 
     async def unreferenced(self, digest: str) -> bool:
-        """True only when the index is complete and no entry refers to `digest`."""
-        return bool(await self._unreferenced(keys=[self.keys.ready, self.keys.refs, self.keys.intents], args=[digest]))
+        """True only when the index is complete and no entry nor commit in flight refers to `digest`."""
+        holding = await self.client.scard(self.keys.holders(digest))
+        return holding == 0 and await self.is_ready()
 
     async def held_in(self, digest: str, buckets: Collection[str] | None) -> bool:
-        """Whether an entry of one of `buckets` (None: of any bucket) refers to `digest`; rebuilds a lost index
-        first. The same script and commands for any answer: see `_HELD_IN`."""
-        anywhere = "1" if buckets is None else "0"
-        held = await self._held_in(
-            keys=[self.keys.ready, self.keys.refs, self.keys.holders], args=[digest, anywhere, *sorted(buckets or ())]
-        )
-        if int(held) < 0:
-            await self.rebuild()
-            return await self.held_in(digest, buckets)
-        return bool(held)
+        """Whether an entry (or a commit in flight) of one of `buckets` (None: of any bucket) refers to
+        `digest`; rebuilds a lost index first. One command whatever the answer, that names only `buckets`."""
+        await self.rebuild()
+        if buckets is None:
+            return bool(await self.client.exists(self.keys.holders(digest)))
+        if not buckets:
+            return False
+        return any(await self.client.smismember(self.keys.holders(digest), sorted(buckets)))
 
-    async def referenced(self) -> set[str] | None:
-        """Every digest some entry refers to, or None while the index is not complete."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.exists(self.keys.ready)
-            pipe.hkeys(self.keys.refs)
-            ready, digests = await pipe.execute()
-        return set(digests) if ready else None
+    async def referenced(self, digests: list[str]) -> set[str] | None:
+        """Those of `digests` some entry (or commit in flight) refers to, or None while the index is not complete."""
+        if not await self.is_ready():
+            return None
+        async with self.client.pipeline(transaction=False) as pipe:
+            for digest in digests:
+                pipe.exists(self.keys.holders(digest))
+            found = await pipe.execute()
+        return {digest for digest, exists in zip(digests, found, strict=True) if exists}
 
     async def is_ready(self) -> bool:
         return bool(await self.client.exists(self.keys.ready))
@@ -364,11 +470,12 @@ class EntryIndex:
         """Load every entry from the volume, or wait while another process does it."""
         deadline = time.monotonic() + wait
         while not await self.is_ready():
+            self.buckets_list.forget()
             lease = await self.leases.acquire("index-rebuild")
             if lease is not None:
                 try:
                     async with lease.kept_alive():
-                        await self._load(lease.key, lease.token)
+                        await self._load_all(lease.key, lease.token)
                 finally:
                     await lease.release()
                 continue
@@ -385,7 +492,7 @@ class EntryIndex:
     async def caught_up(self, latest: float) -> None:
         await self._caught_up(keys=[self.keys.rebuilds], args=[repr(latest)])
 
-    async def _load(self, lock_key: str, token: str) -> None:
+    async def _load_all(self, lock_key: str, token: str) -> None:
         await self._rebuild_begun(keys=[self.keys.rebuilds], args=[repr(time.time())])
         scan = self.entries.scan()
         while batch := await asyncio.to_thread(lambda: list(itertools.islice(scan, REBUILD_BATCH))):
@@ -393,18 +500,34 @@ class EntryIndex:
         await self._finish(keys=[lock_key, self.keys.ready], args=[token, secrets.token_hex(8)])
 
     async def _load_batch(self, batch: list[Entry]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for entry in batch:
-                await self._put(
-                    keys=self._entry_keys(entry.bucket),
-                    args=[entry.bucket, entry.key, entry.model_dump_json(), entry.digest, 1, "", "", ""],
-                    client=pipe,
-                )
-            await pipe.execute()
+        await self.buckets_list.register(*{entry.bucket for entry in batch})
+        token = self.leases.token()
+        by_bucket: dict[str, list[Entry]] = {}
+        for entry in batch:
+            by_bucket.setdefault(entry.bucket, []).append(entry)
+        for bucket, entries in by_bucket.items():
+            arguments = [
+                value
+                for entry in entries
+                for value in (entry.key, entry.model_dump_json(), reference(bucket, entry.key, token))
+            ]
+            # Referred to before they are listed, as a commit does; the references of those not added go again.
+            async with self.client.pipeline(transaction=False) as pipe:
+                for entry in entries:
+                    references.claim(pipe, self.keys, entry.digest, bucket, reference(bucket, entry.key, token))
+                await pipe.execute()
+            added = await self._load(keys=self._bucket_keys(bucket)[:5], args=arguments)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for entry, new in zip(entries, added, strict=True):
+                    if not new:
+                        references.end(pipe, self.keys, entry.digest, bucket, reference(bucket, entry.key, token))
+                await pipe.execute()
         # A delete may have removed an entry between our read and our insert: undo those.
         gone = await asyncio.to_thread(lambda: [entry for entry in batch if not self.entries.exists(entry)])
         for entry in gone:
-            await self._remove(
-                keys=self._entry_keys(entry.bucket),
-                args=[entry.bucket, entry.key, entry.model_dump_json(), "", "", ""],
+            taking = self._taking()
+            _, *taken = await self._remove(
+                keys=self._bucket_keys(entry.bucket),
+                args=[entry.key, entry.model_dump_json(), "", repr(time.time()), "", *taking],
             )
+            await self.apply(entry.bucket, str(taking[0]), taken)

@@ -4,9 +4,17 @@ A holder that dies leaves its lock behind for at most one lease. Holders of
 long work renew the lease while they make progress.
 
 A lease may carry an intent: a record of the change its holder is about to make
-(`<prefix>intents`, field: the lease's token), written in the same step as the locks
-are taken and removed by the script that finishes the change. A record whose locks
-are no longer held by its token outlived its holder: see `service/core/catalog.py`.
+(`intents:{bucket:<b>}`, field: the lease's token), written in the same step as the
+entry's lock is taken and removed by the script that finishes the change in the index;
+for a commit, also a claim on its content (the entry's member of `refs:{blob:<d>}`,
+taken with the blob's lock), so that nothing frees the blob while the change is in
+flight or stranded. A record whose locks are no longer held by its token outlived its
+holder: see `service/core/catalog.py`.
+
+The locks of one lease may lie in several hash slots (a blob's and an entry's): each
+slot's are taken in one script, the slots one after the other, the claim's last, and
+what was taken is given back when a later slot's lock is busy. Nothing waits while it
+holds a lock, so this cannot deadlock either.
 """
 
 from __future__ import annotations
@@ -16,26 +24,32 @@ import contextlib
 import itertools
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import redis.asyncio as redis
 
 from service.core import ports
 from service.core.errors import Unavailable
-from service.redis.keyspace import KeySpace
+from service.core.model import Intent
+from service.redis import references
+from service.redis.buckets import Buckets
+from service.redis.keyspace import KeySpace, by_slot, key_slot
+from service.redis.references import reference
 
-# Every script takes the lease's keys as KEYS and its token as ARGV[1]: one lease may hold several locks.
-# _ACQUIRE: with an intent (ARGV[3]), the last KEY is the intents hash, not a lock.
+# KEYS: ARGV[3] locks, then the records' keys. ARGV: token, lease ms, the number of locks, then a kind and a
+# value per record: 'intent' (HSET token value, the intent's JSON) or 'claim' (SADD value, the entry's member).
 _ACQUIRE = """
-local locks = #KEYS
-if ARGV[3] then locks = locks - 1 end
+local locks = tonumber(ARGV[3])
 for i = 1, locks do
   if not redis.call('set', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
     for j = 1, i - 1 do redis.call('del', KEYS[j]) end
     return 0
   end
 end
-if ARGV[3] then redis.call('hset', KEYS[#KEYS], ARGV[1], ARGV[3]) end
+for i = locks + 1, #KEYS do
+  local kind, value = ARGV[2 + 2 * (i - locks)], ARGV[3 + 2 * (i - locks)]
+  if kind == 'intent' then redis.call('hset', KEYS[i], ARGV[1], value) else redis.call('sadd', KEYS[i], value) end
+end
 return 1
 """
 
@@ -51,7 +65,7 @@ end
 
 
 _RELEASE = release_lua(1, "ARGV[1]") + "return 1\n"
-# KEYS: the intents hash, then the locks.
+# KEYS: the intents hash, then the locks (of its slot).
 _SETTLE = "redis.call('hdel', KEYS[1], ARGV[1])\n" + release_lua(2, "ARGV[1]") + "return 1\n"
 _RENEW = """
 for _, key in ipairs(KEYS) do
@@ -79,12 +93,19 @@ class Lease:
     """Locks this process holds, taken and let go together; `keys` and `token` identify them in Redis."""
 
     def __init__(
-        self, leases: Leases, keys: tuple[str, ...], token: str, seconds: float, intent: str | None = None
+        self,
+        leases: Leases,
+        keys: tuple[str, ...],
+        token: str,
+        seconds: float,
+        intents: str | None = None,
+        claim: tuple[str, str, str] | None = None,
     ) -> None:
         self.keys = keys
         self.token = token
         self.seconds = seconds
-        self.intent = intent
+        self.intents = intents  # the hash holding this lease's intent, if it has one
+        self.claim = claim  # (digest, bucket, member) of a commit's claim on its content, if it has one
         self.renewed_at = time.monotonic()
         self.released = False
         self._leases = leases
@@ -107,10 +128,11 @@ class Lease:
         self.renewed_at = time.monotonic()
 
     async def renew(self) -> bool:
-        held = bool(await self._leases.renew_script(keys=list(self.keys), args=[self.token, self.milliseconds]))
-        if held:
-            self.renewed()
-        return held
+        for group in by_slot(self.keys):
+            if not await self._leases.renew_script(keys=group, args=[self.token, self.milliseconds]):
+                return False
+        self.renewed()
+        return True
 
     async def release(self) -> None:
         """Let go, unless a script that ended the work let go already (see `released`).
@@ -119,15 +141,23 @@ class Lease:
         whoever settles intents (the sweeper) finds out which half.
         """
         if not self.released:
-            await self._leases.release_script(keys=list(self.keys), args=[self.token])
+            await self.release_except(())
             self.released = True
 
+    async def release_except(self, gone: Iterable[str]) -> None:
+        """Let go of the locks but those in `gone` (let go of by a script that ended the work)."""
+        for group in by_slot(key for key in self.keys if key not in set(gone)):
+            await self._leases.release_script(keys=group, args=[self.token])
+
     async def settle(self) -> None:
-        """Let go and drop the intent: the work ended having changed nothing."""
+        """Let go and drop the intent and the claim: the work ended having changed nothing."""
         if not self.released:
-            keys = [self._leases.keys.intents, *self.keys]
-            await self._leases.settle_script(keys=keys, args=[self.token])
+            await self._leases.let_go(self.token, self.keys, self.intents)
             self.released = True
+            if self.claim is not None:
+                async with self._leases.client.pipeline(transaction=False) as pipe:
+                    references.end(pipe, self._leases.keys, *self.claim)
+                    await pipe.execute()
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[None]:
@@ -173,6 +203,7 @@ class Leases:
         self.client = client
         self.keys = keys
         self.seconds = seconds
+        self.buckets = Buckets(client, keys)
         # A holder's token must only differ from every other holder's: a random part per process and a
         # counter (no system call per lock, as a fresh random token would take).
         self._token_prefix = secrets.token_hex(8)
@@ -188,20 +219,49 @@ class Leases:
     def new(self, key: str, token: str, seconds: float | None = None) -> Lease:
         return Lease(self, (key,), token, seconds or self.seconds)
 
-    async def acquire(self, *names: str, seconds: float | None = None, intent: str | None = None) -> Lease | None:
-        """Take the locks `names`, all or none, if they are free, without waiting; with `intent`
-        (JSON), record it under the lease's token in the same step."""
-        keys = tuple(self.keys.lock(name) for name in names)
-        lease = Lease(self, keys, self.token(), seconds or self.seconds, intent)
-        args: list[str | int] = [lease.token, lease.milliseconds]
+    async def acquire(self, *names: str, seconds: float | None = None, intent: Intent | None = None) -> Lease | None:
+        """Take the locks `names`, all or none, if they are free, without waiting; with `intent`, record
+        it under the lease's token (and a commit's claim on its content) in the same steps."""
+        locks = tuple(self.keys.lock(name) for name in names)
+        records: list[tuple[str, str, str]] = []
+        intents = None
+        claim: tuple[str, str, str] | None = None
+        lease_token = self.token()
         if intent is not None:
-            keys, args = (*keys, self.keys.intents), [*args, intent]
-        if await self.acquire_script(keys=list(keys), args=args):
-            return lease
-        return None
+            # Listed before its intent exists, so that whoever looks for stranded intents finds the bucket.
+            await self.buckets.register(intent.bucket)
+            intents = self.keys.intents(intent.bucket)
+            records.append((intents, "intent", intent.model_dump_json()))
+            if intent.digest is not None:
+                member = reference(intent.bucket, intent.key, lease_token)
+                records.append((self.keys.refs(intent.digest, intent.bucket), "claim", member))
+                records.append((self.keys.holders(intent.digest), "claim", intent.bucket))
+                claim = (intent.digest, intent.bucket, member)
+        lease = Lease(self, locks, lease_token, seconds or self.seconds, intents, claim)
+        taken: list[str] = []
+        for step in _steps(locks, records):
+            step_locks = [key for key in step if key in locks]
+            step_records = [record for record in records if record[0] in step]
+            arguments: list[str | int] = [lease.token, lease.milliseconds, len(step_locks)]
+            for _, kind, value in step_records:
+                arguments += [kind, value]
+            if not await self.acquire_script(keys=step_locks + [key for key, _, _ in step_records], args=arguments):
+                await self.let_go(lease.token, tuple(taken), intents)
+                return None
+            taken += step_locks
+        return lease
+
+    async def let_go(self, token: str, locks: tuple[str, ...], intents: str | None) -> None:
+        """Let go of `locks` held with `token` and drop the intent recorded under it in `intents`."""
+        if intents is not None:
+            await self.settle_script(
+                keys=[intents, *(key for key in locks if key_slot(key) == key_slot(intents))], args=[token]
+            )
+        for group in by_slot(key for key in locks if intents is None or key_slot(key) != key_slot(intents)):
+            await self.release_script(keys=group, args=[token])
 
     @contextlib.asynccontextmanager
-    async def hold(self, *names: str, wait: float | None = None, intent: str | None = None) -> AsyncIterator[Lease]:
+    async def hold(self, *names: str, wait: float | None = None, intent: Intent | None = None) -> AsyncIterator[Lease]:
         """Hold the locks `names` for a short critical section, waiting up to `wait` seconds for them.
 
         Taking several at once, all or none, cannot deadlock with another holder of some of them.
@@ -218,3 +278,11 @@ class Leases:
                 yield lease
         finally:
             await lease.release()
+
+
+def _steps(locks: tuple[str, ...], records: list[tuple[str, str, str]]) -> list[list[str]]:
+    """The keys of an acquisition, one list per hash slot, the slot of a claim last: the step that
+    nothing undoes, so that a busy lock gives back only locks and an intent."""
+    steps = by_slot([*locks, *(key for key, _, _ in records)])
+    claims = {key_slot(key) for key, kind, _ in records if kind == "claim"}
+    return sorted(steps, key=lambda step: key_slot(step[0]) in claims)

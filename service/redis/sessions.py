@@ -3,6 +3,10 @@
 The offset only moves through a script that checks the writer still holds the
 session's lock and that the offset is where the writer found it, so two
 processes can never both advance it.
+
+A session and its lock share a hash slot; the set of a client's open sessions has its own
+(the client's), so a new session is written first and then admitted into that set in one
+script that counts it, and the set forgets the sessions no longer open only when it is full.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import cast
 
 import redis.asyncio as redis
 
@@ -23,22 +28,12 @@ from service.redis.leases import Lease, Leases, own
 OPEN = "open"
 COMPLETE = "complete"
 
-# KEYS: session, the requester's open sessions. ARGV: ttl s, max open, id, session key prefix, fields...
-# Counts the requester's sessions still open (forgetting completed and expired ones) before adding one.
-_CREATE = """
-local open = 0
-for _, id in ipairs(redis.call('smembers', KEYS[2])) do
-  if redis.call('hget', ARGV[4] .. id, 'state') == 'open' then
-    open = open + 1
-  else
-    redis.call('srem', KEYS[2], id)
-  end
-end
-if open >= tonumber(ARGV[2]) then return 0 end
-redis.call('hset', KEYS[1], unpack(ARGV, 5))
-redis.call('expire', KEYS[1], ARGV[1])
-redis.call('sadd', KEYS[2], ARGV[3])
-redis.call('expire', KEYS[2], ARGV[1])
+# KEYS: the requester's open sessions. ARGV: max open, id, ttl s. Adds the session unless the requester has
+# `max open` already; 1 added, 0 not.
+_ADMIT = """
+if redis.call('scard', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('sadd', KEYS[1], ARGV[2])
+redis.call('expire', KEYS[1], ARGV[3])
 return 1
 """
 
@@ -119,7 +114,7 @@ class SessionStore:
         self.keys = keys
         self.leases = leases
         self.ttl_seconds = ttl_seconds
-        self._create = client.register_script(_CREATE)
+        self._admit = client.register_script(_ADMIT)
         self._begin_write = client.register_script(_BEGIN_WRITE)
         self._advance = client.register_script(_ADVANCE)
         self._declare_size = client.register_script(_DECLARE_SIZE)
@@ -170,22 +165,40 @@ class SessionStore:
             "length_deferred": "1" if length_deferred else "",
             "part": "1" if part else "",
         }
-        fields = [item for pair in mapping.items() for item in pair]
-        created = await self._create(
-            keys=[self.keys.session(session.id), self.keys.open_sessions(requester)],
-            args=[self.ttl_seconds, max_open, session.id, self.keys.session(""), *fields],
-        )
-        if not created:
+        name = self.keys.session(session.id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(name, items=[item for pair in mapping.items() for item in pair])
+            pipe.expire(name, self.ttl_seconds)
+            await pipe.execute()
+        if not await self._admitted(session.id, requester, max_open):
+            await self.client.delete(name)
             raise TooManySessions(
                 f"{max_open} upload sessions are open already for this client; "
                 "complete or cancel some, or wait for them to expire"
             )
         return session
 
+    async def _admitted(self, session_id: str, requester: str, max_open: int) -> bool:
+        """Count the session among the requester's open ones, unless it has `max_open` open already."""
+        opened = self.keys.open_sessions(requester)
+        arguments: list[str | int] = [max_open, session_id, self.ttl_seconds]
+        if await self._admit(keys=[opened], args=arguments):
+            return True
+        # Full: forget the sessions that completed or expired meanwhile (none ever opens again), and try again.
+        listed = cast(list[str], list(await self.client.smembers(opened)))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for listed_id in listed:
+                pipe.hget(self.keys.session(listed_id), "state")
+            states = await pipe.execute()
+        closed = [listed_id for listed_id, state in zip(listed, states, strict=True) if state != OPEN]
+        if closed:
+            await self.client.srem(opened, *closed)
+        return bool(await self._admit(keys=[opened], args=arguments))
+
     async def get(self, session_id: str) -> Session:
         """The session, its TTL renewed; SessionNotFound when unknown or expired."""
         name = self.keys.session(session_id)
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(name)
             pipe.expire(name, self.ttl_seconds)
             fields, _ = await pipe.execute()

@@ -212,6 +212,7 @@ class RedisServer(ManagedProcess):
         port: int | None = None,
         persistent: bool = False,
         replica_of: int | None = None,
+        clustered: bool = False,
     ) -> None:
         binary = redis_server_binary()
         assert binary is not None, "redis-server is not on PATH"
@@ -229,6 +230,10 @@ class RedisServer(ManagedProcess):
             "--dir", str(directory),
         ]  # fmt: skip
         self.replica_of = replica_of
+        if clustered:
+            # A node silent for a second is failed over: quick, for tests that kill one.
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf")]
+            args += ["--cluster-node-timeout", "1000", "--cluster-port", str(free_port())]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
         super().__init__(f"redis-server:{self.port}", args, log_path)
@@ -262,6 +267,71 @@ class RedisServer(ManagedProcess):
         self.check_alive()
         with contextlib.closing(self.client()) as client:
             return bool(client.ping())
+
+
+class ClusterServers:
+    """A Redis Cluster of `primaries` nodes with a replica each, made with `redis-cli --cluster create`."""
+
+    def __init__(self, nodes: list[RedisServer]) -> None:
+        self.nodes = nodes
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def create(self) -> ClusterServers:
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        command = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_for(self.healthy, STARTUP_SECONDS, "every cluster node to see every slot served")
+        return self
+
+    def client(self) -> redis.RedisCluster:
+        node = next(node for node in self.nodes if node.running())
+        return redis.RedisCluster(host="127.0.0.1", port=node.port, decode_responses=True, socket_timeout=5)
+
+    def roles(self) -> dict[int, tuple[str, str | None]]:
+        """port -> ('master' or 'slave', the node id of its primary) as a live node sees the cluster."""
+        node = next(node for node in self.nodes if node.running())
+        with contextlib.closing(node.client()) as client:
+            text = client.execute_command("CLUSTER", "NODES")
+        lines = [line.split() for line in (text if isinstance(text, str) else text.decode()).splitlines() if line]
+        found = {}
+        for fields in lines:
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            role = "master" if "master" in fields[2] else "slave"
+            failed = "fail" in fields[2] and "fail?" not in fields[2]
+            found[port] = (role if not failed else "failed", fields[0] if role == "master" else fields[3])
+        return found
+
+    def primaries(self) -> list[RedisServer]:
+        roles = self.roles()
+        return [node for node in self.nodes if roles.get(node.port, ("",))[0] == "master" and node.running()]
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        roles = self.roles()
+        primary_id = roles[primary.port][1]
+        return next(node for node in self.nodes if roles[node.port] == ("slave", primary_id))
+
+    def healthy(self) -> bool:
+        """Every live node says the cluster is ok (every slot served) and sees three live primaries."""
+        for node in self.nodes:
+            if not node.running():
+                continue
+            with contextlib.closing(node.client()) as client:
+                if client.execute_command("CLUSTER", "INFO").split("cluster_state:")[1][:2] != "ok":
+                    return False
+        return len(self.primaries()) == len(self.nodes) // 2
+
+    def in_sync(self) -> bool:
+        """Every replica's link to its primary is up."""
+        for node in self.nodes:
+            with contextlib.closing(node.client()) as client:
+                replication = client.info("replication")
+            if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                return False
+        return True
 
 
 class SentinelServer(ManagedProcess):
@@ -400,6 +470,17 @@ class Launcher:
         )
         self.track(server)
         return server.start()
+
+    def cluster(self, primaries: int = 3) -> ClusterServers:
+        """A Redis Cluster of `primaries` nodes with a replica each, every slot served."""
+        nodes = []
+        for _ in range(primaries * 2):
+            server = RedisServer(
+                self.directory / f"redis-{len(self.processes)}", self.log_path("redis-node"), clustered=True
+            )
+            self.track(server)
+            nodes.append(server.start())
+        return ClusterServers(nodes).create()
 
     def sentinel(self, master: str, primary_port: int, quorum: int) -> SentinelServer:
         sentinel = SentinelServer(

@@ -12,12 +12,21 @@ import os
 import httpx
 import pytest
 
+from service.redis.keyspace import KeySpace
+
 from .harness import MiB, assert_content, b3, expect, resume, wait_for
 
 LEASE_SECONDS = 2  # FILES_LOCK_LEASE_SECONDS of the harness
 CONVERGE_SECONDS = 60
 # Where the process dies, and whether the file is there afterwards.
-CRASH_POINTS = {"blob-placed": False, "entry-written": True, "index-updated": True, "committed": True}
+CRASH_POINTS = {
+    "blob-placed": False,
+    "entry-written": True,
+    "change-indexed": True,
+    "outbox-applied": True,
+    "index-updated": True,
+    "committed": True,
+}
 
 
 def blob(data_dir, content: bytes):
@@ -27,7 +36,10 @@ def blob(data_dir, content: bytes):
 
 def references(redis_server, prefix: str, content: bytes) -> int:
     with redis_server.client() as client:
-        return int(client.hget(f"{prefix}index:refs", b3(content)) or 0)
+        keys = KeySpace(prefix)
+        return sum(
+            int(client.scard(keys.refs(b3(content), bucket))) for bucket in client.smembers(keys.holders(b3(content)))
+        )
 
 
 def state(api, data_dir, redis_server, prefix: str, content: bytes) -> tuple[bool, bool, int, bool, int]:
@@ -64,11 +76,19 @@ def test_a_commit_killed_at_each_step_converges(services, own_redis, data_dir, r
     expect(fresh.api.delete("crash", "other"), 200)
     if CRASH_POINTS[point]:
         assert_content(fresh.api.content("crash", "k"), content)
-        assert references(own_redis, redis_prefix, content) == 1
+        # The other key's reference ends when its bucket's outbox is applied: at once, or once the lease of a
+        # process killed while applying it runs out.
+        wait_for(lambda: references(own_redis, redis_prefix, content) == 1, CONVERGE_SECONDS, "one reference left")
     else:
         wait_for(lambda: not blob(data_dir, content).exists(), CONVERGE_SECONDS, "the other key's blob to be freed")
     with own_redis.client() as client:
-        assert client.hlen(f"{redis_prefix}intents") == 0
+        assert client.hlen(KeySpace(redis_prefix).intents("crash")) == 0
+        wait_for(lambda: client.llen(KeySpace(redis_prefix).outbox("crash")) == 0, CONVERGE_SECONDS, "the outbox")
+        events = [fields for _, fields in client.xrange(KeySpace(redis_prefix).events) if fields["key"] == "k"]
+    # Never an event without its change, nor a change without its event; one killed after appending it
+    # and before clearing its outbox gives it twice (at least once).
+    assert {fields["type"] for fields in events} == ({"file.created"} if CRASH_POINTS[point] else set())
+    assert len(events) == (2 if point == "outbox-applied" else 1 if CRASH_POINTS[point] else 0)
 
 
 @pytest.mark.parametrize("point", ["blob-placed", "entry-written"])
