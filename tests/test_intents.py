@@ -275,6 +275,33 @@ async def test_the_catch_up_waits_until_a_lease_has_passed_since_the_latest_rebu
         assert await redis.exists(keys.rebuilds)
 
 
+@pytest.mark.parametrize("rebuilt", [False, True], ids=["then-counted", "then-rebuilt-then-counted"])
+async def test_a_commit_that_outlived_redis_losing_its_data_keeps_its_content_referenced(
+    app, redis, settings, monkeypatch, keys, rebuilt
+):
+    """Redis lost its data (restarted empty) after a commit took its locks and claimed its content,
+    before the commit counted its entry in: the claim went with the data, so the entry counted in
+    must bring a reference of its own, or the sweep frees a listed file's blob."""
+    content = b"claimed before Redis lost its data, counted after"
+    count_in = service.redis.index.EntryIndex.put
+
+    async def put_after_redis_lost_its_data(index, entry, release=None):
+        monkeypatch.setattr(service.redis.index.EntryIndex, "put", count_in)
+        await redis.delete(*[key async for key in redis.scan_iter(match=f"{settings.redis_prefix}*")])
+        if rebuilt:  # another process rebuilt the index meanwhile: it found the entry on the volume
+            await index.rebuild()
+        return await count_in(index, entry, release)
+
+    async with http_client(app) as client:
+        await listed(client, "b")
+        session_id = await start_session(client, "b", "k", len(content))
+        monkeypatch.setattr(service.redis.index.EntryIndex, "put", put_after_redis_lost_its_data)
+        await send(client, session_id, content, offset=0)  # its session went with the data: no answer to check
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", content)
+        assert await references(redis, keys, content) == 1
+
+
 async def test_a_rebuild_records_when_it_began(client, redis, keys):
     await upload(client, "b", "k", b"content")
     await redis.delete(keys.ready)  # Redis lost the index

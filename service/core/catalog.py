@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from service.core.crashpoints import crash_point
-from service.core.errors import BlobMissing, FileNotFound, OutsideRoot, Unavailable
+from service.core.errors import BlobMissing, FileNotFound, LostLocks, OutsideRoot, Unavailable
 from service.core.model import Entry, Intent
 from service.core.ports import BlobStore, EntryIndex, EntryStore, Intents, Leases, Observer, StagingArea
 
@@ -77,8 +77,20 @@ class Catalog:
             except BlobMissing:
                 await lease.settle()  # nothing changed
                 raise
-            unindexed = await self.index.put(entry, release=lease)
-            crash_point("index-updated")
+            try:
+                unindexed = await self.index.put(entry, release=lease)
+            except LostLocks:
+                lost = True
+            else:
+                lost = False
+                crash_point("index-updated")
+        if lost:
+            # Redis lost its data (or the lease ran out) mid-commit, and the claim on the content may have
+            # gone with the locks: counting the entry in on the old claim would leave it unreferenced, its
+            # blob free to go. So, as the sweep settles a change cut short, under a new lock the index is
+            # made to agree with the volume, which refers to the content anew.
+            async with self.leases.hold(f"entry:{entry.bucket}/{entry.key}"):
+                unindexed = await self._reconcile(entry.bucket, entry.key)
         # The volume's old entry and the index's are the same one, unless a crash parted them.
         for digest in _other_digests(entry.digest, replaced.digest if replaced else None, unindexed):
             await self.release_blob(digest)

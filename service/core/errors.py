@@ -171,3 +171,8 @@ class CorruptBlob(StorageError):
 
 class LostLease(Exception):
     """The writer no longer holds the session (its lease ran out, or its offset moved)."""
+
+
+class LostLocks(Exception):
+    """A change's locks went before it was counted in the index (their lease ran out, or Redis lost
+    its data), and its claim on the content may have gone with them: the index was not changed."""

@@ -363,7 +363,9 @@ class EntryIndex(Protocol):
         """Count the entry in (with `release`, the lease of the commit's intent: let go of it and
         drop the intent in the same step), and append its file.created event; returns the digest
         of the entry it replaced in the index, if any. A process that dies part-way leaves the
-        event (and the end of the replaced entry's reference) to `apply_all`, never lost."""
+        event (and the end of the replaced entry's reference) to `apply_all`, never lost.
+        Raises LostLocks, having changed nothing, when `release`'s locks are no longer held by it
+        (the content's claim taken with them may be gone): the caller reconciles under new ones."""
 
     async def remove(self, bucket: str, key: str, release: Lease | None = None) -> str | None:
         """Take the key out and append its file.deleted, with `release` as `put`; returns the digest

@@ -45,7 +45,7 @@ import redis.asyncio as redis
 
 from service.core import ports
 from service.core.crashpoints import crash_point
-from service.core.errors import Unavailable
+from service.core.errors import LostLocks, Unavailable
 from service.core.model import Entry
 from service.core.ports import EntryStore
 from service.redis import references
@@ -105,12 +105,16 @@ end
 # (which also names the intent to drop; '' for none), the time, the entry's reference (its member of the
 # content's refs, already added), then a token, lease ms and count to take the outbox with. Queues a
 # file.created, and the end of the replaced entry's reference, and takes the outbox (saving a round trip).
-# Returns {the replaced entry's digest or '', then as `take`}.
+# Returns {the replaced entry's digest or '', then as `take`}, or {-1} without a change when the locks are
+# no longer held with the token: the reference was added with them, and may have gone with them.
 _PUT = (
     _event_lua("ARGV[5]")
     + _take_lua("8", "7")
     + _METADATA_LUA
     + """
+for i = 9, #KEYS do
+  if redis.call('get', KEYS[i]) ~= ARGV[4] then return {-1} end
+end
 local old = redis.call('hget', KEYS[2], ARGV[1])
 local item = {event = event('file.created', ARGV[2])}
 if old then
@@ -293,8 +297,8 @@ class EntryIndex:
         """Count the entry in; with `release`, let go of that lease and drop its intent in the same step.
 
         Without `release`, the entry's reference to its content is added first (a commit's lease
-        added it with the blob's lock). Returns the digest of the entry the index held for that
-        key before, if any.
+        added it with the blob's lock; LostLocks, nothing changed, when those locks went since).
+        Returns the digest of the entry the index held for that key before, if any.
         """
         await self.buckets_list.register(entry.bucket)
         locks, token = await self._locks_of(entry.bucket, release)
@@ -319,6 +323,8 @@ class EntryIndex:
                 *taking,
             ],
         )
+        if replaced == -1:
+            raise LostLocks(f"the locks of the commit of {entry.bucket}/{entry.key} went before it was counted in")
         await self._let_go(release, locks)
         crash_point("change-indexed")
         await self.apply(entry.bucket, str(taking[0]), taken)
