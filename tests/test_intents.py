@@ -17,6 +17,7 @@ from conftest import http_client, on_both_redises
 import service.core.catalog
 import service.core.uploads
 import service.redis.index
+import service.redis.intents
 from service.core.model import Intent
 from service.redis.keyspace import KeySpace
 from service.redis.references import end, reference
@@ -297,6 +298,33 @@ async def test_a_commit_that_outlived_redis_losing_its_data_keeps_its_content_re
         session_id = await start_session(client, "b", "k", len(content))
         monkeypatch.setattr(service.redis.index.EntryIndex, "put", put_after_redis_lost_its_data)
         await send(client, session_id, content, offset=0)  # its session went with the data: no answer to check
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", content)
+        assert await references(redis, keys, content) == 1
+
+
+async def test_an_intent_read_just_before_its_commit_finished_is_left_alone(app, redis, settings, monkeypatch, keys):
+    """The sweep reads the intents, then their locks: a commit that finishes in between looks
+    stranded. Its claim's member is then its entry's reference: settling must not end it."""
+    content = b"finished between the sweep's two reads"
+    async with http_client(app) as client:
+        session_id = await start_session(client, "b", "k", len(content))
+        read = service.redis.intents.Intents.stranded
+
+        async def read_before_the_commit_finished(intents):
+            monkeypatch.setattr(service.redis.intents.Intents, "stranded", read)
+            recorded = await read(intents)  # the commit has not begun yet: nothing to settle
+            assert recorded == []
+            intent = Intent(bucket="b", key="k", digest=b3(content))
+            lease = await app.state.services.leases.acquire(*intent.locks(), intent=intent)
+            token = lease.token
+            await lease.release()  # its locks go (the intent stays), then the commit finishes
+            await send(client, session_id, content, offset=0)
+            member = await redis.hget(keys.bucket_members("b"), "k")
+            assert member is not None
+            return [(member.rsplit("/", 1)[1], intent), (token, intent)]
+
+        monkeypatch.setattr(service.redis.intents.Intents, "stranded", read_before_the_commit_finished)
         await sweep(app)
         await assert_whole(client, settings.data_dir, "b", "k", content)
         assert await references(redis, keys, content) == 1

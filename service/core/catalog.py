@@ -228,8 +228,8 @@ class Catalog:
     async def _settle(self, token: str, intent: Intent) -> str | None:
         async with self.leases.hold(*intent.locks()):
             unindexed = await self._reconcile(intent.bucket, intent.key)
-            await self.intents.forget(token, intent)
-            if intent.digest is not None and await self.index.unreferenced(intent.digest):
+            forgotten = await self.intents.forget(token, intent)
+            if forgotten and intent.digest is not None and await self.index.unreferenced(intent.digest):
                 await asyncio.to_thread(self.blobs.delete, intent.digest)
         return unindexed
 

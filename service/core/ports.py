@@ -431,9 +431,11 @@ class Intents(Protocol):
     async def stranded(self) -> list[tuple[str, Intent]]:
         """(token, intent) of every intent whose holder no longer holds its locks (it died)."""
 
-    async def forget(self, token: str, intent: Intent) -> None:
-        """Drop `intent`, recorded under `token`, and what it claimed (see `Leases.hold`). The caller
-        holds its locks and has made the index agree with the entry store for its key."""
+    async def forget(self, token: str, intent: Intent) -> bool:
+        """Drop `intent`, recorded under `token`, and what it claimed (see `Leases.hold`); False, and
+        nothing dropped, when it is no longer recorded: its change finished after `stranded` read it,
+        and its claim is now its entry's reference. The caller holds its locks (so no change of its
+        key finishes meanwhile) and has made the index agree with the entry store for its key."""
 
 
 class Observer(Protocol):

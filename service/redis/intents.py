@@ -43,12 +43,17 @@ class Intents:
             holders = await pipe.execute()
         return [(token, intent) for (token, intent), holder in zip(intents, holders, strict=True) if holder != token]
 
-    async def forget(self, token: str, intent: Intent) -> None:
+    async def forget(self, token: str, intent: Intent) -> bool:
         """Drop the intent and a commit's claim on its content (the settling made the index agree with
-        the volume, adding a reference of its own for an entry it counted in)."""
+        the volume, adding a reference of its own for an entry it counted in); False when the intent is
+        gone already. A commit that finished keeps its claim's member as its entry's reference: ending
+        that member for an intent read just before the commit finished would leave the entry unreferenced."""
+        if not await self.client.hexists(self.keys.intents(intent.bucket), token):
+            return False
         if intent.digest is not None:
             async with self.client.pipeline(transaction=False) as pipe:
                 member = reference(intent.bucket, intent.key, token)
                 references.end(pipe, self.keys, intent.digest, intent.bucket, member)
                 await pipe.execute()
         await self.client.hdel(self.keys.intents(intent.bucket), token)
+        return True
