@@ -122,7 +122,7 @@ class UploadCore:
         )
         self.observer.session("created")
         if session.size == 0 and not session.length_deferred:
-            result = await self.write(session.id, principal, _empty(), upload_offset=None, content_length=0)
+            result = await self.write(session.id, principal, empty_body(), upload_offset=None, content_length=0)
             return Created(session, result) if isinstance(result, Entry) else Created(result)
         whole = not session.length_deferred and not session.part  # a part makes no file of its own
         if whole and session.digest is not None and session.digest.startswith("blake3:"):
@@ -640,6 +640,7 @@ def _too_large(session: Session, length: int) -> UploadTooLarge:
     )
 
 
-async def _empty() -> AsyncIterator[bytes]:
+async def empty_body() -> AsyncIterator[bytes]:
+    """A request body of no bytes: what a front passes to `write` to declare or complete without data."""
     return
     yield

@@ -15,7 +15,7 @@ headers only), so a client learns the upload's URL from the final answer to its 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -36,6 +36,7 @@ from service.core.errors import (
     UploadTooLarge,
 )
 from service.core.model import Entry, Session
+from service.core.uploads import empty_body
 from service.http.errors import error_headers, status_of
 from service.http.routes import base_url, header_int, request_body, requester
 from service.http.tus import new_upload, parse_metadata
@@ -194,7 +195,7 @@ class ResumableAPI:
                 offset=result.offset,
             )
         return await self.core.write(
-            session_id, principal, _empty(), upload_offset=result.offset, content_length=0, size=result.offset
+            session_id, principal, empty_body(), upload_offset=result.offset, content_length=0, size=result.offset
         )
 
     def limits(self, draft: Draft) -> dict[str, str]:
@@ -297,8 +298,3 @@ def _problem(
 ) -> Response:
     body = {"type": kind, "title": title, "status": status, "detail": detail, **members}
     return Response(json.dumps(body), status_code=status, headers=headers, media_type="application/problem+json")
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield
