@@ -145,6 +145,10 @@ def test_a_concatenation_killed_mid_commit_is_completed_by_the_retry_from_the_sa
         assert httpx.head(f"{fresh.base_url}{part}", headers=tus).status_code == 404
         assert not (data_dir / "partial" / part.rsplit("/", 1)[1]).exists()
     with own_redis.client() as client:
-        wait_for(lambda: client.hlen(f"{redis_prefix}intents") == 0, CONVERGE_SECONDS, "the dead commit to be settled")
+        wait_for(
+            lambda: client.hlen(KeySpace(redis_prefix).intents("crash")) == 0,
+            CONVERGE_SECONDS,
+            "the dead commit to be settled",
+        )
     assert references(own_redis, redis_prefix, whole) == 1
     assert_content(fresh.api.content("crash", "k"), whole)
