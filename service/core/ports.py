@@ -419,7 +419,9 @@ class EntryIndex(Protocol):
     async def rebuild_window(self) -> tuple[float, float] | None:
         """(when the earliest, when the latest) rebuild began (unix seconds) of those not yet caught
         up on; None when there are none. A change whose process died while a rebuild ran may have
-        escaped both the rebuild and its own index update (see `Catalog.catch_up`)."""
+        escaped both the rebuild and its own index update (see `Catalog.catch_up`). A failover Redis
+        underwent counts as a rebuild begun when it last held every index change (asynchronous
+        replication may have lost those since)."""
 
     async def caught_up(self, latest: float) -> None:
         """Forget the rebuilds up to the one that began at `latest`; a later one stays to be caught up on."""

@@ -18,7 +18,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError, TimeoutError
 
 from service.config import Settings
 from service.redisurl import ClusterAddress, SentinelAddress, parse
@@ -102,6 +102,25 @@ def cluster(address: ClusterAddress) -> redis.Redis:
         **connection_options(),
     )
     return cast(redis.Redis, client)
+
+
+async def replication_ids(client: redis.Redis) -> str | None:
+    """The replication ids of the masters serving `client` (a cluster's: of each primary), sorted and
+    joined; None when the server has none to tell (the in-process stand-in knows no INFO).
+
+    A replica promoted to master takes a new id, so a change says that a failover happened and that
+    the writes its old master acknowledged last may be lost: replication is asynchronous.
+    """
+    if isinstance(client, RedisCluster):
+        replies = await client.info("replication", target_nodes=RedisCluster.PRIMARIES)
+        infos = list(replies.values()) if all(isinstance(reply, dict) for reply in replies.values()) else [replies]
+    else:
+        try:
+            infos = [await client.info("replication")]
+        except ResponseError:
+            return None
+    ids = [str(info["master_replid"]) for info in infos if "master_replid" in info]
+    return ",".join(sorted(ids)) if ids else None
 
 
 def _changed_under(error: AttributeError) -> ConnectionError:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import secrets
 import time
 from collections.abc import Collection
@@ -49,6 +50,7 @@ from service.core.errors import LostLocks, Unavailable
 from service.core.model import Entry
 from service.core.ports import EntryStore
 from service.redis import references
+from service.redis.connection import replication_ids
 from service.redis.keyspace import KeySpace, key_slot
 from service.redis.leases import Leases, own, release_lua
 from service.redis.references import reference
@@ -226,10 +228,13 @@ redis.call('set', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: rebuilds. ARGV: the start of a rebuild. The earliest start stays, the latest is noted.
+# KEYS: rebuilds. ARGV: the start of a rebuild (or of a window a failover may have lost). The earliest start
+# and the latest are kept.
 _REBUILD_BEGUN = """
-redis.call('hsetnx', KEYS[1], 'earliest', ARGV[1])
-redis.call('hset', KEYS[1], 'latest', ARGV[1])
+local earliest = redis.call('hget', KEYS[1], 'earliest')
+if not earliest or tonumber(ARGV[1]) < tonumber(earliest) then redis.call('hset', KEYS[1], 'earliest', ARGV[1]) end
+local latest = redis.call('hget', KEYS[1], 'latest')
+if not latest or tonumber(ARGV[1]) > tonumber(latest) then redis.call('hset', KEYS[1], 'latest', ARGV[1]) end
 """
 
 # KEYS: rebuilds. ARGV: the latest start caught up on; a rebuild begun since keeps the record.
@@ -238,6 +243,8 @@ if redis.call('hget', KEYS[1], 'latest') == ARGV[1] then redis.call('del', KEYS[
 """
 
 REBUILD_BATCH = 1000
+
+log = logging.getLogger("files.service")
 
 
 APPLY_BATCH = 100
@@ -490,10 +497,30 @@ class EntryIndex:
             await asyncio.sleep(0.05)
 
     async def rebuild_window(self) -> tuple[float, float] | None:
+        await self._notice_failover()
         earliest, latest = await self.client.hmget(self.keys.rebuilds, ["earliest", "latest"])
         if earliest is None or latest is None:
             return None
         return float(earliest), float(latest)
+
+    async def _notice_failover(self) -> None:
+        """Note a failover as a rebuild begun when Redis was last known to hold every index change.
+
+        `index:replication` holds the master's replication id and when it was seen. Replication keeps
+        the master's order, so a promoted replica that holds that record holds every change made before
+        it; the changes it may lack are those since. A promoted replica has a new id: the window from the
+        record's time is then caught up on (`Catalog.catch_up`), as after a rebuild. No cost per commit:
+        one look per sweep. On a cluster, the record lives with the `{index}` slot, and another primary's
+        lag is covered by the lease the catch-up reaches back by.
+        """
+        now = await replication_ids(self.client)
+        if now is None:
+            return
+        seen, since = await self.client.hmget(self.keys.replication, ["id", "time"])
+        if seen is not None and since is not None and seen != now:
+            log.warning("Redis failed over (replication id changed): catching up the index from %s", since)
+            await self._rebuild_begun(keys=[self.keys.rebuilds], args=[since])
+        await self.client.hset(self.keys.replication, mapping={"id": now, "time": repr(time.time())})
 
     async def caught_up(self, latest: float) -> None:
         await self._caught_up(keys=[self.keys.rebuilds], args=[repr(latest)])

@@ -30,6 +30,7 @@ class KeySpace:
         self.buckets = f"{prefix}index:buckets"
         self.ready = f"{prefix}index:ready:{{index}}"
         self.rebuilds = f"{prefix}index:rebuilds:{{index}}"
+        self.replication = f"{prefix}index:replication:{{index}}"
         self.blob_stats = f"{prefix}stats:blobs"
         self.events = f"{prefix}events"
         self.parted_expiring = f"{prefix}parted-uploads:expiring"
