@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 
+from service.redis.keyspace import KeySpace
+
 from .harness import Launcher, RedisServer, SentinelServer, wait_for
 
 MASTER = "files-test"
@@ -41,13 +43,46 @@ def test_a_file_the_failover_lost_from_the_index_is_listed_again(launcher: Launc
     service.check_alive()
 
 
-def caught_up_with(primary: RedisServer, replica: RedisServer, prefix: str) -> bool:
-    with contextlib.closing(primary.client()) as client, contextlib.closing(replica.client()) as copy:
-        offset = client.info("replication")["master_repl_offset"]
-        noted = copy.exists(f"{prefix}index:replication:{{index}}") and not copy.exists(
+def test_a_cluster_primary_failover_is_caught_up_the_same_way(launcher: Launcher, services, redis_prefix) -> None:
+    cluster = launcher.cluster(primaries=3)
+    service = services.start(redis_url=cluster.url)
+    service.api.upload("kept", "before", b"replicated before the failover")
+    keys = KeySpace(redis_prefix)
+    with contextlib.closing(cluster.client()) as client:
+        port = client.get_node_from_key(keys.bucket_entries("kept")).port
+        index = client.get_node_from_key(keys.replication).port
+    primary = next(node for node in cluster.nodes if node.port == port)  # the bucket's primary
+    replica = cluster.replica_of(primary)
+    index_node = next(node for node in cluster.nodes if node.port == index)
+    wait_for(lambda: noted(index_node, redis_prefix), 30, "a sweep to note the primaries' replication ids")
+    wait_for(lambda: caught_up_with(primary, replica, None), 30, "the bucket's replica to hold a copy")
+
+    cut_off(primary, replica)
+    service.api.upload("kept", "after", b"acknowledged by the old primary only")
+    primary.kill()
+    wait_for(lambda: cluster.roles()[replica.port][0] == "master", 60, "the replica to take over")
+    wait_for(cluster.healthy, 60, "every slot served again")
+
+    wait_for(lambda: listed(service.api.files("kept")) == ["after", "before"], 60, "every file to be listed")
+    assert service.api.content("kept", "after").content == b"acknowledged by the old primary only"
+    service.check_alive()
+
+
+def noted(node: RedisServer, prefix: str) -> bool:
+    with contextlib.closing(node.client()) as client:
+        return bool(client.exists(f"{prefix}index:replication:{{index}}")) and not client.exists(
             f"{prefix}index:rebuilds:{{index}}"
         )
-        return bool(noted) and copy.info("replication")["master_repl_offset"] == offset
+
+
+def caught_up_with(primary: RedisServer, replica: RedisServer, prefix: str | None) -> bool:
+    """The replica holds all its primary wrote; with `prefix`, that includes a caught-up index's note."""
+    with contextlib.closing(primary.client()) as client:
+        offset = client.info("replication")["master_repl_offset"]
+    if prefix is not None and not noted(replica, prefix):
+        return False
+    with contextlib.closing(replica.client()) as copy:
+        return bool(copy.info("replication")["master_repl_offset"] == offset)
 
 
 def cut_off(primary: RedisServer, replica: RedisServer) -> None:
