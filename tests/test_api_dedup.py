@@ -128,15 +128,31 @@ class CommandLog:
     def __init__(self, client: Any) -> None:
         self.commands: list[tuple] = []
         self.recording = False
-        send = client.execute_command
+        send, pipeline = client.execute_command, client.pipeline
 
         async def execute_command(*args: Any, **options: Any) -> Any:
-            if self.recording:
-                name = str(args[0]).upper()
-                self.commands.append((name, args[1], args[2], len(args)) if name == "EVALSHA" else (name, len(args)))
+            self.record(args)
             return await send(*args, **options)
 
-        client.execute_command = execute_command
+        def recorded_pipeline(*args: Any, **options: Any) -> Any:
+            pipe = pipeline(*args, **options)
+            execute = pipe.execute
+
+            async def recorded(raise_on_error: bool = True) -> Any:
+                for command, _ in pipe.command_stack:
+                    self.record(command)
+                return await execute(raise_on_error)
+
+            pipe.execute = recorded
+            return pipe
+
+        client.execute_command, client.pipeline = execute_command, recorded_pipeline
+
+    def record(self, args: tuple) -> None:
+        if self.recording:
+            name = str(args[0]).upper()
+            script = name in ("EVALSHA", "EVAL")
+            self.commands.append((name, args[1], args[2], len(args)) if script else (name, len(args)))
 
     async def during(self, request: Callable[[], Awaitable[httpx.Response]]) -> tuple[httpx.Response, list[tuple]]:
         self.commands, self.recording = [], True
@@ -188,9 +204,10 @@ async def test_a_second_token_learns_nothing_of_the_first_tokens_content(make_ap
             )
         )
         # After the same Redis work: the same commands with as many keys and arguments, nothing else (the
-        # session's admission; whether the index is complete; whether the readable buckets hold the digest).
+        # session's record and admission; whether the index is complete; whether the readable buckets hold
+        # the digest).
         assert unreadable_commands == nowhere_commands
-        assert [command[0] for command in unreadable_commands] == ["EVALSHA", "EXISTS", "SMISMEMBER"]
+        assert [command[0] for command in unreadable_commands] == ["HSET", "EXPIRE", "EVAL", "EXISTS", "SMISMEMBER"]
         assert_error(await second.get("/v1/files/second-bucket/guess"), 404)
 
         # The bytes must come; the upload then works as any other, and the content is stored once.

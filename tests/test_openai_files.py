@@ -269,7 +269,8 @@ async def test_bad_list_queries_are_400(client, query, param):
 
 async def test_a_page_of_100000_files_is_one_range_read(app, redis):
     """The files are put straight into the index's layout (the same as its scripts write), then each
-    page is counted in Redis commands: two, whatever the bucket holds and whatever the order or purpose."""
+    page is counted in Redis round trips and commands: one and two, whatever the bucket holds and whatever
+    the order or purpose."""
     services = app.state.services
     keys = services.keys
     entries = {}
@@ -294,24 +295,35 @@ async def test_a_page_of_100000_files_is_one_range_read(app, redis):
         await pipe.execute()
     ordered = sorted(entries)
     index = services.catalog.index
-    calls = []
-    real = index.client.execute_command
+    trips: list[list[str]] = []  # the commands of each round trip
+    real, real_pipeline = index.client.execute_command, index.client.pipeline
 
     async def counted(*args: Any, **options: Any) -> Any:
-        calls.append(args[0])
+        trips.append([args[0]])
         return await real(*args, **options)
+
+    def counted_pipeline(*args: Any, **options: Any) -> Any:
+        pipe = real_pipeline(*args, **options)
+        execute = pipe.execute
+
+        async def recorded(raise_on_error: bool = True) -> Any:
+            trips.append([command[0] for command, _ in pipe.command_stack])
+            return await execute(raise_on_error)
+
+        pipe.execute = recorded
+        return pipe
 
     async with http_client(app) as client:
         await listed(client, limit=1)  # loads the script into Redis
-        index.client.execute_command = counted
+        index.client.execute_command, index.client.pipeline = counted, counted_pipeline
         page = await listed(client, limit=20, after=ordered[50_000])
         assert [f["id"] for f in page["data"]] == ordered[49_980:50_000][::-1]
         page = await listed(client, limit=20, order="asc", after=ordered[99_990])
         assert ([f["id"] for f in page["data"]], page["has_more"]) == (ordered[99_991:], False)
         page = await listed(client, limit=5, purpose="batch", order="asc", after=ordered[3000])
         assert [f["id"] for f in page["data"]] == [ordered[n] for n in (4000, 5000, 6000, 7000, 8000)]
-    # Each page: the index's readiness (its own slot on a cluster), then the one range read.
-    assert calls == ["EXISTS", "EVALSHA"] * 3
+    # Each page, one round trip: the index's readiness (its own slot on a cluster) and the one range read.
+    assert trips == [["EXISTS", "EVAL"]] * 3
 
 
 # --- expiry --------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -79,6 +80,15 @@ class DemotedMaster(fakeredis.FakeAsyncRedis):
 
     async def execute_command(self, *args: object, **options: object) -> object:
         raise ReadOnlyError("You can't write against a read only replica.")
+
+    def pipeline(self, *args: Any, **options: Any) -> Any:
+        pipe = super().pipeline(*args, **options)
+
+        async def refused(raise_on_error: bool = True) -> object:
+            raise ReadOnlyError("You can't write against a read only replica.")
+
+        pipe.execute = refused
+        return pipe
 
 
 @pytest.mark.anyio

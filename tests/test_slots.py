@@ -8,6 +8,7 @@ is checked the day it is added (exercise it here).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +45,9 @@ class Recorder:
         name = str(args[0]).upper()
         if name in ("EVALSHA", "EVAL"):
             count = int(args[2])
-            self.calls.append((str(args[1]), [str(key) for key in args[3 : 3 + count]]))
+            # A script sent whole (in a pipeline) is named by its digest, as one sent by EVALSHA.
+            script = hashlib.sha1(str(args[1]).encode()).hexdigest() if name == "EVAL" else str(args[1])
+            self.calls.append((script, [str(key) for key in args[3 : 3 + count]]))
         elif name in ALL_KEYS and len(args) > 2:
             self.calls.append((name, [str(key) for key in args[1:]]))
 

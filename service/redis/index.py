@@ -54,6 +54,7 @@ from service.redis.connection import replication_ids
 from service.redis.keyspace import KeySpace, key_slot
 from service.redis.leases import Leases, own, release_lua
 from service.redis.references import reference
+from service.redis.together import call
 
 
 # Lua that makes the stream fields of an event of type `kind` about the entry JSON `entry`, at time ARGV[time].
@@ -332,9 +333,7 @@ class EntryIndex:
         )
         if replaced == -1:
             raise LostLocks(f"the locks of the commit of {entry.bucket}/{entry.key} went before it was counted in")
-        await self._let_go(release, locks)
-        crash_point("change-indexed")
-        await self.apply(entry.bucket, str(taking[0]), taken)
+        await self._applied_letting_go(entry.bucket, str(taking[0]), taken, release, locks)
         return replaced or None
 
     async def remove(self, bucket: str, key: str, release: ports.Lease | None = None) -> str | None:
@@ -344,15 +343,32 @@ class EntryIndex:
         removed, *taken = await self._remove(
             keys=self._bucket_keys(bucket) + locks, args=[key, "", token, repr(time.time()), "1", *taking]
         )
-        await self._let_go(release, locks)
-        crash_point("change-indexed")
-        await self.apply(bucket, str(taking[0]), taken)
+        await self._applied_letting_go(bucket, str(taking[0]), taken, release, locks)
         return removed or None
 
-    async def apply(self, bucket: str, token: str | None = None, taken: list[str] | None = None) -> None:
+    async def _applied_letting_go(
+        self, bucket: str, token: str, taken: list[str], release: ports.Lease | None, gone: list[str]
+    ) -> None:
+        """After a change script: let go of the rest of `release` (the content's lock), and apply the
+        outbox the script took; both in the outbox's first round trip when there is one."""
+        if release is not None and (int(taken[0]) == 0 or len(taken) < 2):
+            await self._let_go(release, gone)
+            release = None
+        crash_point("change-indexed")
+        await self.apply(bucket, token, taken, release, gone)
+
+    async def apply(
+        self,
+        bucket: str,
+        token: str | None = None,
+        taken: list[str] | None = None,
+        release: ports.Lease | None = None,
+        gone: list[str] | None = None,
+    ) -> None:
         """Apply the bucket's outbox (events to append, references that ended), in order, unless
         another process is applying it: that one looks again before it stops, so it applies ours.
-        `token` and `taken`: the outbox as a change script took it already (as `take` answers)."""
+        `token` and `taken`: the outbox as a change script took it already (as `take` answers), with
+        items in it; `release` (but for its locks `gone`): a lease let go of in the first round trip."""
         lock, outbox = self.keys.lock(f"outbox:{bucket}"), self.keys.outbox(bucket)
         while True:
             if token is None or taken is None:
@@ -362,6 +378,8 @@ class EntryIndex:
             if int(taken[0]) == 0 or not items:
                 return
             async with self.client.pipeline(transaction=False) as pipe:
+                if release is not None:
+                    own(release).release_on(pipe, gone or [])
                 for raw in items:
                     item = json.loads(raw)
                     if event := item.get("event"):
@@ -370,6 +388,8 @@ class EntryIndex:
                     if item.get("unref") and item.get("member"):
                         references.end(pipe, self.keys, item["unref"], bucket, item["member"])
                 await pipe.execute()
+            if release is not None:
+                release.released, release = True, None
             crash_point("outbox-applied")
             if await self._applied(keys=[lock, outbox], args=[token, len(items)]) <= 0:
                 return
@@ -411,8 +431,8 @@ class EntryIndex:
         purpose: str | None = None,
     ) -> tuple[list[Entry], bool]:
         """Up to `limit` entries of `bucket` in key order (or the reverse), and whether more follow;
-        with `purpose`, only those whose metadata `purpose` is that: one range read either way."""
-        await self.rebuild()
+        with `purpose`, only those whose metadata `purpose` is that: one range read either way, sent
+        with the look at `index:ready` (another slot) in one round trip; read again after a rebuild."""
         low, high = f"[{prefix}", f"({prefix}\U0010ffff" if prefix else "+"
         if after is not None and not reverse and after >= prefix:
             low = f"({after}"
@@ -424,10 +444,15 @@ class EntryIndex:
             ordered, skip = self.keys.bucket_purposes(bucket), len(purpose.encode()) + 1
             low = low[0] + f"{purpose}\0" + low[1:]
             high = f"({purpose}\0\U0010ffff" if high == "+" else high[0] + f"{purpose}\0" + high[1:]
-        result = await self._page(
-            keys=[ordered, self.keys.bucket_entries(bucket)],
-            args=[low, high, limit + 1, 1 if reverse else 0, skip],
-        )
+        keys = [ordered, self.keys.bucket_entries(bucket)]
+        args: list[str | int] = [low, high, limit + 1, 1 if reverse else 0, skip]
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.ready)
+            call(pipe, self._page, keys, args)
+            ready, result = await pipe.execute()
+        if not ready:
+            await self.rebuild()
+            result = await self._page(keys=keys, args=args)
         found = [Entry.model_validate_json(value) for value in result if value is not None]
         found = [entry for entry in found if entry.key.startswith(prefix)]
         return found[:limit], len(found) > limit

@@ -25,6 +25,7 @@ import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -35,6 +36,7 @@ from service.redis import references
 from service.redis.buckets import Buckets
 from service.redis.keyspace import KeySpace, by_slot, key_slot
 from service.redis.references import reference
+from service.redis.together import call
 
 # KEYS: ARGV[3] locks, then the records' keys. ARGV: token, lease ms, the number of locks, then a kind and a
 # value per record: 'intent' (HSET token value, the intent's JSON) or 'claim' (SADD value, the entry's member).
@@ -148,6 +150,12 @@ class Lease:
         """Let go of the locks but those in `gone` (let go of by a script that ended the work)."""
         for group in by_slot(key for key in self.keys if key not in set(gone)):
             await self._leases.release_script(keys=group, args=[self.token])
+
+    def release_on(self, pipe: Any, gone: Iterable[str]) -> None:
+        """As `release_except`, queued on `pipe`, with other work that need not wait for it; the
+        caller marks the lease `released` once the pipeline ran."""
+        for group in by_slot(key for key in self.keys if key not in set(gone)):
+            call(pipe, self._leases.release_script, group, [self.token])
 
     async def settle(self) -> None:
         """Let go and drop the intent and the claim: the work ended having changed nothing."""

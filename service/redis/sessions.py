@@ -5,8 +5,11 @@ session's lock and that the offset is where the writer found it, so two
 processes can never both advance it.
 
 A session and its lock share a hash slot; the set of a client's open sessions has its own
-(the client's), so a new session is written first and then admitted into that set in one
-script that counts it, and the set forgets the sessions no longer open only when it is full.
+(the client's), so a new session is written and admitted into that set by a script that
+counts it, both in one pipeline, and the set forgets the sessions no longer open only when
+it is full. On a cluster the two go to their nodes at once: a sweep of that client's full set
+in the instant the session is admitted and not yet written forgets it early, which lets the
+client open one session more than its limit (the limit guards memory, not a promise).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from service.core.errors import LostLease, SessionBusy, SessionCompleted, Sessio
 from service.core.model import Session
 from service.redis.keyspace import KeySpace
 from service.redis.leases import Lease, Leases, own
+from service.redis.together import call
 
 OPEN = "open"
 COMPLETE = "complete"
@@ -166,11 +170,17 @@ class SessionStore:
             "part": "1" if part else "",
         }
         name = self.keys.session(session.id)
+        opened = self.keys.open_sessions(requester)
+        admitting: list[str | int] = [max_open, session.id, self.ttl_seconds]
+
+        # Two slots, one round trip: a session refused is deleted again, and one not yet admitted is
+        # as good as unknown to its client, who has not been told its id.
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(name, items=[item for pair in mapping.items() for item in pair])
             pipe.expire(name, self.ttl_seconds)
-            await pipe.execute()
-        if not await self._admitted(session.id, requester, max_open):
+            call(pipe, self._admit, [opened], admitting)
+            *_, admitted = await pipe.execute()
+        if not admitted and not await self._admitted_after_sweep(opened, admitting):
             await self.client.delete(name)
             raise TooManySessions(
                 f"{max_open} upload sessions are open already for this client; "
@@ -178,13 +188,9 @@ class SessionStore:
             )
         return session
 
-    async def _admitted(self, session_id: str, requester: str, max_open: int) -> bool:
-        """Count the session among the requester's open ones, unless it has `max_open` open already."""
-        opened = self.keys.open_sessions(requester)
-        arguments: list[str | int] = [max_open, session_id, self.ttl_seconds]
-        if await self._admit(keys=[opened], args=arguments):
-            return True
-        # Full: forget the sessions that completed or expired meanwhile (none ever opens again), and try again.
+    async def _admitted_after_sweep(self, opened: str, admitting: list[str | int]) -> bool:
+        """The requester's open sessions were `max_open`: forget those that completed or expired meanwhile
+        (none ever opens again), and count the new one in if that made room."""
         listed = cast(list[str], list(await self.client.smembers(opened)))
         async with self.client.pipeline(transaction=False) as pipe:
             for listed_id in listed:
@@ -193,7 +199,7 @@ class SessionStore:
         closed = [listed_id for listed_id, state in zip(listed, states, strict=True) if state != OPEN]
         if closed:
             await self.client.srem(opened, *closed)
-        return bool(await self._admit(keys=[opened], args=arguments))
+        return bool(await self._admit(keys=[opened], args=admitting))
 
     async def get(self, session_id: str) -> Session:
         """The session, its TTL renewed; SessionNotFound when unknown or expired."""
