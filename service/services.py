@@ -26,7 +26,7 @@ from service.redis.leases import Leases
 from service.redis.parted import PartedUploadStore
 from service.redis.sessions import SessionStore
 from service.storage.blobs import BlobStore
-from service.storage.durable import VolumeTemporaries
+from service.storage.durable import VolumeProbe, VolumeTemporaries
 from service.storage.entries import EntryStore
 from service.storage.memory import MemoryBlobStore, MemoryStaging
 from service.storage.staging import StagingArea
@@ -45,6 +45,7 @@ class Services:
     staging: ports.StagingArea
     entries: ports.EntryStore
     temporaries: ports.Temporaries
+    probe: ports.StoreProbe
     catalog: Catalog
     core: UploadCore
     files: Files
@@ -70,10 +71,12 @@ class Services:
             location = s3.object_store(settings.storage_url, settings.s3_endpoint_url)
             entries, blobs, staging = s3.S3EntryStore(location), s3.S3BlobStore(location), s3.S3Staging(location)
             temporaries: ports.Temporaries = s3.S3Temporaries(location)
+            probe: ports.StoreProbe = s3.S3Probe(location)
         elif in_memory:
             entries = EntryStore(settings.data_dir / "entries")
             blobs, staging = MemoryBlobStore(), MemoryStaging()
             temporaries = VolumeTemporaries((entries.root,))
+            probe = VolumeProbe(settings.data_dir)
         else:
             entries = EntryStore(settings.data_dir / "entries")
             blob_files, staging_files = (
@@ -82,6 +85,7 @@ class Services:
             )
             blobs, staging = blob_files, staging_files
             temporaries = VolumeTemporaries((blob_files.root, entries.root, staging_files.root))
+            probe = VolumeProbe(settings.data_dir)
         counters = Counters()
         catalog = Catalog(
             entries,
@@ -116,6 +120,7 @@ class Services:
             staging=staging,
             entries=entries,
             temporaries=temporaries,
+            probe=probe,
             catalog=catalog,
             core=core,
             files=Files(catalog, _blob_urls(settings, blobs)),

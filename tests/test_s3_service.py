@@ -111,6 +111,18 @@ async def test_reads_of_a_store_out_of_reach_are_503(client: httpx.AsyncClient, 
     assert response.json()["code"] == "unavailable"
 
 
+async def test_readyz_asks_the_object_store(client: httpx.AsyncClient, proxy: TcpProxy):
+    assert (await client.get("/readyz")).status_code == 200
+    proxy.cut()
+    try:
+        response = await client.get("/readyz")
+    finally:
+        proxy.mend()
+    assert response.status_code == 503
+    assert "the store cannot take writes" in response.json()["detail"]
+    assert (await client.get("/readyz")).status_code == 200
+
+
 async def stored(client: httpx.AsyncClient, key: str, data: bytes, mime_type: str = "text/plain") -> None:
     session_id = await start_session(client, "b", key, len(data), mime_type=mime_type)
     assert (await send(client, session_id, data, offset=0)).status_code == 200

@@ -104,6 +104,14 @@ class Temporaries(Protocol):
         """Remove one that `stale` named; one gone already is nothing to do."""
 
 
+class StoreProbe(Protocol):
+    """Whether the store can take writes now: what `/readyz` asks besides Redis."""
+
+    def probe(self) -> None:
+        """Raise OSError (ConnectionError for a store out of reach) when it cannot; blocks (I/O), so
+        callers on the event loop run it in a thread, with their own timeout."""
+
+
 @runtime_checkable
 class LocalFiles(Protocol):
     """Capability: staged uploads are files on a local filesystem (hashed where they lie, hard links)."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -58,6 +56,8 @@ class FilesAPI:
         self.core = services.core
         self.files = services.files
         self.settings = services.settings
+        self.probe = services.probe
+        self.probing: asyncio.Future[None] | None = None
         self.ping = services.client.ping
         self.auth = services.auth
         self.client = services.client
@@ -128,13 +128,24 @@ class FilesAPI:
             await asyncio.wait_for(self.ping(), timeout=2)
         except Exception as error:
             problems.append(f"Redis does not answer: {error}")
-        try:
-            await asyncio.to_thread(_probe_writable, self.settings.data_dir)
-        except OSError as error:
-            problems.append(f"data directory is not writable: {error}")
+        if (problem := await self.store_problem()) is not None:
+            problems.append(f"the store cannot take writes: {problem}")
         if problems:
             return JSONResponse({"detail": "; ".join(problems), "code": "not_ready"}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    async def store_problem(self) -> str | None:
+        """Why the store cannot take writes, or None. One probe at a time: while a store out of reach
+        keeps one hanging, later checks wait on it too, rather than filling the threads uploads need."""
+        if self.probing is None or self.probing.done():
+            self.probing = asyncio.ensure_future(asyncio.to_thread(self.probe.probe))
+        try:
+            await asyncio.wait_for(asyncio.shield(self.probing), timeout=2)
+        except TimeoutError:
+            return "no answer within 2 s"
+        except OSError as error:
+            return str(error)
+        return None
 
     async def token(self, request: Request) -> Response:
         principal = self.principal(request)
@@ -241,11 +252,6 @@ async def request_body(request: Request) -> AsyncIterator[bytes]:
             yield chunk
     except ClientDisconnect:
         raise BodyBrokenOff("the request body broke off before it was complete") from None
-
-
-def _probe_writable(directory: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".readyz-"):
-        pass
 
 
 async def read_limited(request: Request, limit: int) -> bytes:

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -170,3 +171,14 @@ def remove_durably(path: Path) -> bool:
         return False
     fsync_dir(path.parent)
     return True
+
+
+class VolumeProbe:
+    """The store probe of a data volume: a file made and removed in its top directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def probe(self) -> None:
+        with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".readyz-"):
+            pass

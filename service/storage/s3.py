@@ -721,6 +721,16 @@ class S3EntryStore:
                 continue
 
 
+class S3Probe:
+    """The store probe of an object store: the bucket answers (HEAD) with these credentials."""
+
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+
+    def probe(self) -> None:
+        self.location.check()
+
+
 @reached
 class S3Temporaries:
     """The temporaries port: multipart uploads that are no staged upload's, such as the copy of a blob
