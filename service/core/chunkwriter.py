@@ -8,13 +8,14 @@ waits (for room in the queue, or for the end), not after every buffer: a hand-of
 between threads costs system calls and a fight for the GIL, and a GiB is a thousand
 buffers. Memory stays within IN_FLIGHT + 1 buffers.
 
-The full buffers are few and shared by the process (`BufferPool`): a buffer is filled by
-copying the chunks into it (the one copy a join would make), written, and taken again by
-the next writer, instead of a fresh megabyte from the allocator each time. Freed and
-allocated anew, they left the heap fragmented by the small objects that settled between
-them, and it grew with every large upload; and four uploads at once (tus's parallel parts)
-each queued their own four. With the pool the process holds POOLED of them, and a writer
-that finds none spare goes on with one buffer in flight: it waits for its own.
+The buffers are few and shared by the process (`BufferPool`): chunks are copied into one as
+they come (the one copy a join of them made), and once written it is taken again by the next
+writer. A fresh megabyte from the allocator for each buffer, freed after its write, left the
+heap fragmented by the small objects that settled between them, growing with every large
+upload; and four uploads at once (tus's parallel parts) each held their own five. The pool
+keeps POOLED; a writer that finds none spare goes on with one buffer in flight, waiting for
+its own, never for another writer. A body smaller than GATHERED is joined at its end instead:
+a small file takes no megabyte.
 
 The hash stays on the event loop: BLAKE3 takes about 0.1 ms per buffer, a fixed
 cost that never waits on anything, while a write may wait on the disk (when the
@@ -37,6 +38,7 @@ from service.core.ports import StagedFile
 
 WRITE_SIZE = 1024 * 1024
 IN_FLIGHT = 4
+GATHERED = 256 * 1024  # a body smaller than this is joined at its end, and takes no buffer of the pool
 POOLED = 8  # full buffers the process keeps: two writers at IN_FLIGHT, or more writers at fewer each
 # The jobs' threads, shared by the process: jobs are short (a few buffers, never an fsync), so a few
 # threads serve many uploads. Not the event loop's executor: its futures wake the loop on every job.
@@ -88,8 +90,10 @@ class ChunkWriter:
         self.flushed = offset  # where the buffer starts: all before it is handed over
         self.file: StagedFile | None = None
         self._open_file = open_file
-        self._chunks: list[bytes | memoryview] = []  # gathered, not yet in a buffer
+        self._chunks: list[bytes] = []  # the start of a body, while it is smaller than GATHERED
         self._buffered = 0
+        self._buffer: bytearray | None = None  # the pool's buffer being filled, with `_filled` bytes
+        self._filled = 0
         self._loop = asyncio.get_running_loop()
         # Shared with the job, under _lock: buffers to write (data, offset, sync or close after, the pool's
         # buffer that holds the data), how many are done, the job's error, and the loop's waiter (buffers
@@ -104,12 +108,23 @@ class ChunkWriter:
         self._job: Future[None] | None = None
 
     async def add(self, chunk: bytes) -> None:
+        self.received += len(chunk)
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        self.received += len(chunk)
-        while self._buffered >= WRITE_SIZE:
-            buffer = await self._free_buffer()
-            self._hand_over(self._fill(buffer), None, buffer)
+        if self._buffer is None and self._buffered < GATHERED:
+            return
+        gathered, self._chunks, self._buffered = self._chunks, [], 0
+        for piece in gathered:
+            view = memoryview(piece)
+            while view:
+                if self._buffer is None:
+                    self._buffer = await self._free_buffer()
+                count = min(len(view), WRITE_SIZE - self._filled)
+                self._buffer[self._filled : self._filled + count] = view[:count]
+                self._filled += count
+                view = view[count:]
+                if self._filled == WRITE_SIZE:
+                    self._hand_over_buffer(None)
 
     async def drain(self, close: bool = False) -> None:
         """Write (and hash) everything received so far, and sync it: afterwards `flushed == received`
@@ -118,10 +133,13 @@ class ChunkWriter:
         With `close` the file is closed after (opened first, if the body was empty: the
         staging file of every session written to exists), by the same job.
         """
-        if self._chunks or close or self._handed:
-            data = b"".join(self._chunks)  # less than a buffer: once per body, where a pool's buffer may wait
+        then: Then = "close" if close else "sync"
+        if self._buffer is not None:
+            self._hand_over_buffer(then)
+        elif self._chunks or close or self._handed:
+            data = b"".join(self._chunks)
             self._chunks, self._buffered = [], 0
-            self._hand_over(data, "close" if close else "sync")
+            self._hand_over(data, then)
         await self._wait_done(self._handed)
 
     async def truncate(self, length: int) -> None:
@@ -135,6 +153,9 @@ class ChunkWriter:
         with self._lock:
             dropped = [buffer for *_, buffer in self._queue if buffer is not None]
             self._queue.clear()
+        if self._buffer is not None:
+            dropped.append(self._buffer)
+            self._buffer, self._filled = None, 0
         for buffer in dropped:
             BUFFERS.give(buffer)
         if self._job is not None and not self._job.done():
@@ -152,18 +173,10 @@ class ChunkWriter:
             await self._wait_done(self._done + 1)
         return buffer
 
-    def _fill(self, buffer: bytearray) -> memoryview:
-        """Copy the first WRITE_SIZE bytes gathered into `buffer`; the rest of the last chunk stays gathered
-        (only the last one can cross: `add` fills a buffer as soon as there are enough)."""
-        view = memoryview(buffer)
-        filled = 0
-        for chunk in self._chunks:
-            part = memoryview(chunk)[: WRITE_SIZE - filled]
-            view[filled : filled + len(part)] = part
-            filled += len(part)
-        rest = memoryview(self._chunks[-1])[len(part) :]
-        self._chunks, self._buffered = ([rest], len(rest)) if rest else ([], 0)
-        return view
+    def _hand_over_buffer(self, then: Then) -> None:
+        assert self._buffer is not None
+        buffer, filled, self._buffer, self._filled = self._buffer, self._filled, None, 0
+        self._hand_over(memoryview(buffer)[:filled], then, buffer)
 
     def _hand_over(self, data: bytes | memoryview, then: Then, buffer: bytearray | None = None) -> None:
         offset, self.flushed = self.flushed, self.flushed + len(data)
