@@ -90,7 +90,7 @@ class ChunkWriter:
         self.flushed = offset  # where the buffer starts: all before it is handed over
         self.file: StagedFile | None = None
         self._open_file = open_file
-        self._chunks: list[bytes] = []  # the start of a body, while it is smaller than GATHERED
+        self._chunks: list[bytes | memoryview] = []  # received, not yet in a buffer
         self._buffered = 0
         self._buffer: bytearray | None = None  # the pool's buffer being filled, with `_filled` bytes
         self._filled = 0
@@ -112,19 +112,21 @@ class ChunkWriter:
         self._chunks.append(chunk)
         self._buffered += len(chunk)
         if self._buffer is None and self._buffered < GATHERED:
-            return
-        gathered, self._chunks, self._buffered = self._chunks, [], 0
-        for piece in gathered:
-            view = memoryview(piece)
-            while view:
-                if self._buffer is None:
-                    self._buffer = await self._free_buffer()
-                count = min(len(view), WRITE_SIZE - self._filled)
-                self._buffer[self._filled : self._filled + count] = view[:count]
-                self._filled += count
-                view = view[count:]
-                if self._filled == WRITE_SIZE:
-                    self._hand_over_buffer(None)
+            return  # the start of a body, gathered: a small one is joined at its end
+        while self._chunks:  # each piece stays here until copied: a cancelled wait for a buffer loses none
+            if self._buffer is None:
+                self._buffer = await self._free_buffer()
+            piece = memoryview(self._chunks[0])
+            count = min(len(piece), WRITE_SIZE - self._filled)
+            self._buffer[self._filled : self._filled + count] = piece[:count]
+            self._filled += count
+            self._buffered -= count
+            if count < len(piece):
+                self._chunks[0] = piece[count:]
+            else:
+                del self._chunks[0]
+            if self._filled == WRITE_SIZE:
+                self._hand_over_buffer(None)
 
     async def drain(self, close: bool = False) -> None:
         """Write (and hash) everything received so far, and sync it: afterwards `flushed == received`
