@@ -6,6 +6,7 @@ import asyncio
 import functools
 import os
 import threading
+import time
 
 import pytest
 from apihelpers import b3
@@ -108,3 +109,37 @@ async def test_abandon_drops_what_is_queued_and_waits_for_the_buffer_being_writt
     assert written == [WRITE_SIZE]
     assert area.path("s").stat().st_size == 2 * WRITE_SIZE
     writer.close()
+
+
+async def test_a_body_cut_off_while_its_writer_waits_for_room_keeps_every_byte_that_arrived(tmp_path):
+    """Shutdown or a stalled client cancels the request where it waits; what came before is written."""
+    area = StagingArea(tmp_path)
+    writer = writer_for(area, "s")
+    await writer.add(b"0" * WRITE_SIZE)
+    await writer.drain()
+    release = threading.Event()
+    real = writer.file.write_at
+
+    def held_up(data, offset):
+        release.wait(5)
+        real(data, offset)
+
+    writer.file.write_at = held_up
+    content = os.urandom((IN_FLIGHT + 2) * WRITE_SIZE)
+
+    async def feed():
+        for piece in pieces(content, [300_000]):
+            await writer.add(piece)
+
+    feeding = asyncio.create_task(feed())
+    deadline = time.monotonic() + 5
+    while writer._waiter is None:  # the writer waits for room: its writes are held up
+        assert time.monotonic() < deadline, "the writer never waited"
+        await asyncio.sleep(0.01)
+    feeding.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await feeding
+    await writer.drain(close=True)
+    assert WRITE_SIZE < writer.flushed == writer.received < WRITE_SIZE + len(content)
+    assert area.path("s").read_bytes() == b"0" * WRITE_SIZE + content[: writer.received - WRITE_SIZE]

@@ -8,6 +8,15 @@ waits (for room in the queue, or for the end), not after every buffer: a hand-of
 between threads costs system calls and a fight for the GIL, and a GiB is a thousand
 buffers. Memory stays within IN_FLIGHT + 1 buffers.
 
+The buffers are few and shared by the process (`BufferPool`): chunks are copied into one as
+they come (the one copy a join of them made), and once written it is taken again by the next
+writer. A fresh megabyte from the allocator for each buffer, freed after its write, left the
+heap fragmented by the small objects that settled between them, growing with every large
+upload; and four uploads at once (tus's parallel parts) each held their own five. The pool
+keeps POOLED; a writer that finds none spare goes on with one buffer in flight, waiting for
+its own, never for another writer. A body smaller than GATHERED is joined at its end instead:
+a small file takes no megabyte.
+
 The hash stays on the event loop: BLAKE3 takes about 0.1 ms per buffer, a fixed
 cost that never waits on anything, while a write may wait on the disk (when the
 kernel throttles a writer with too many dirty pages) and so must not block the
@@ -29,10 +38,46 @@ from service.core.ports import StagedFile
 
 WRITE_SIZE = 1024 * 1024
 IN_FLIGHT = 4
+GATHERED = 256 * 1024  # a body smaller than this is joined at its end, and takes no buffer of the pool
+POOLED = 8  # full buffers the process keeps: two writers at IN_FLIGHT, or more writers at fewer each
 # The jobs' threads, shared by the process: jobs are short (a few buffers, never an fsync), so a few
 # threads serve many uploads. Not the event loop's executor: its futures wake the loop on every job.
 WRITERS = ThreadPoolExecutor(16, thread_name_prefix="files-write")
 Then = Literal["sync", "close"] | None  # what a job does after writing a buffer
+
+
+class BufferPool:
+    """Buffers of `size` bytes, shared by the writers of the process (on any event loop or thread).
+
+    `take` hands out a spare one, or a new one while fewer than `count` exist; past that only
+    when `needed`, and such an extra one is let go when it comes back, not kept.
+    """
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size = size
+        self.count = count
+        self._spare: list[bytearray] = []
+        self._existing = 0
+        self._lock = threading.Lock()
+
+    def take(self, needed: bool) -> bytearray | None:
+        with self._lock:
+            if self._spare:
+                return self._spare.pop()
+            if self._existing >= self.count and not needed:
+                return None
+            self._existing += 1
+        return bytearray(self.size)
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            if self._existing > self.count:
+                self._existing -= 1
+            else:
+                self._spare.append(buffer)
+
+
+BUFFERS = BufferPool(WRITE_SIZE, POOLED)
 
 
 class ChunkWriter:
@@ -45,13 +90,16 @@ class ChunkWriter:
         self.flushed = offset  # where the buffer starts: all before it is handed over
         self.file: StagedFile | None = None
         self._open_file = open_file
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []  # received, not yet in a buffer
         self._buffered = 0
+        self._buffer: bytearray | None = None  # the pool's buffer being filled, with `_filled` bytes
+        self._filled = 0
         self._loop = asyncio.get_running_loop()
-        # Shared with the job, under _lock: buffers to write (data, offset, sync or close after), how
-        # many are done, the job's error, and the loop's waiter (buffers done it waits for, future).
+        # Shared with the job, under _lock: buffers to write (data, offset, sync or close after, the pool's
+        # buffer that holds the data), how many are done, the job's error, and the loop's waiter (buffers
+        # done it waits for, future).
         self._lock = threading.Lock()
-        self._queue: collections.deque[tuple[bytes, int, Then]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes | memoryview, int, Then, bytearray | None]] = collections.deque()
         self._running = False
         self._done = 0
         self._error: BaseException | None = None
@@ -60,12 +108,25 @@ class ChunkWriter:
         self._job: Future[None] | None = None
 
     async def add(self, chunk: bytes) -> None:
+        self.received += len(chunk)
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        self.received += len(chunk)
-        if self._buffered >= WRITE_SIZE:
-            await self._wait_done(self._handed - IN_FLIGHT + 1)
-            self._hand_over(None)
+        if self._buffer is None and self._buffered < GATHERED:
+            return  # the start of a body, gathered: a small one is joined at its end
+        while self._chunks:  # each piece stays here until copied: a cancelled wait for a buffer loses none
+            if self._buffer is None:
+                self._buffer = await self._free_buffer()
+            piece = memoryview(self._chunks[0])
+            count = min(len(piece), WRITE_SIZE - self._filled)
+            self._buffer[self._filled : self._filled + count] = piece[:count]
+            self._filled += count
+            self._buffered -= count
+            if count < len(piece):
+                self._chunks[0] = piece[count:]
+            else:
+                del self._chunks[0]
+            if self._filled == WRITE_SIZE:
+                self._hand_over_buffer(None)
 
     async def drain(self, close: bool = False) -> None:
         """Write (and hash) everything received so far, and sync it: afterwards `flushed == received`
@@ -74,8 +135,13 @@ class ChunkWriter:
         With `close` the file is closed after (opened first, if the body was empty: the
         staging file of every session written to exists), by the same job.
         """
-        if self._chunks or close or self._handed:
-            self._hand_over("close" if close else "sync")
+        then: Then = "close" if close else "sync"
+        if self._buffer is not None:
+            self._hand_over_buffer(then)
+        elif self._chunks or close or self._handed:
+            data = b"".join(self._chunks)
+            self._chunks, self._buffered = [], 0
+            self._hand_over(data, then)
         await self._wait_done(self._handed)
 
     async def truncate(self, length: int) -> None:
@@ -87,7 +153,13 @@ class ChunkWriter:
         """Drop what is buffered or queued and wait out the buffer being written, whatever its outcome."""
         self._chunks, self._buffered = [], 0
         with self._lock:
+            dropped = [buffer for *_, buffer in self._queue if buffer is not None]
             self._queue.clear()
+        if self._buffer is not None:
+            dropped.append(self._buffer)
+            self._buffer, self._filled = None, 0
+        for buffer in dropped:
+            BUFFERS.give(buffer)
         if self._job is not None and not self._job.done():
             await asyncio.wait([asyncio.wrap_future(self._job)])
 
@@ -95,14 +167,25 @@ class ChunkWriter:
         if self.file is not None:
             self.file.close()
 
-    def _hand_over(self, then: Then) -> None:
-        data = b"".join(self._chunks)  # one copy, without the regrowing of an appended buffer
-        self._chunks, self._buffered = [], 0
+    async def _free_buffer(self) -> bytearray:
+        """A buffer of the pool, once fewer than IN_FLIGHT of this writer's are queued; when the pool has
+        none to spare, once this writer has none in flight (so it never waits on another writer)."""
+        await self._wait_done(self._handed - IN_FLIGHT + 1)
+        while (buffer := BUFFERS.take(needed=self._done == self._handed)) is None:
+            await self._wait_done(self._done + 1)
+        return buffer
+
+    def _hand_over_buffer(self, then: Then) -> None:
+        assert self._buffer is not None
+        buffer, filled, self._buffer, self._filled = self._buffer, self._filled, None, 0
+        self._hand_over(memoryview(buffer)[:filled], then, buffer)
+
+    def _hand_over(self, data: bytes | memoryview, then: Then, buffer: bytearray | None = None) -> None:
         offset, self.flushed = self.flushed, self.flushed + len(data)
         if self.hasher is not None:
             self.hasher.update(data)
         with self._lock:
-            self._queue.append((data, offset, then))
+            self._queue.append((data, offset, then, buffer))
             start, self._running = not self._running, True
         self._handed += 1
         if start:
@@ -128,7 +211,7 @@ class ChunkWriter:
                 if not self._queue or self._error is not None:
                     self._running = False
                     return
-                data, offset, then = self._queue.popleft()
+                data, offset, then, buffer = self._queue.popleft()
             try:
                 if self.file is None:
                     self.file = self._open_file()
@@ -141,6 +224,8 @@ class ChunkWriter:
                 error = None
             except BaseException as failure:  # handed to the loop, which raises it
                 error = failure
+            if buffer is not None:
+                BUFFERS.give(buffer)
             with self._lock:
                 self._done += 1
                 self._error = self._error or error

@@ -35,6 +35,8 @@ class StagedFile(Protocol):
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         """Write all of `data` at `offset`. The caller writes in order, from where `open` began.
         The bytes are kept for sure once `sync` or `close` returns (a store may hold some back till then).
+        `data` is the caller's again once this returns (the core reuses its buffers): a store that
+        holds bytes back holds a copy.
 
         Raises StorageFull when the storage has no room (what was written may stay: the caller
         truncates back to the acknowledged offset).

@@ -9,7 +9,6 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import openai
 import pytest
@@ -18,7 +17,7 @@ from openai import OpenAI
 
 from service.core.auth import new_token
 
-from .harness import MiB, ServiceProcess, b3, expect, wait_for
+from .harness import MiB, ServiceProcess, b3, expect, peak_rss, wait_for
 
 JSONL = b'{"a": 1}\n'
 EXPIRY_SECONDS = 60  # the sweeper runs every half second here (FILES_SWEEP_INTERVAL_SECONDS)
@@ -36,14 +35,6 @@ def sdk() -> Iterator[Callable[..., OpenAI]]:
     yield make
     for client in made:
         client.close()
-
-
-def peak_rss(pid: int) -> int:
-    """The process's peak resident memory in bytes (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for {pid}")
 
 
 def test_files_through_the_openai_sdk(services, sdk):
