@@ -10,13 +10,13 @@ Layout under `<prefix>` in one bucket:
                                        `start`, and the object holds the bytes after them (fewer than a
                                        part); its metadata names the multipart upload
 
-S3 parts are at least 5 MiB but the last. A staged file keeps the bytes past its last part in memory
-and uploads a part of PART_GOAL bytes whenever that many are there, up to PARTS_IN_FLIGHT at once
-(memory stays within those and one more). `sync` makes what was written durable, as the core asks
-before it moves the offset: it waits for the parts in flight, sends what is held as a part when S3
-takes one (5 MiB or more), else writes it as the record's tail; then the record says so. A chunk of
-8 MiB thus goes up once, as one part, where rewriting a tail object on every write sent it about
-three times.
+S3 parts are at least 5 MiB but the last. A staged file keeps the bytes past its last part in a buffer
+of PART_GOAL bytes and uploads it as a part whenever it is full, up to PARTS_IN_FLIGHT at once (memory
+stays within those buffers and one more, each reused: see partbuffers.py). `sync` makes what was
+written durable, as the core asks before it moves the offset: it waits for the parts in flight, sends
+what is held as a part when S3 takes one (5 MiB or more), else writes it as the record's tail; then the
+record says so. A chunk of 8 MiB thus goes up once, as one part, where rewriting a tail object on every
+write sent it about three times.
 
 Records are kept after later parts are uploaded, since a part cannot be read back: reopened at an
 offset (the acknowledged one, after a write that went further and never was), the staged upload
@@ -50,6 +50,7 @@ from service.core.digests import ContentHasher, Digests
 from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost, StorageUnavailable
 from service.core.model import BlobInfo, Entry
 from service.core.ports import Observe, StagingArea
+from service.storage.partbuffers import PartBody, PartBuffers
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -60,6 +61,7 @@ TAIL = re.compile(r"tail-(\d+)-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
 PART_GOAL = 8 * 1024 * 1024  # the part uploaded while a body streams in: one 8 MiB chunk is one part
 PARTS_IN_FLIGHT = 2
+BUFFERS = PartBuffers(PART_GOAL, PARTS_IN_FLIGHT + 1)  # one staged file's: its parts in flight and one it fills
 # Part uploads of every staged file of the process: each file has at most PARTS_IN_FLIGHT in it.
 UPLOADERS = ThreadPoolExecutor(16, thread_name_prefix="files-s3-part")
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
@@ -206,8 +208,9 @@ class S3Location:
                 return None
             raise
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, Metadata=metadata or {})
+    def put(self, key: str, data: bytes | PartBody, metadata: dict[str, str] | None = None) -> None:
+        body = cast(bytes, data)  # botocore takes a file as it takes bytes
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, Metadata=metadata or {})
 
     def abort(self, key: str, upload_id: str) -> None:
         """Abort the multipart upload at `key` (the whole key); one gone already is nothing to abort."""
@@ -231,7 +234,7 @@ def _missing(error: ClientError) -> bool:
 
 @reached
 class S3StagedFile:
-    """A staged upload open for writing: the bytes past its last part in memory, parts uploaded as they
+    """A staged upload open for writing: the bytes past its last part in a buffer, parts uploaded as they
     fill (see the module's docstring). After a failure it writes nothing more: its bytes were never
     acknowledged, and `close` must not wait on a store out of reach."""
 
@@ -241,55 +244,83 @@ class S3StagedFile:
         self._upload_id = upload_id
         self._parts = parts  # uploaded, or in flight
         self._start = start  # the byte where the held bytes begin
-        self._held = bytearray(tail)
+        self._buffer: bytearray | None = BUFFERS.take()  # None once closed: given back
+        self._buffer[: len(tail)] = tail  # a tail is shorter than a part
+        self._filled = len(tail)  # the held bytes: the buffer's first
         self._recorded = (parts, start, len(tail))  # what the last record written says
         self._in_flight: list[Future[None]] = []
         self._failed = False
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        if offset != self._start + len(self._held):
+        if offset != self._start + self._filled:
             raise ValueError(f"staged upload {self._name}: a write at {offset} is not at its end")
-        self._held += data
-        while len(self._held) >= PART_GOAL:
-            self._send_part(PART_GOAL)
+        data = memoryview(data).cast("B")
+        while data:
+            piece = data[: PART_GOAL - self._filled]
+            end = self._filled + len(piece)
+            self._open_buffer()[self._filled : end] = piece
+            self._filled, data = end, data[len(piece) :]
+            if self._filled == PART_GOAL:
+                self._send_part()
 
     def sync(self) -> None:
-        if len(self._held) >= PART_SIZE:
-            self._send_part(len(self._held))
+        if self._filled >= PART_SIZE:
+            self._send_part()
         self._settle()
-        state = (self._parts, self._start, len(self._held))
+        state = (self._parts, self._start, self._filled)
         if state != self._recorded:
-            self._guarded(self._area.put_tail, self._name, self._upload_id, self._parts, self._start, bytes(self._held))
+            held = PartBody(memoryview(self._open_buffer())[: self._filled])
+            self._guarded(self._area.put_tail, self._name, self._upload_id, self._parts, self._start, held)
             self._recorded = state
 
     def truncate(self, length: int) -> None:
         """Within the held bytes, in memory; below them (into parts), from the records, as `open` does."""
         if length >= self._start:
-            del self._held[length - self._start :]
+            self._filled = min(self._filled, length - self._start)
             return
         self._settle(raising=False)
         reopened = self._area.open(self._name, length)
+        BUFFERS.give(self._open_buffer())
         self._upload_id, self._parts, self._start = reopened._upload_id, reopened._parts, reopened._start
-        self._held, self._recorded, self._failed = reopened._held, reopened._recorded, False
+        self._buffer, self._filled, self._recorded = reopened._buffer, reopened._filled, reopened._recorded
+        self._failed = False
 
     def close(self) -> None:
         """Sync, unless a write failed: then only wait for the parts in flight (a part uploaded after
-        another writer took over would overwrite its own)."""
-        if self._failed:
-            self._settle(raising=False)
-        else:
-            self.sync()
+        another writer took over would overwrite its own). The buffer goes back for the next upload."""
+        if self._buffer is None:
+            return
+        try:
+            if self._failed:
+                self._settle(raising=False)
+            else:
+                self.sync()
+        finally:
+            BUFFERS.give(self._buffer)  # those of parts in flight go back as each is uploaded
+            self._buffer = None
 
-    def _send_part(self, size: int) -> None:
-        """Upload the first `size` held bytes as the next part, in the background."""
+    def _open_buffer(self) -> bytearray:
+        if self._buffer is None:
+            raise ValueError(f"staged upload {self._name} is closed")
+        return self._buffer
+
+    def _send_part(self) -> None:
+        """Upload the held bytes as the next part, in the background, and hold the next ones in another buffer."""
         if len(self._in_flight) >= PARTS_IN_FLIGHT:
             self._settle(keep=PARTS_IN_FLIGHT - 1)
-        # Handed over whole when it is all held (an aligned chunk: no copy); bytes are what botocore's hints take.
-        part = self._held if size == len(self._held) else self._held[:size]
-        self._held = bytearray() if part is self._held else self._held[size:]
+        buffer, size = self._open_buffer(), self._filled
+        self._buffer, self._filled = BUFFERS.take(), 0
         self._parts += 1
         self._start += size
-        self._in_flight.append(UPLOADERS.submit(self._area.upload_part, self._name, self._upload_id, self._parts, part))
+        self._in_flight.append(UPLOADERS.submit(self._upload, self._upload_id, self._parts, buffer, size))
+
+    def _upload(self, upload_id: str, number: int, buffer: bytearray, size: int) -> None:
+        """On an uploader thread: the part from the buffer's first `size` bytes; then the buffer is free."""
+        try:
+            body = buffer if size == len(buffer) else PartBody(memoryview(buffer)[:size])
+            self._area.upload_part(self._name, upload_id, number, body)
+        finally:
+            BUFFERS.give(buffer)
 
     def _settle(self, keep: int = 0, raising: bool = True) -> None:
         """Wait until at most `keep` parts are in flight; the first failure is raised (unless not `raising`)."""
@@ -389,16 +420,16 @@ class S3Staging:
         self.location.delete(self._key(name, "whole"))
         return S3StagedFile(self, name, upload_id, parts, parts * PART_SIZE, tail)
 
-    def upload_part(self, name: str, upload_id: str, number: int, data: bytes | bytearray) -> None:
+    def upload_part(self, name: str, upload_id: str, number: int, data: bytes | bytearray | PartBody) -> None:
         self.location.client.upload_part(
             Bucket=self.location.bucket,
             Key=self.location.prefix + self._key(name, "whole"),
             UploadId=upload_id,
             PartNumber=number,
-            Body=cast(bytes, data),  # botocore takes a bytearray as it takes bytes
+            Body=cast(bytes, data),  # botocore takes a bytearray or a file as it takes bytes
         )
 
-    def put_tail(self, name: str, upload_id: str, parts: int, start: int, data: bytes) -> None:
+    def put_tail(self, name: str, upload_id: str, parts: int, start: int, data: bytes | PartBody) -> None:
         self.location.put(self._record(name, parts, start), data, {UPLOAD_ID: upload_id})
 
     def where(self, name: str) -> str:
