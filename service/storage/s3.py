@@ -1,4 +1,4 @@
-"""The blob store, staging and entry ports on an S3-compatible object store (boto3, blocking like the ports).
+"""The blob store, staging and entry ports on an S3-compatible object store (botocore, blocking like the ports).
 
 Layout under `<prefix>` in one bucket:
 
@@ -39,7 +39,6 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -50,6 +49,7 @@ from service.core.digests import ContentHasher, Digests
 from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost, StorageUnavailable
 from service.core.model import BlobInfo, Entry
 from service.core.ports import Observe, StagingArea
+from service.storage.leanmodels import lean_session
 from service.storage.partbuffers import PartBody, PartBuffers
 
 if TYPE_CHECKING:
@@ -212,6 +212,14 @@ class S3Location:
         body = cast(bytes, data)  # botocore takes a file as it takes bytes
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, Metadata=metadata or {})
 
+    def copy(self, source: CopySourceTypeDef, key: str, extra_args: dict[str, Any] | None = None) -> None:
+        """A managed copy to `key` (the whole key) of any size, in parts when large, as boto3's `client.copy`
+        makes it; s3transfer is imported only when one is made (rare: a quarantine, a blob over 5 GiB)."""
+        from s3transfer.manager import TransferManager
+
+        with TransferManager(self.client) as manager:
+            manager.copy(dict(source), self.bucket, key, extra_args=extra_args).result()
+
     def abort(self, key: str, upload_id: str) -> None:
         """Abort the multipart upload at `key` (the whole key); one gone already is nothing to abort."""
         try:
@@ -224,8 +232,13 @@ class S3Location:
         """Delete the object; False when there was none."""
         if self.head(key) is None:
             return False
-        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        self.discard(key)
         return True
+
+    def discard(self, key: str) -> None:
+        """Delete the object, if there is one: one request where `delete` takes two (S3 deletes what is
+        not there without a complaint), for a staged upload's stale records, one per chunk."""
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
 
 def _missing(error: ClientError) -> bool:
@@ -391,7 +404,7 @@ class S3Staging:
             self.put_tail(name, upload_id, parts, start, tail)
         for stale in records:
             if stale != (parts, start):
-                self.location.delete(self._record(name, *stale))
+                self.location.discard(self._record(name, *stale))
         return S3StagedFile(self, name, upload_id, parts, start, tail)
 
     def _unfinish(self, name: str, offset: int, size: int) -> S3StagedFile:
@@ -417,7 +430,7 @@ class S3Staging:
                 Bucket=self.location.bucket, Key=whole, Range=f"bytes={parts * PART_SIZE}-{offset - 1}"
             )["Body"].read()
         self.put_tail(name, upload_id, parts, parts * PART_SIZE, tail)
-        self.location.delete(self._key(name, "whole"))
+        self.location.discard(self._key(name, "whole"))
         return S3StagedFile(self, name, upload_id, parts, parts * PART_SIZE, tail)
 
     def upload_part(self, name: str, upload_id: str, number: int, data: bytes | bytearray | PartBody) -> None:
@@ -471,7 +484,7 @@ class S3Staging:
         else:
             self._complete(name, upload_id, parts, tail)
         for stale in records:
-            self.location.delete(self._record(name, *stale))
+            self.location.discard(self._record(name, *stale))
         return whole
 
     def _complete(self, name: str, upload_id: str, parts: int, tail: bytes) -> None:
@@ -581,9 +594,8 @@ class S3BlobStore:
     def quarantine(self, digest: str) -> str:
         """Copied to `quarantine/<digest>.<time>` in the same bucket, then deleted from the blobs."""
         aside = f"quarantine/{digest}.{int(time.time())}"
-        self.location.client.copy(
+        self.location.copy(
             {"Bucket": self.location.bucket, "Key": self.location.prefix + self.key(digest)},
-            self.location.bucket,
             self.location.prefix + aside,
         )
         self.location.delete(self.key(digest))
@@ -616,9 +628,7 @@ class S3BlobStore:
                 Metadata=placed,
             )
         else:  # a multipart copy: one cut short is a temporary (S3Temporaries)
-            self.location.client.copy(
-                source, self.location.bucket, target, ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": placed}
-            )
+            self.location.copy(source, target, {"MetadataDirective": "REPLACE", "Metadata": placed})
         return not reused
 
     async def read(
@@ -784,7 +794,9 @@ def object_store(url: str, endpoint_url: str | None) -> S3Location:
     """The bucket and prefix of `s3://<bucket>[/<prefix>]`, checked to be reachable: a ConfigError in one line
     for a missing bucket or bad credentials, not a stack trace at the first upload."""
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    location = S3Location(boto3.client("s3", endpoint_url=endpoint_url, config=CLIENT_CONFIG), bucket, prefix)
+    # A botocore client, not boto3's: boto3 adds its resources and s3transfer (2 MiB) for nothing used here.
+    client = lean_session().create_client("s3", endpoint_url=endpoint_url, config=CLIENT_CONFIG)
+    location = S3Location(cast("S3Client", client), bucket, prefix)
     try:
         location.check()
     except ConnectionError as error:
