@@ -11,8 +11,9 @@ Layout under `<prefix>` in one bucket:
                                        part); its metadata names the multipart upload
 
 S3 parts are at least 5 MiB but the last. A staged file keeps the bytes past its last part in a buffer
-of PART_GOAL bytes and uploads it as a part whenever it is full, up to PARTS_IN_FLIGHT at once (memory
-stays within those buffers and one more, each reused: see partbuffers.py). `sync` makes what was
+of PART_GOAL bytes and uploads it as a part whenever it is full, up to PARTS_IN_FLIGHT at once; the
+buffers in flight and the one being filled are at most PARTS_IN_FLIGHT (each reused: see partbuffers.py),
+so a full buffer waits for a part to land before the next bytes are held. `sync` makes what was
 written durable, as the core asks before it moves the offset: it waits for the parts in flight, sends
 what is held as a part when S3 takes one (5 MiB or more), else writes it as the record's tail; then the
 record says so. A chunk of 8 MiB thus goes up once, as one part, where rewriting a tail object on every
@@ -61,7 +62,7 @@ TAIL = re.compile(r"tail-(\d+)-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
 PART_GOAL = 8 * 1024 * 1024  # the part uploaded while a body streams in: one 8 MiB chunk is one part
 PARTS_IN_FLIGHT = 2
-BUFFERS = PartBuffers(PART_GOAL, PARTS_IN_FLIGHT + 1)  # one staged file's: its parts in flight and one it fills
+BUFFERS = PartBuffers(PART_GOAL, PARTS_IN_FLIGHT)  # one staged file's: its parts in flight and the one it fills
 # Part uploads of every staged file of the process: each file has at most PARTS_IN_FLIGHT in it.
 UPLOADERS = ThreadPoolExecutor(16, thread_name_prefix="files-s3-part")
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
@@ -257,12 +258,17 @@ class S3StagedFile:
         self._upload_id = upload_id
         self._parts = parts  # uploaded, or in flight
         self._start = start  # the byte where the held bytes begin
-        self._buffer: bytearray | None = BUFFERS.take()  # None once closed: given back
-        self._buffer[: len(tail)] = tail  # a tail is shorter than a part
-        self._filled = len(tail)  # the held bytes: the buffer's first
+        # The held bytes are the buffer's first `_filled`. It is taken when a byte is to be held, and with the
+        # parts in flight they are at most PARTS_IN_FLIGHT: a full buffer waits for a part to land first.
+        self._buffer: bytearray | None = None
+        self._filled = 0
         self._recorded = (parts, start, len(tail))  # what the last record written says
         self._in_flight: list[Future[None]] = []
         self._failed = False
+        self._closed = False
+        if tail:  # shorter than a part
+            self._hold()[: len(tail)] = tail
+            self._filled = len(tail)
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         if offset != self._start + self._filled:
@@ -271,7 +277,7 @@ class S3StagedFile:
         while data:
             piece = data[: PART_GOAL - self._filled]
             end = self._filled + len(piece)
-            self._open_buffer()[self._filled : end] = piece
+            self._hold()[self._filled : end] = piece
             self._filled, data = end, data[len(piece) :]
             if self._filled == PART_GOAL:
                 self._send_part()
@@ -282,7 +288,7 @@ class S3StagedFile:
         self._settle()
         state = (self._parts, self._start, self._filled)
         if state != self._recorded:
-            held = PartBody(memoryview(self._open_buffer())[: self._filled])
+            held = PartBody(memoryview(self._hold())[: self._filled]) if self._filled else b""
             self._guarded(self._area.put_tail, self._name, self._upload_id, self._parts, self._start, held)
             self._recorded = state
 
@@ -293,7 +299,8 @@ class S3StagedFile:
             return
         self._settle(raising=False)
         reopened = self._area.open(self._name, length)
-        BUFFERS.give(self._open_buffer())
+        if self._buffer is not None:
+            BUFFERS.give(self._buffer)
         self._upload_id, self._parts, self._start = reopened._upload_id, reopened._parts, reopened._start
         self._buffer, self._filled, self._recorded = reopened._buffer, reopened._filled, reopened._recorded
         self._failed = False
@@ -301,7 +308,7 @@ class S3StagedFile:
     def close(self) -> None:
         """Sync, unless a write failed: then only wait for the parts in flight (a part uploaded after
         another writer took over would overwrite its own). The buffer goes back for the next upload."""
-        if self._buffer is None:
+        if self._closed:
             return
         try:
             if self._failed:
@@ -309,20 +316,24 @@ class S3StagedFile:
             else:
                 self.sync()
         finally:
-            BUFFERS.give(self._buffer)  # those of parts in flight go back as each is uploaded
-            self._buffer = None
+            self._closed = True
+            if self._buffer is not None:  # those of parts in flight go back as each is uploaded
+                BUFFERS.give(self._buffer)
+                self._buffer = None
 
-    def _open_buffer(self) -> bytearray:
-        if self._buffer is None:
+    def _hold(self) -> bytearray:
+        """The buffer of the held bytes, taken (once a part in flight has landed, when PARTS_IN_FLIGHT are)."""
+        if self._closed:
             raise ValueError(f"staged upload {self._name} is closed")
+        if self._buffer is None:
+            self._settle(keep=PARTS_IN_FLIGHT - 1)
+            self._buffer = BUFFERS.take()
         return self._buffer
 
     def _send_part(self) -> None:
-        """Upload the held bytes as the next part, in the background, and hold the next ones in another buffer."""
-        if len(self._in_flight) >= PARTS_IN_FLIGHT:
-            self._settle(keep=PARTS_IN_FLIGHT - 1)
-        buffer, size = self._open_buffer(), self._filled
-        self._buffer, self._filled = BUFFERS.take(), 0
+        """Upload the held bytes as the next part, in the background; the next ones go to another buffer."""
+        buffer, size = self._hold(), self._filled
+        self._buffer, self._filled = None, 0
         self._parts += 1
         self._start += size
         self._in_flight.append(UPLOADERS.submit(self._upload, self._upload_id, self._parts, buffer, size))
