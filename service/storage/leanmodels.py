@@ -1,11 +1,14 @@
-"""botocore's model files loaded lean: plain dicts, their documentation left out.
+"""botocore's model files loaded lean: plain dicts, their documentation and other services left out.
 
 botocore reads each JSON model (the endpoints of every AWS service, S3's API and its endpoint rules)
 into OrderedDicts with every documentation string, and keeps them for the life of the client: about
-11 MiB in the service, for text that only a generated docstring would show. Loaded as plain dicts
-(ordered too, since Python 3.7) with each "documentation" value emptied (the key stays: botocore reads
-some, such as a client context parameter's), they take about 6 MiB. Nothing else changes: the same
-files, from the same search paths (AWS_DATA_PATH included).
+11 MiB in the service, for text that only a generated docstring would show and some 300 services it
+never calls. Loaded as plain dicts (ordered too, since Python 3.7) with each "documentation" value
+emptied (the key stays: botocore reads some, such as a client context parameter's), and the endpoints
+of S3 and STS only (STS: the credential providers that assume a role call it), they take about 2 MiB.
+A service left out would still resolve, from its partition's defaults, as botocore resolves a service
+newer than its endpoints file. Otherwise nothing changes: the same files, from the same search paths
+(AWS_DATA_PATH included).
 """
 
 from __future__ import annotations
@@ -22,8 +25,20 @@ from botocore.loaders import JSONFileLoader
 log = logging.getLogger("files.storage")
 
 
+ENDPOINTS = "endpoints.json"
+SERVICES = frozenset({"s3", "sts"})  # the endpoints kept
+
+
 def _undocumented(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return {key: "" if key == "documentation" else value for key, value in pairs}
+
+
+def _endpoints_used(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A partition of endpoints.json with the services used only; every other object as it is."""
+    found = dict(pairs)
+    if "partition" in found and isinstance(found.get("services"), dict):
+        found["services"] = {name: found["services"][name] for name in SERVICES if name in found["services"]}
+    return found
 
 
 class LeanJSONFileLoader(JSONFileLoader):
@@ -35,7 +50,8 @@ class LeanJSONFileLoader(JSONFileLoader):
         with open_method(full_path, "rb") as file:
             payload = file.read().decode("utf-8")
         log.debug("loading botocore model %s", full_path)
-        model: dict[str, Any] = json.loads(payload, object_pairs_hook=_undocumented)
+        lean = _endpoints_used if os.path.basename(full_path) == ENDPOINTS else _undocumented
+        model: dict[str, Any] = json.loads(payload, object_pairs_hook=lean)
         return model
 
 
