@@ -337,6 +337,25 @@ def test_a_staged_upload_reopened_at_its_offset_after_an_unacknowledged_write_pa
     assert staging.digests("s").blake3 == blake3(content).hexdigest()
 
 
+def test_staged_uploads_written_one_after_another_hold_only_their_own_bytes(staging):
+    # The object store reuses its part buffers: a shorter upload after a longer one must not send the rest.
+    longer, shorter = os.urandom(19 * MiB + 7), os.urandom(6 * MiB + 5)
+    for name, content in (("longer", longer), ("shorter", shorter)):
+        file = staging.open(name, 0)
+        for first in range(0, len(content), 3 * MiB):
+            file.write_at(content[first : first + 3 * MiB], first)
+            file.sync()
+        file.close()
+        file.close()  # closing twice (the chunk writer's job, then its own close) gives nothing back twice
+    both = staging.open("both", 0)
+    both.write_at(longer, 0)
+    both.close()
+    assert staging.length("shorter") == len(shorter)
+    assert staging.digests("shorter").blake3 == blake3(shorter).hexdigest()
+    assert staging.digests("longer").blake3 == blake3(longer).hexdigest()
+    assert staging.digests("both").blake3 == blake3(longer).hexdigest()
+
+
 @pytest.mark.parametrize("cut", [0, 1000, 6 * MiB + 1, 7 * MiB])
 def test_a_committed_staged_upload_reopens_at_an_offset(stores, staging, cut):
     content = os.urandom(7 * MiB)

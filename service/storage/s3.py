@@ -1,4 +1,4 @@
-"""The blob store, staging and entry ports on an S3-compatible object store (boto3, blocking like the ports).
+"""The blob store, staging and entry ports on an S3-compatible object store (botocore, blocking like the ports).
 
 Layout under `<prefix>` in one bucket:
 
@@ -10,13 +10,14 @@ Layout under `<prefix>` in one bucket:
                                        `start`, and the object holds the bytes after them (fewer than a
                                        part); its metadata names the multipart upload
 
-S3 parts are at least 5 MiB but the last. A staged file keeps the bytes past its last part in memory
-and uploads a part of PART_GOAL bytes whenever that many are there, up to PARTS_IN_FLIGHT at once
-(memory stays within those and one more). `sync` makes what was written durable, as the core asks
-before it moves the offset: it waits for the parts in flight, sends what is held as a part when S3
-takes one (5 MiB or more), else writes it as the record's tail; then the record says so. A chunk of
-8 MiB thus goes up once, as one part, where rewriting a tail object on every write sent it about
-three times.
+S3 parts are at least 5 MiB but the last. A staged file keeps the bytes past its last part in a buffer
+of PART_GOAL bytes and uploads it as a part whenever it is full, up to PARTS_IN_FLIGHT at once; the
+buffers in flight and the one being filled are at most PARTS_IN_FLIGHT (each reused: see partbuffers.py),
+so a full buffer waits for a part to land before the next bytes are held. `sync` makes what was
+written durable, as the core asks before it moves the offset: it waits for the parts in flight, sends
+what is held as a part when S3 takes one (5 MiB or more), else writes it as the record's tail; then the
+record says so. A chunk of 8 MiB thus goes up once, as one part, where rewriting a tail object on every
+write sent it about three times.
 
 Records are kept after later parts are uploaded, since a part cannot be read back: reopened at an
 offset (the acknowledged one, after a write that went further and never was), the staged upload
@@ -39,7 +40,6 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -50,6 +50,8 @@ from service.core.digests import ContentHasher, Digests
 from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost, StorageUnavailable
 from service.core.model import BlobInfo, Entry
 from service.core.ports import Observe, StagingArea
+from service.storage.leanmodels import lean_session
+from service.storage.partbuffers import PartBody, PartBuffers
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -60,6 +62,7 @@ TAIL = re.compile(r"tail-(\d+)-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
 PART_GOAL = 8 * 1024 * 1024  # the part uploaded while a body streams in: one 8 MiB chunk is one part
 PARTS_IN_FLIGHT = 2
+BUFFERS = PartBuffers(PART_GOAL, PARTS_IN_FLIGHT)  # one staged file's: its parts in flight and the one it fills
 # Part uploads of every staged file of the process: each file has at most PARTS_IN_FLIGHT in it.
 UPLOADERS = ThreadPoolExecutor(16, thread_name_prefix="files-s3-part")
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
@@ -206,8 +209,17 @@ class S3Location:
                 return None
             raise
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, Metadata=metadata or {})
+    def put(self, key: str, data: bytes | PartBody, metadata: dict[str, str] | None = None) -> None:
+        body = cast(bytes, data)  # botocore takes a file as it takes bytes
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, Metadata=metadata or {})
+
+    def copy(self, source: CopySourceTypeDef, key: str, extra_args: dict[str, Any] | None = None) -> None:
+        """A managed copy to `key` (the whole key) of any size, in parts when large, as boto3's `client.copy`
+        makes it; s3transfer is imported only when one is made (rare: a quarantine, a blob over 5 GiB)."""
+        from s3transfer.manager import TransferManager
+
+        with TransferManager(self.client) as manager:
+            manager.copy(dict(source), self.bucket, key, extra_args=extra_args).result()
 
     def abort(self, key: str, upload_id: str) -> None:
         """Abort the multipart upload at `key` (the whole key); one gone already is nothing to abort."""
@@ -221,8 +233,13 @@ class S3Location:
         """Delete the object; False when there was none."""
         if self.head(key) is None:
             return False
-        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        self.discard(key)
         return True
+
+    def discard(self, key: str) -> None:
+        """Delete the object, if there is one: one request where `delete` takes two (S3 deletes what is
+        not there without a complaint), for a staged upload's stale records, one per chunk."""
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
 
 def _missing(error: ClientError) -> bool:
@@ -231,7 +248,7 @@ def _missing(error: ClientError) -> bool:
 
 @reached
 class S3StagedFile:
-    """A staged upload open for writing: the bytes past its last part in memory, parts uploaded as they
+    """A staged upload open for writing: the bytes past its last part in a buffer, parts uploaded as they
     fill (see the module's docstring). After a failure it writes nothing more: its bytes were never
     acknowledged, and `close` must not wait on a store out of reach."""
 
@@ -241,55 +258,93 @@ class S3StagedFile:
         self._upload_id = upload_id
         self._parts = parts  # uploaded, or in flight
         self._start = start  # the byte where the held bytes begin
-        self._held = bytearray(tail)
+        # The held bytes are the buffer's first `_filled`. It is taken when a byte is to be held, and with the
+        # parts in flight they are at most PARTS_IN_FLIGHT: a full buffer waits for a part to land first.
+        self._buffer: bytearray | None = None
+        self._filled = 0
         self._recorded = (parts, start, len(tail))  # what the last record written says
         self._in_flight: list[Future[None]] = []
         self._failed = False
+        self._closed = False
+        if tail:  # shorter than a part
+            self._hold()[: len(tail)] = tail
+            self._filled = len(tail)
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        if offset != self._start + len(self._held):
+        if offset != self._start + self._filled:
             raise ValueError(f"staged upload {self._name}: a write at {offset} is not at its end")
-        self._held += data
-        while len(self._held) >= PART_GOAL:
-            self._send_part(PART_GOAL)
+        data = memoryview(data).cast("B")
+        while data:
+            piece = data[: PART_GOAL - self._filled]
+            end = self._filled + len(piece)
+            self._hold()[self._filled : end] = piece
+            self._filled, data = end, data[len(piece) :]
+            if self._filled == PART_GOAL:
+                self._send_part()
 
     def sync(self) -> None:
-        if len(self._held) >= PART_SIZE:
-            self._send_part(len(self._held))
+        if self._filled >= PART_SIZE:
+            self._send_part()
         self._settle()
-        state = (self._parts, self._start, len(self._held))
+        state = (self._parts, self._start, self._filled)
         if state != self._recorded:
-            self._guarded(self._area.put_tail, self._name, self._upload_id, self._parts, self._start, bytes(self._held))
+            held = PartBody(memoryview(self._hold())[: self._filled]) if self._filled else b""
+            self._guarded(self._area.put_tail, self._name, self._upload_id, self._parts, self._start, held)
             self._recorded = state
 
     def truncate(self, length: int) -> None:
         """Within the held bytes, in memory; below them (into parts), from the records, as `open` does."""
         if length >= self._start:
-            del self._held[length - self._start :]
+            self._filled = min(self._filled, length - self._start)
             return
         self._settle(raising=False)
         reopened = self._area.open(self._name, length)
+        if self._buffer is not None:
+            BUFFERS.give(self._buffer)
         self._upload_id, self._parts, self._start = reopened._upload_id, reopened._parts, reopened._start
-        self._held, self._recorded, self._failed = reopened._held, reopened._recorded, False
+        self._buffer, self._filled, self._recorded = reopened._buffer, reopened._filled, reopened._recorded
+        self._failed = False
 
     def close(self) -> None:
         """Sync, unless a write failed: then only wait for the parts in flight (a part uploaded after
-        another writer took over would overwrite its own)."""
-        if self._failed:
-            self._settle(raising=False)
-        else:
-            self.sync()
+        another writer took over would overwrite its own). The buffer goes back for the next upload."""
+        if self._closed:
+            return
+        try:
+            if self._failed:
+                self._settle(raising=False)
+            else:
+                self.sync()
+        finally:
+            self._closed = True
+            if self._buffer is not None:  # those of parts in flight go back as each is uploaded
+                BUFFERS.give(self._buffer)
+                self._buffer = None
 
-    def _send_part(self, size: int) -> None:
-        """Upload the first `size` held bytes as the next part, in the background."""
-        if len(self._in_flight) >= PARTS_IN_FLIGHT:
+    def _hold(self) -> bytearray:
+        """The buffer of the held bytes, taken (once a part in flight has landed, when PARTS_IN_FLIGHT are)."""
+        if self._closed:
+            raise ValueError(f"staged upload {self._name} is closed")
+        if self._buffer is None:
             self._settle(keep=PARTS_IN_FLIGHT - 1)
-        # Handed over whole when it is all held (an aligned chunk: no copy); bytes are what botocore's hints take.
-        part = self._held if size == len(self._held) else self._held[:size]
-        self._held = bytearray() if part is self._held else self._held[size:]
+            self._buffer = BUFFERS.take()
+        return self._buffer
+
+    def _send_part(self) -> None:
+        """Upload the held bytes as the next part, in the background; the next ones go to another buffer."""
+        buffer, size = self._hold(), self._filled
+        self._buffer, self._filled = None, 0
         self._parts += 1
         self._start += size
-        self._in_flight.append(UPLOADERS.submit(self._area.upload_part, self._name, self._upload_id, self._parts, part))
+        self._in_flight.append(UPLOADERS.submit(self._upload, self._upload_id, self._parts, buffer, size))
+
+    def _upload(self, upload_id: str, number: int, buffer: bytearray, size: int) -> None:
+        """On an uploader thread: the part from the buffer's first `size` bytes; then the buffer is free."""
+        try:
+            body = buffer if size == len(buffer) else PartBody(memoryview(buffer)[:size])
+            self._area.upload_part(self._name, upload_id, number, body)
+        finally:
+            BUFFERS.give(buffer)
 
     def _settle(self, keep: int = 0, raising: bool = True) -> None:
         """Wait until at most `keep` parts are in flight; the first failure is raised (unless not `raising`)."""
@@ -360,7 +415,7 @@ class S3Staging:
             self.put_tail(name, upload_id, parts, start, tail)
         for stale in records:
             if stale != (parts, start):
-                self.location.delete(self._record(name, *stale))
+                self.location.discard(self._record(name, *stale))
         return S3StagedFile(self, name, upload_id, parts, start, tail)
 
     def _unfinish(self, name: str, offset: int, size: int) -> S3StagedFile:
@@ -386,19 +441,19 @@ class S3Staging:
                 Bucket=self.location.bucket, Key=whole, Range=f"bytes={parts * PART_SIZE}-{offset - 1}"
             )["Body"].read()
         self.put_tail(name, upload_id, parts, parts * PART_SIZE, tail)
-        self.location.delete(self._key(name, "whole"))
+        self.location.discard(self._key(name, "whole"))
         return S3StagedFile(self, name, upload_id, parts, parts * PART_SIZE, tail)
 
-    def upload_part(self, name: str, upload_id: str, number: int, data: bytes | bytearray) -> None:
+    def upload_part(self, name: str, upload_id: str, number: int, data: bytes | bytearray | PartBody) -> None:
         self.location.client.upload_part(
             Bucket=self.location.bucket,
             Key=self.location.prefix + self._key(name, "whole"),
             UploadId=upload_id,
             PartNumber=number,
-            Body=cast(bytes, data),  # botocore takes a bytearray as it takes bytes
+            Body=cast(bytes, data),  # botocore takes a bytearray or a file as it takes bytes
         )
 
-    def put_tail(self, name: str, upload_id: str, parts: int, start: int, data: bytes) -> None:
+    def put_tail(self, name: str, upload_id: str, parts: int, start: int, data: bytes | PartBody) -> None:
         self.location.put(self._record(name, parts, start), data, {UPLOAD_ID: upload_id})
 
     def where(self, name: str) -> str:
@@ -440,7 +495,7 @@ class S3Staging:
         else:
             self._complete(name, upload_id, parts, tail)
         for stale in records:
-            self.location.delete(self._record(name, *stale))
+            self.location.discard(self._record(name, *stale))
         return whole
 
     def _complete(self, name: str, upload_id: str, parts: int, tail: bytes) -> None:
@@ -550,9 +605,8 @@ class S3BlobStore:
     def quarantine(self, digest: str) -> str:
         """Copied to `quarantine/<digest>.<time>` in the same bucket, then deleted from the blobs."""
         aside = f"quarantine/{digest}.{int(time.time())}"
-        self.location.client.copy(
+        self.location.copy(
             {"Bucket": self.location.bucket, "Key": self.location.prefix + self.key(digest)},
-            self.location.bucket,
             self.location.prefix + aside,
         )
         self.location.delete(self.key(digest))
@@ -585,9 +639,7 @@ class S3BlobStore:
                 Metadata=placed,
             )
         else:  # a multipart copy: one cut short is a temporary (S3Temporaries)
-            self.location.client.copy(
-                source, self.location.bucket, target, ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": placed}
-            )
+            self.location.copy(source, target, {"MetadataDirective": "REPLACE", "Metadata": placed})
         return not reused
 
     async def read(
@@ -763,7 +815,9 @@ def object_store(url: str, endpoint_url: str | None) -> S3Location:
     """The bucket and prefix of `s3://<bucket>[/<prefix>]`, checked to be reachable: a ConfigError in one line
     for a missing bucket or bad credentials, not a stack trace at the first upload."""
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    location = S3Location(boto3.client("s3", endpoint_url=endpoint_url, config=CLIENT_CONFIG), bucket, prefix)
+    # A botocore client, not boto3's: boto3 adds its resources and s3transfer (2 MiB) for nothing used here.
+    client = lean_session().create_client("s3", endpoint_url=endpoint_url, config=CLIENT_CONFIG)
+    location = S3Location(cast("S3Client", client), bucket, prefix)
     try:
         location.check()
     except ConnectionError as error:
