@@ -30,6 +30,7 @@ from apihelpers import (
 )
 from conftest import BASE_URL, http_client
 
+from service.core.errors import StorageFull
 from service.redis.keyspace import KeySpace
 
 pytestmark = pytest.mark.anyio
@@ -596,6 +597,44 @@ async def test_the_offset_when_the_commit_starts_spares_a_large_last_body_from_b
         done = await send(client, session_id, content[1000:], offset=1000)
         assert done.status_code == 200 and done.json()["digest"] == f"blake3:{b3(content)}"
     assert seen == [len(content) if last_body > 1024 * 1024 else 1000]
+
+
+async def test_a_small_upload_in_one_request_is_staged_only_when_its_commit_fails(make_app, monkeypatch, settings):
+    """A small body that is the whole upload goes to the blob store from memory, with no partial file;
+    should its commit fail, it is staged then, so that the offset records it (507 at the size) and an
+    empty request completes the upload."""
+    content = os.urandom(4096)
+    app = make_app()
+    services = app.state.services
+    real_commit, real_open = services.catalog.commit, services.staging.open
+    failures: list[Exception] = []
+    staged = []
+
+    async def commit(entry, source):
+        if failures:
+            raise failures.pop()
+        await real_commit(entry, source)
+
+    def open_staged(name, offset):
+        staged.append((name, offset))
+        return real_open(name, offset)
+
+    monkeypatch.setattr(services.catalog, "commit", commit)
+    monkeypatch.setattr(services.staging, "open", open_staged)
+    async with http_client(app) as client:
+        await upload(client, "b", "whole", content[:1000])
+        assert staged == []
+        session_id = await start_session(client, "b", "k", len(content))
+        failures.append(StorageFull("no room for the entry"))
+        refused = await send(client, session_id, content, offset=0)
+        assert assert_error(refused, 507)["offset"] == len(content)
+        assert staged == [(session_id, 0)] and partial_files(settings.data_dir) == [
+            partial_path(settings.data_dir, session_id)
+        ]
+        done = await send(client, session_id, b"", offset=len(content))
+        assert done.status_code == 200 and done.json()["digest"] == f"blake3:{b3(content)}"
+        assert (await download(client, "b", "k")).content == content
+    assert partial_files(settings.data_dir) == []
 
 
 async def test_every_request_lets_go_of_the_locks_it_took(make_app, redis):

@@ -284,6 +284,31 @@ async def test_a_damaged_blob_of_another_size_is_replaced(stores, blobs, staging
     assert b"".join(await read_all(blobs, digest, 0, len(content))) == content
 
 
+async def test_store_makes_content_held_in_memory_a_blob(blobs):
+    content = os.urandom(5000)
+    digest = blake3(content).hexdigest()
+    assert blobs.stat(digest) is None
+    assert blobs.store(content, digest) is True
+    assert b"".join(await read_all(blobs, digest, 0, len(content))) == content
+
+
+async def test_content_from_memory_equal_to_a_blob_is_stored_once_and_counts_as_placed_now(stores, blobs):
+    content = b"the same content"
+    digest = committed(stores, content, "a")
+    stores.age(digest, 3600)
+    assert blobs.store(content, digest) is False
+    assert [blob.digest for blob in blobs.list()] == [digest]
+    assert blobs.stat(digest).modified > time.time() - 60
+
+
+async def test_a_damaged_blob_of_another_size_is_replaced_from_memory(stores, blobs):
+    content = b"the real content"
+    digest = committed(stores, content, "a")
+    stores.damage(digest, b"trunc")
+    assert blobs.store(content, digest) is True
+    assert b"".join(await read_all(blobs, digest, 0, len(content))) == content
+
+
 async def test_read_streams_a_range_in_bounded_chunks_seen_by_observe(stores, blobs):
     content = os.urandom(5 * MiB + 17)
     digest = committed(stores, content)

@@ -7,12 +7,13 @@ is one round trip whatever it holds), after one operation of each kind has loade
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import fakeredis
 import pytest
-from apihelpers import upload
+from apihelpers import start, upload
 from conftest import http_client
 from test_tus import create, metadata
 
@@ -92,3 +93,14 @@ async def test_a_page_of_a_listing(client, counts: Counts):
     response = await client.get("/v1/files/b", params={"limit": 2})
     assert response.status_code == 200 and len(response.json()["data"]) == 2, response.text
     assert counts() == (1, 2), counts.trips
+
+
+async def test_a_full_set_of_open_sessions_is_swept_once_for_creations_at_once(settings, counts: Counts):
+    app = create_app(settings.model_copy(update={"max_open_sessions": 4}), client=counting_client(counts))
+    async with http_client(app) as client:
+        for index in range(4):
+            await upload(client, "b", f"done-{index}", b"d")
+        counts.reset()
+        created = await asyncio.gather(*(start(client, "b", f"new-{index}", 1) for index in range(4)))
+    assert [response.status_code for response in created] == [200] * 4
+    assert [trip for trip in counts.trips if "SMEMBERS" in trip] == [["SMEMBERS"]], counts.trips

@@ -53,9 +53,10 @@ class Catalog:
         self.intents = intents
         self.observer = observer
 
-    async def commit(self, entry: Entry, staged: str) -> None:
-        """Store the staged upload `staged` (hashed to `entry.digest`) and write the entry for it."""
-        if not await self._write(entry, staged):
+    async def commit(self, entry: Entry, source: str | bytes) -> None:
+        """Store the upload's content, hashed to `entry.digest`, and write the entry for it: `source` is
+        the name of its staged upload, or the content itself when the whole upload is held in memory."""
+        if not await self._write(entry, source):
             self.observer.deduplicated(entry.bytes)
 
     async def link(self, entry: Entry) -> None:
@@ -67,13 +68,14 @@ class Catalog:
         """
         await self._write(entry, None)
 
-    async def _write(self, entry: Entry, staged: str | None) -> bool:
-        """Place the blob (from `staged`; None: it must be there already), write the entry and count it in,
-        under the locks and with the intent of the change; whether the blob was newly placed."""
+    async def _write(self, entry: Entry, source: str | bytes | None) -> bool:
+        """Place the blob (from `source`, as `commit` takes it; None: it must be there already), write the
+        entry and count it in, under the locks and with the intent of the change; whether the blob was
+        newly placed."""
         intent = Intent(bucket=entry.bucket, key=entry.key, digest=entry.digest)
         async with self.leases.hold(*intent.locks(), intent=intent) as lease:
             try:
-                placed, replaced = await asyncio.to_thread(self._store, entry, staged)
+                placed, replaced = await asyncio.to_thread(self._store, entry, source)
             except BlobMissing:
                 await lease.settle()  # nothing changed
                 raise
@@ -96,14 +98,16 @@ class Catalog:
             await self.release_blob(digest)
         return placed
 
-    def _store(self, entry: Entry, staged: str | None) -> tuple[bool, Entry | None]:
+    def _store(self, entry: Entry, source: str | bytes | None) -> tuple[bool, Entry | None]:
         """Place the blob and write the entry (one trip to a worker thread): (newly placed?, entry replaced).
 
         Should either fail, the intent stays behind (the lease lets go without dropping it) and
         the sweeper settles it; a blob just placed that no entry can need goes at once.
         """
-        if staged is not None:
-            placed = self.blobs.commit(self.staging, staged, entry.digest)
+        if isinstance(source, bytes):
+            placed = self.blobs.store(source, entry.digest)
+        elif source is not None:
+            placed = self.blobs.commit(self.staging, source, entry.digest)
         else:
             blob = self.blobs.stat(entry.digest)
             if blob is None or blob.size != entry.bytes:

@@ -144,6 +144,15 @@ class ChunkWriter:
             self._hand_over(data, then)
         await self._wait_done(self._handed)
 
+    def held(self) -> bytes | None:
+        """Every byte received, taken from the writer, when none was handed to the file (not even opened
+        then), else None: a small body that completes its upload goes to the blob store from memory."""
+        if self._handed:
+            return None
+        data = b"".join(self._chunks)
+        self._chunks, self._buffered = [], 0
+        return data
+
     async def truncate(self, length: int) -> None:
         """Cut the file back to `length` (after `abandon`): drop bytes the service never acknowledged."""
         if self.file is not None:

@@ -139,6 +139,14 @@ class BlobStore(Protocol):
         one of another size is damaged and is replaced. Raises StorageFull, and OutsideRoot.
         """
 
+    def store(self, content: bytes, digest: str) -> bool:
+        """Make `content`, a whole upload held in memory, the blob `digest`; False when it was one already.
+
+        As `commit` (the caller has hashed it and holds the lock; durable when this returns, never
+        visible half-written; an equal blob reused), without a staged upload: a small upload that came
+        in one request costs no staging file. Raises StorageFull, and OutsideRoot.
+        """
+
     def read(self, digest: str, first: int, length: int, observe: Observe | None = None) -> AsyncGenerator[bytes, None]:
         """Stream `length` bytes of the blob from byte `first`, in bounded chunks.
 

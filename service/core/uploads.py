@@ -5,7 +5,10 @@ worker thread, while the event loop receives the next part; the offset in Redis
 moves only after the bytes it covers are written. When the offset reaches the
 size the content is hashed (as it streamed in, when every byte came to this
 process; else by reading the file once), checked against the digest the client
-gave, and committed to the catalog.
+gave, and committed to the catalog. A small body that is the whole upload is not
+staged at all: hashed in memory, it becomes the blob in the commit's one trip to a
+worker thread (a staging file costs another trip, a create and an unlink); only a
+commit that fails stages it, so that the offset can record it.
 
 A part (`NewUpload.part`) is a session like any other, but complete at its size without a file:
 its staged bytes wait for `concatenate`, which assembles a final upload from parts written
@@ -191,7 +194,7 @@ class UploadCore:
                 raise _too_large(session, content_length)
             chunks = _until_stalled(body, self.stall_seconds)
             try:
-                session, received, hasher = await self._receive(
+                session, received, hasher, content = await self._receive(
                     session,
                     lease,
                     chunks,
@@ -215,7 +218,7 @@ class UploadCore:
                 self.observer.session("completed")
                 return session
             async with lease.kept_alive():
-                return await self._complete(session, lease, hasher)
+                return await self._complete(session, lease, hasher, content)
 
     async def concatenate(
         self, session_id: str, part_ids: Sequence[str], principal: Principal, *, md5: str | None = None
@@ -376,8 +379,10 @@ class UploadCore:
         checkpoints: bool,
         check: ChunkChecksum | None = None,
         last: bool = False,
-    ) -> tuple[Session, int, ContentHasher | None]:
-        """Copy the body to the staging file: (the session, the bytes now in the file, the hasher).
+    ) -> tuple[Session, int, ContentHasher | None, bytes | None]:
+        """Copy the body to the staging file: (the session, the bytes now in the file, the hasher, None);
+        or, when the body is the whole upload and small, keep it in memory: (the session, its size, the
+        hasher, the content), nothing staged (`_complete` stages it only if its commit fails).
 
         The offset moves past the body, unless the body completed the upload and was small:
         then it moves with the completion, in one step (a commit cut short costs the client
@@ -409,6 +414,9 @@ class UploadCore:
                         offset=session.offset,
                     )
                 await _still_held(lease)
+                if hasher is not None and (content := _whole_in_memory(session, writer)) is not None:
+                    hasher.update(content)
+                    return session, session.size, hasher, content
                 await writer.drain(close=True)
                 if last and session.length_deferred:
                     session = await self.sessions.declare_size(session, lease, writer.flushed)
@@ -436,7 +444,7 @@ class UploadCore:
                     self._keep_hasher(session, hasher)
             elif writer.flushed - session.offset > CHEAP_TO_RESEND:
                 session = await self.sessions.advance(session, lease, writer.flushed)
-            return session, writer.flushed, hasher
+            return session, writer.flushed, hasher, None
         finally:
             await writer.abandon()
             writer.close()
@@ -456,43 +464,61 @@ class UploadCore:
         if len(self._hashers) > KEPT_HASHERS:
             self._hashers.popitem(last=False)
 
-    async def _complete(self, session: Session, lease: Lease, hasher: ContentHasher | None) -> Entry:
-        """Commit the whole content, then mark the session complete; should the commit fail, the
-        offset records that every byte is in, so that an empty request at the size completes it."""
+    async def _complete(
+        self, session: Session, lease: Lease, hasher: ContentHasher | None, content: bytes | None
+    ) -> Entry:
+        """Commit the whole content (staged, or `content` held in memory), then mark the session complete;
+        should the commit fail, the offset records that every byte is in (content in memory is staged
+        first), so that an empty request at the size completes it."""
         try:
-            entry = await self._commit(session, hasher)
+            entry = await self._commit(session, hasher, content)
         except DigestMismatch:
             raise  # the session is gone with its data
         except BaseException:
             if session.offset < session.size:
+                if content is not None:
+                    await self._stage(session, content)
                 await self.sessions.advance(session, lease, session.size, release=True)
             raise
-        await self._completed(session, lease)
+        await self._completed(session, lease, staged=content is None)
         return entry
 
-    async def _completed(self, session: Session, lease: Lease) -> None:
-        """Mark the session complete once its file is committed, and drop its staged bytes."""
+    async def _stage(self, session: Session, content: bytes) -> None:
+        """Write the whole upload, held in memory, to its staging file (made anew: no byte of an earlier
+        one was acknowledged, the offset being 0)."""
+        try:
+            await asyncio.to_thread(_write_staged, self.staging, session.id, content)
+        except StorageFull as error:
+            raise InsufficientStorage(
+                "the data volume is full; the session is kept at its offset, resume once space is freed",
+                offset=session.offset,
+            ) from error
+
+    async def _completed(self, session: Session, lease: Lease, staged: bool = True) -> None:
+        """Mark the session complete once its file is committed, and drop its staged bytes (if `staged`)."""
         crash_point("committed")
         await self.sessions.advance(session, lease, session.size, complete=True)
-        await asyncio.to_thread(self.staging.remove, session.id)
+        if staged:
+            await asyncio.to_thread(self.staging.remove, session.id)
         self.observer.session("completed")
 
-    async def _commit(self, session: Session, hasher: ContentHasher | None) -> Entry:
+    async def _commit(self, session: Session, hasher: ContentHasher | None, content: bytes | None) -> Entry:
         if hasher is not None:
             digests = hasher.digests()
         else:
             digests = await asyncio.to_thread(self.staging.digests, session.id, _wants_sha256(session))
         if (mismatch := _digest_mismatch(session, digests, None, "the upload is discarded")) is not None:
             await self.sessions.delete(session.id)
-            await asyncio.to_thread(self.staging.remove, session.id)
+            if content is None:
+                await asyncio.to_thread(self.staging.remove, session.id)
             raise mismatch
-        return await self._record(session, digests)
+        return await self._record(session, digests, content)
 
-    async def _record(self, session: Session, digests: Digests) -> Entry:
-        """Commit the session's staged content, hashed to `digests`, as its file."""
+    async def _record(self, session: Session, digests: Digests, content: bytes | None = None) -> Entry:
+        """Commit the session's content, hashed to `digests`, as its file: staged, or `content` in memory."""
         entry = _entry(session, digests.blake3)
         try:
-            await self.catalog.commit(entry, session.id)
+            await self.catalog.commit(entry, session.id if content is None else content)
         except StorageFull as error:
             raise InsufficientStorage(
                 "the data volume is full; all the content is kept: once space is freed, resume at the "
@@ -612,6 +638,22 @@ async def _still_held(lease: Lease) -> None:
     """
     if lease.due() and not await lease.renew():
         raise LostLease("its lock lease ran out while the body paused")
+
+
+def _whole_in_memory(session: Session, writer: ChunkWriter) -> bytes | None:
+    """The content of an upload that this body brought whole, small, and still in memory; else None."""
+    small = session.offset == 0 and session.size <= CHEAP_TO_RESEND and writer.received == session.size
+    if not small or session.part or session.length_deferred:
+        return None
+    return writer.held()
+
+
+def _write_staged(staging: StagingArea, name: str, content: bytes) -> None:
+    staged = staging.open(name, 0)
+    try:
+        staged.write_at(content, 0)
+    finally:
+        staged.close()
 
 
 def _entry(session: Session, digest: str) -> Entry:

@@ -14,6 +14,7 @@ client open one session more than its limit (the limit guards memory, not a prom
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -123,6 +124,9 @@ class SessionStore:
         self._advance = client.register_script(_ADVANCE)
         self._declare_size = client.register_script(_DECLARE_SIZE)
         self._assembled = client.register_script(_ASSEMBLED)
+        # The sweeps of full sets of open sessions under way in this process, by set: the requests that find
+        # one full at the same moment wait for one sweep, not each run their own over the whole set.
+        self._sweeps: dict[str, asyncio.Future[None]] = {}
 
     async def create(
         self,
@@ -191,6 +195,15 @@ class SessionStore:
     async def _admitted_after_sweep(self, opened: str, admitting: list[str | int]) -> bool:
         """The requester's open sessions were `max_open`: forget those that completed or expired meanwhile
         (none ever opens again), and count the new one in if that made room."""
+        sweep = self._sweeps.get(opened)
+        if sweep is None:
+            sweep = self._sweeps[opened] = asyncio.ensure_future(self._sweep(opened))
+            sweep.add_done_callback(lambda _: self._sweeps.pop(opened, None))
+        await asyncio.shield(sweep)
+        return bool(await self._admit(keys=[opened], args=admitting))
+
+    async def _sweep(self, opened: str) -> None:
+        """Take the sessions no longer open out of the set `opened`."""
         listed = cast(list[str], list(await self.client.smembers(opened)))
         async with self.client.pipeline(transaction=False) as pipe:
             for listed_id in listed:
@@ -199,7 +212,6 @@ class SessionStore:
         closed = [listed_id for listed_id, state in zip(listed, states, strict=True) if state != OPEN]
         if closed:
             await self.client.srem(opened, *closed)
-        return bool(await self._admit(keys=[opened], args=admitting))
 
     async def get(self, session_id: str) -> Session:
         """The session, its TTL renewed; SessionNotFound when unknown or expired."""

@@ -1,7 +1,8 @@
 """The blob directory: every distinct content once, at a path named by its BLAKE3 digest.
 
 Layout: `<root>/<d[0:2]>/<d[2:4]>/<d>`. A blob is placed by linking a flushed
-staging file under a temporary name, renaming that, then flushing the directory.
+staging file under a temporary name (or writing a small upload held in memory to one, and
+flushing it), renaming that, then flushing the directory.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from service.storage.durable import (
     remove_durably,
     space_checked,
     temporary_path,
+    write_atomic,
 )
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -84,6 +86,16 @@ class BlobStore:
         if not isinstance(staging, LocalFiles):
             raise TypeError("the filesystem blob store commits only staged uploads that are local files")
         return self.place(staging.path(name), digest)
+
+    def store(self, content: bytes, digest: str) -> bool:
+        """As `place`, from `content` in memory: written to a temporary name, flushed, renamed, and the
+        directory flushed."""
+        target = self.path(digest)
+        if _regular_size(target) == len(content):
+            os.utime(target, follow_symlinks=False)
+            return False
+        write_atomic(target, content)
+        return True
 
     def place(self, source: Path, digest: str) -> bool:
         """Make the content of `source` (already hashed to `digest`) a blob; False when it was one.

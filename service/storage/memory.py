@@ -106,7 +106,9 @@ class MemoryBlobStore:
     def commit(self, staging: StagingArea, name: str, digest: str) -> bool:
         if not isinstance(staging, MemoryStaging):
             raise TypeError("the memory blob store commits only staged uploads in memory")
-        content = staging.content(name)
+        return self.store(staging.content(name), digest)
+
+    def store(self, content: bytes, digest: str) -> bool:
         with self._lock:
             existing = self._blobs.get(digest)
             reused = existing is not None and len(existing[0]) == len(content)  # another size: damaged

@@ -622,25 +622,38 @@ class S3BlobStore:
             raise TypeError("the S3 blob store commits only staged uploads in its own bucket")
         whole = staging.finish(name)
         size = int(self.location.client.head_object(Bucket=self.location.bucket, Key=whole)["ContentLength"])
+        reused = self._held(digest, size)
+        self._copy(self.location.prefix + self.key(digest) if reused else whole, digest, size)
+        return not reused
+
+    def store(self, content: bytes, digest: str) -> bool:
+        """One PutObject; a reused blob is copied onto itself, as by `commit`."""
+        if self._held(digest, len(content)):
+            self._copy(self.location.prefix + self.key(digest), digest, len(content))
+            return False
+        self.location.put(self.key(digest), content, {"placed": str(time.time())})
+        return True
+
+    def _held(self, digest: str, size: int) -> bool:
+        """Whether the blob is there with that size (one of another size is damaged: it is replaced)."""
         existing = self.stat(digest)
-        reused = existing is not None and existing.size == size
-        source: CopySourceTypeDef = {
-            "Bucket": self.location.bucket,
-            "Key": self.location.prefix + self.key(digest) if reused else whole,
-        }
+        return existing is not None and existing.size == size
+
+    def _copy(self, source: str, digest: str, size: int) -> None:
+        """Copy the object `source` (a whole key, of `size` bytes) to the blob `digest`, placed now."""
+        copied: CopySourceTypeDef = {"Bucket": self.location.bucket, "Key": source}
         target = self.location.prefix + self.key(digest)
         placed = {"placed": str(time.time())}
         if size <= COPY_LIMIT:  # one request, nothing left behind if cut short
             self.location.client.copy_object(
-                CopySource=source,
+                CopySource=copied,
                 Bucket=self.location.bucket,
                 Key=target,
                 MetadataDirective="REPLACE",
                 Metadata=placed,
             )
         else:  # a multipart copy: one cut short is a temporary (S3Temporaries)
-            self.location.copy(source, target, {"MetadataDirective": "REPLACE", "Metadata": placed})
-        return not reused
+            self.location.copy(copied, target, {"MetadataDirective": "REPLACE", "Metadata": placed})
 
     async def read(
         self, digest: str, first: int, length: int, observe: Observe | None = None
