@@ -599,11 +599,14 @@ async def test_the_offset_when_the_commit_starts_spares_a_large_last_body_from_b
     assert seen == [len(content) if last_body > 1024 * 1024 else 1000]
 
 
-async def test_a_small_upload_in_one_request_is_staged_only_when_its_commit_fails(make_app, monkeypatch, settings):
+@pytest.mark.parametrize("size", [4096, 300 * 1024, 1024 * 1024], ids=["4k", "300k", "1m"])
+async def test_a_small_upload_in_one_request_is_staged_only_when_its_commit_fails(
+    make_app, monkeypatch, settings, size
+):
     """A small body that is the whole upload goes to the blob store from memory, with no partial file;
     should its commit fail, it is staged then, so that the offset records it (507 at the size) and an
-    empty request completes the upload."""
-    content = os.urandom(4096)
+    empty request completes the upload. Every byte is in the file, whichever buffers held it."""
+    content = os.urandom(size)
     app = make_app()
     services = app.state.services
     real_commit, real_open = services.catalog.commit, services.staging.open
@@ -622,8 +625,9 @@ async def test_a_small_upload_in_one_request_is_staged_only_when_its_commit_fail
     monkeypatch.setattr(services.catalog, "commit", commit)
     monkeypatch.setattr(services.staging, "open", open_staged)
     async with http_client(app) as client:
-        await upload(client, "b", "whole", content[:1000])
+        await upload(client, "b", "whole", content[:-1])
         assert staged == []
+        assert (await download(client, "b", "whole")).content == content[:-1]
         session_id = await start_session(client, "b", "k", len(content))
         failures.append(StorageFull("no room for the entry"))
         refused = await send(client, session_id, content, offset=0)

@@ -47,6 +47,19 @@ async def test_a_body_in_uneven_chunks_lands_in_order_and_hashes_as_a_whole(tmp_
     assert hasher.digests().blake3 == b3(content)
 
 
+@pytest.mark.parametrize("size", [1000, 300 * 1024, WRITE_SIZE - 1])
+async def test_a_small_body_held_in_memory_comes_back_whole_and_nothing_is_written(tmp_path, size):
+    area = StagingArea(tmp_path)
+    content = os.urandom(size)
+    writer = writer_for(area, "s")
+    for piece in pieces(content, [65536, 1, 100_000]):
+        await writer.add(piece)
+    assert writer.held() == content
+    await writer.abandon()
+    writer.close()
+    assert not area.path("s").exists()
+
+
 async def test_a_writer_resumes_at_its_offset_and_cuts_off_bytes_past_it(tmp_path):
     area = StagingArea(tmp_path)
     area.path("s").write_bytes(b"kept" + b"junk from a broken write")

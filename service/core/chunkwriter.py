@@ -149,8 +149,12 @@ class ChunkWriter:
         then), else None: a small body that completes its upload goes to the blob store from memory."""
         if self._handed:
             return None
-        data = b"".join(self._chunks)
-        self._chunks, self._buffered = [], 0
+        buffer, filled = self._buffer, self._filled
+        first = [] if buffer is None else [memoryview(buffer)[:filled]]  # past GATHERED: in a buffer of the pool
+        data = b"".join([*first, *self._chunks])
+        self._chunks, self._buffered, self._buffer, self._filled = [], 0, None, 0
+        if buffer is not None:
+            BUFFERS.give(buffer)
         return data
 
     async def truncate(self, length: int) -> None:
