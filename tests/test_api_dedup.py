@@ -16,6 +16,7 @@ import httpx
 import pytest
 from apihelpers import assert_error, b3, blob_files, blob_path, content_url, download, send, start, sweep, upload
 from conftest import http_client, on_both_redises
+from redisrecording import record_round_trips
 from starlette.applications import Starlette
 
 from service.core.auth import new_token
@@ -128,25 +129,7 @@ class CommandLog:
     def __init__(self, client: Any) -> None:
         self.commands: list[tuple] = []
         self.recording = False
-        send, pipeline = client.execute_command, client.pipeline
-
-        async def execute_command(*args: Any, **options: Any) -> Any:
-            self.record(args)
-            return await send(*args, **options)
-
-        def recorded_pipeline(*args: Any, **options: Any) -> Any:
-            pipe = pipeline(*args, **options)
-            execute = pipe.execute
-
-            async def recorded(raise_on_error: bool = True) -> Any:
-                for command, _ in pipe.command_stack:
-                    self.record(command)
-                return await execute(raise_on_error)
-
-            pipe.execute = recorded
-            return pipe
-
-        client.execute_command, client.pipeline = execute_command, recorded_pipeline
+        record_round_trips(client, lambda trip: [self.record(command) for command in trip])
 
     def record(self, args: tuple) -> None:
         if self.recording:

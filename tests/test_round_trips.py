@@ -15,6 +15,7 @@ import fakeredis
 import pytest
 from apihelpers import start, upload
 from conftest import http_client
+from redisrecording import record_round_trips
 from test_tus import create, metadata
 
 from service.http.app import create_app
@@ -35,24 +36,8 @@ class Counts:
 
 
 def counting_client(counts: Counts) -> fakeredis.FakeAsyncRedis:
-    class Counting(fakeredis.FakeAsyncRedis):
-        async def execute_command(self, *args: Any, **options: Any) -> Any:
-            counts.trips.append([str(args[0]).upper()])
-            return await super().execute_command(*args, **options)
-
-        def pipeline(self, *args: Any, **kwargs: Any) -> Any:
-            pipe = super().pipeline(*args, **kwargs)
-            execute = pipe.execute
-
-            async def counted(raise_on_error: bool = True) -> Any:
-                if pipe.command_stack:
-                    counts.trips.append([str(command[0]).upper() for command, _ in pipe.command_stack])
-                return await execute(raise_on_error)
-
-            pipe.execute = counted
-            return pipe
-
-    return Counting(server=fakeredis.FakeServer(), decode_responses=True)
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    return record_round_trips(client, lambda trip: counts.trips.append([str(command[0]).upper() for command in trip]))
 
 
 @pytest.fixture

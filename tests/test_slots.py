@@ -17,6 +17,7 @@ import fakeredis
 import pytest
 from apihelpers import b3, send, start, start_session, sweep, upload
 from conftest import http_client
+from redisrecording import record_round_trips
 from test_openai_files import API
 from test_openai_files import create as create_openai_file
 from test_openai_uploads import add_part, complete, parts_of
@@ -60,28 +61,13 @@ class Recorder:
 
 def recording_client(recorder: Recorder) -> fakeredis.FakeAsyncRedis:
     class Recording(fakeredis.FakeAsyncRedis):
-        async def execute_command(self, *args: Any, **options: Any) -> Any:
-            recorder.record(args)
-            return await super().execute_command(*args, **options)
-
-        def pipeline(self, *args: Any, **kwargs: Any) -> Any:
-            pipe = super().pipeline(*args, **kwargs)
-            execute = pipe.execute
-
-            async def recorded(raise_on_error: bool = True) -> Any:
-                for command, _ in pipe.command_stack:
-                    recorder.record(command)
-                return await execute(raise_on_error)
-
-            pipe.execute = recorded
-            return pipe
-
         def register_script(self, script: Any) -> Any:
             registered = super().register_script(script)
             recorder.registered.add(registered.sha)
             return registered
 
-    return Recording(server=fakeredis.FakeServer(), decode_responses=True)
+    client = Recording(server=fakeredis.FakeServer(), decode_responses=True)
+    return record_round_trips(client, lambda trip: [recorder.record(command) for command in trip])
 
 
 @pytest.fixture
