@@ -11,6 +11,7 @@ import contextlib
 import select
 import socket
 import threading
+from collections.abc import Iterator
 
 from integration.harness import free_port
 
@@ -35,6 +36,15 @@ class TcpProxy:
             for connection in self._open:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
+
+    @contextlib.contextmanager
+    def cut_off(self) -> Iterator[None]:
+        """Cut for the block, mended after it whatever happens in it."""
+        self.cut()
+        try:
+            yield
+        finally:
+            self.mend()
 
     def mend(self) -> None:
         with self._lock:

@@ -168,10 +168,9 @@ def test_a_store_out_of_reach_is_503_then_the_client_resumes_with_nothing_lost(s
         content = os.urandom(8 * MiB + 99)
         session_id = process.api.create("cut", "resumed.bin", len(content))["id"]
         assert process.api.chunk(session_id, content[: 6 * MiB], offset=0)["offset"] == 6 * MiB
-        proxy.cut()
-        refused = process.api.send(session_id, content[6 * MiB :], offset=6 * MiB)
+        with proxy.cut_off():
+            refused = process.api.send(session_id, content[6 * MiB :], offset=6 * MiB)
         assert (refused.status_code, refused.json()["code"]) == (503, "unavailable")
-        proxy.mend()
         done = resume(process, session_id, content, 30)
         assert done["digest"] == f"blake3:{b3(content)}"
         assert_content(process.api.content("cut", "resumed.bin"), content)
