@@ -6,6 +6,7 @@ A crash point here raises instead of exiting the process: the request dies there
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -325,6 +326,40 @@ async def test_an_intent_read_just_before_its_commit_finished_is_left_alone(app,
             return [(member.rsplit("/", 1)[1], intent), (token, intent)]
 
         monkeypatch.setattr(service.redis.intents.Intents, "stranded", read_before_the_commit_finished)
+        await sweep(app)
+        await assert_whole(client, settings.data_dir, "b", "k", content)
+        assert await references(redis, keys, content) == 1
+
+
+@pytest.mark.parametrize("size", [4096, 2 * 1024 * 1024], ids=["in-memory", "staged"])
+async def test_a_commit_settled_by_the_sweep_before_it_wrote_its_entry_places_its_blob_again(
+    app, redis, settings, monkeypatch, keys, size
+):
+    """A commit stalled past its lease between placing its blob and writing its entry: the sweep
+    settles it as cut short (no entry yet: rolled back, its blob freed). Then the commit goes on and
+    answers 200: the file must be whole, its blob placed again."""
+    content = os.urandom(size)
+    catalog = app.state.services.catalog
+    write_entry = catalog.entries.put
+    loop = asyncio.get_running_loop()
+
+    async def lease_runs_out_and_the_sweep_settles() -> None:
+        intent = Intent(bucket="b", key="k", digest=b3(content))
+        await redis.delete(*(keys.lock(name) for name in intent.locks()))
+        assert await catalog.settle_stranded() == 1
+        assert not blob_path(settings.data_dir, b3(content)).exists()
+
+    def stalled_put(entry):
+        monkeypatch.setattr(catalog.entries, "put", write_entry)
+        asyncio.run_coroutine_threadsafe(lease_runs_out_and_the_sweep_settles(), loop).result()
+        return write_entry(entry)
+
+    async with http_client(app) as client:
+        await listed(client, "b")
+        session_id = await start_session(client, "b", "k", len(content))
+        monkeypatch.setattr(catalog.entries, "put", stalled_put)
+        done = await send(client, session_id, content, offset=0)
+        assert done.status_code == 200, done.text
         await sweep(app)
         await assert_whole(client, settings.data_dir, "b", "k", content)
         assert await references(redis, keys, content) == 1

@@ -89,9 +89,13 @@ class Catalog:
         if lost:
             # Redis lost its data (or the lease ran out) mid-commit, and the claim on the content may have
             # gone with the locks: counting the entry in on the old claim would leave it unreferenced, its
-            # blob free to go. So, as the sweep settles a change cut short, under a new lock the index is
-            # made to agree with the volume, which refers to the content anew.
-            async with self.leases.hold(f"entry:{entry.bucket}/{entry.key}"):
+            # blob free to go. So, as the sweep settles a change cut short, under new locks the index is
+            # made to agree with the volume, which refers to the content anew. The sweep may have settled
+            # this very change meanwhile (its locks free, its entry not yet written: rolled back, the blob
+            # freed), so the blob is placed again first, from the source still at hand.
+            async with self.leases.hold(*intent.locks()):
+                if source is not None:
+                    await asyncio.to_thread(self._place, entry, source)
                 unindexed = await self._reconcile(entry.bucket, entry.key)
         # The volume's old entry and the index's are the same one, unless a crash parted them.
         for digest in _other_digests(entry.digest, replaced.digest if replaced else None, unindexed):
@@ -104,10 +108,8 @@ class Catalog:
         Should either fail, the intent stays behind (the lease lets go without dropping it) and
         the sweeper settles it; a blob just placed that no entry can need goes at once.
         """
-        if isinstance(source, bytes):
-            placed = self.blobs.store(source, entry.digest)
-        elif source is not None:
-            placed = self.blobs.commit(self.staging, source, entry.digest)
+        if source is not None:
+            placed = self._place(entry, source)
         else:
             blob = self.blobs.stat(entry.digest)
             if blob is None or blob.size != entry.bytes:
@@ -122,6 +124,12 @@ class Catalog:
             raise
         crash_point("entry-written")
         return placed, replaced
+
+    def _place(self, entry: Entry, source: str | bytes) -> bool:
+        """Make `source` (a staged upload's name, or the content) the entry's blob; whether it was new."""
+        if isinstance(source, bytes):
+            return self.blobs.store(source, entry.digest)
+        return self.blobs.commit(self.staging, source, entry.digest)
 
     def _readable(self, entry: Entry) -> bool:
         """Whether `entry` can be read back from the volume: a write that failed after its rename
