@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import botocore.session
 import pytest
 from clirun import run_cli
 from integration.harness import free_port
 from s3server import CREDENTIALS, S3Server
 
 from service.config import ConfigError, Settings
+from service.storage.leanmodels import lean_session
 from service.storage.s3 import object_store
 
 
@@ -47,3 +49,17 @@ def test_serve_with_a_missing_bucket_says_so_in_one_line_before_any_worker_start
         "files-service: FILES_STORAGE_URL=s3://no-such-bucket: cannot use S3 bucket 'no-such-bucket': no such bucket"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "ap-southeast-2", "cn-north-1", "us-gov-west-1"])
+@pytest.mark.parametrize("service", ["s3", "sts"])
+def test_the_lean_models_resolve_as_botocores_own(service: str, region: str):
+    """The models loaded lean (service/storage/leanmodels.py) reach the same endpoints, with the same
+    signing, as botocore's stock loading: only their documentation and other services are left out."""
+    lean = lean_session().create_client(service, region_name=region)  # type: ignore[call-overload]
+    stock = botocore.session.get_session().create_client(service, region_name=region)  # type: ignore[call-overload]
+    assert lean.meta.service_model.documentation == "" != stock.meta.service_model.documentation
+    assert lean.meta.endpoint_url == stock.meta.endpoint_url
+    assert lean.meta.region_name == stock.meta.region_name
+    assert lean.meta.service_model.signing_name == stock.meta.service_model.signing_name
+    assert lean.meta.config.signature_version == stock.meta.config.signature_version
