@@ -641,6 +641,36 @@ async def test_a_small_upload_in_one_request_is_staged_only_when_its_commit_fail
     assert partial_files(settings.data_dir) == []
 
 
+async def test_a_small_upload_whose_commit_fails_after_its_session_was_taken_over_leaves_the_new_writer_s_bytes(
+    make_app, monkeypatch, redis, settings
+):
+    """A small body held in memory is staged only while its request still holds the session: once
+    another request took the session over (the lease lost while the commit ran), staging it would
+    overwrite the bytes that request wrote and was acknowledged for, and the file would not be the
+    one the client sent."""
+    content, other = os.urandom(4096), os.urandom(4096)
+    app = make_app()
+    services = app.state.services
+    keys = KeySpace(settings.redis_prefix)
+
+    async with http_client(app) as client:
+        session_id = await start_session(client, "b", "k", len(content))
+
+        async def commit(entry, source):
+            await redis.delete(keys.lock(f"session:{session_id}"))  # the lease ran out meanwhile
+            taken_over = await send(client, session_id, other[:1000], offset=0)
+            assert taken_over.status_code == 200 and taken_over.json()["offset"] == 1000
+            raise StorageFull("no room for the entry")
+
+        monkeypatch.setattr(services.catalog, "commit", commit)
+        refused = await send(client, session_id, content, offset=0)
+        assert refused.status_code == 409, refused.text  # SessionBusy: the session is the other request's
+        monkeypatch.undo()
+        done = await send(client, session_id, other[1000:], offset=1000)
+        assert done.status_code == 200, done.text
+        assert (await download(client, "b", "k")).content == other
+
+
 async def test_every_request_lets_go_of_the_locks_it_took(make_app, redis):
     """Locks end with the work: a whole upload, a chunked one, a replacement, a duplicate, a digest
     mismatch, a cancel and a delete each leave no lock behind in Redis (a long lease: none runs out)."""

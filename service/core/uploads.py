@@ -474,9 +474,13 @@ class UploadCore:
             entry = await self._commit(session, hasher, content)
         except DigestMismatch:
             raise  # the session is gone with its data
-        except BaseException:
+        except BaseException as failure:
             if session.offset < session.size:
                 if content is not None:
+                    # Only while the session is still this request's: another that took it over meanwhile
+                    # has written (and been acknowledged for) bytes that staging would overwrite.
+                    if not await lease.renew():
+                        raise LostLease("its lock lease ran out while the content was committed") from failure
                     await self._stage(session, content)
                 await self.sessions.advance(session, lease, session.size, release=True)
             raise
