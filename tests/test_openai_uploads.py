@@ -45,6 +45,20 @@ async def parts_of(client: httpx.AsyncClient, upload_id: str, *contents: bytes) 
     return ids
 
 
+def pause_assembly(services, monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Completions stop where they start assembling the parts: (one has got there, let it go on)."""
+    reached, go_on = asyncio.Event(), asyncio.Event()
+    assemble = services.core._assemble
+
+    async def paused(*arguments: object, **keywords: object) -> object:
+        reached.set()
+        await go_on.wait()
+        return await assemble(*arguments, **keywords)
+
+    monkeypatch.setattr(services.core, "_assemble", paused)
+    return reached, go_on
+
+
 async def test_parts_complete_in_the_order_named_with_the_md5_checked(client):
     upload = await new_upload(client, 11)
     assert upload["id"].startswith("upload_") and upload["object"] == "upload"
@@ -165,15 +179,7 @@ async def test_a_completion_under_way_when_the_upload_expires_is_not_swept_from_
     services = app.state.services
     upload = await new_upload(client, 6)
     parts = await parts_of(client, upload["id"], b"abc", b"def")
-    assembling, swept = asyncio.Event(), asyncio.Event()
-    assemble = services.core._assemble
-
-    async def paused(*arguments: object, **keywords: object) -> object:
-        assembling.set()
-        await swept.wait()
-        return await assemble(*arguments, **keywords)
-
-    monkeypatch.setattr(services.core, "_assemble", paused)
+    assembling, swept = pause_assembly(services, monkeypatch)
     completing = asyncio.create_task(complete(client, upload["id"], parts))
     await assembling.wait()
     assert await services.parted.sweep(upload["expires_at"]) == 0
@@ -192,15 +198,7 @@ async def test_a_cancellation_while_a_completion_holds_the_parts_is_refused(app,
     services = app.state.services
     upload = await new_upload(client, 6)
     parts = await parts_of(client, upload["id"], b"abc", b"def")
-    assembling, cancelled = asyncio.Event(), asyncio.Event()
-    assemble = services.core._assemble
-
-    async def paused(*arguments: object, **keywords: object) -> object:
-        assembling.set()
-        await cancelled.wait()
-        return await assemble(*arguments, **keywords)
-
-    monkeypatch.setattr(services.core, "_assemble", paused)
+    assembling, cancelled = pause_assembly(services, monkeypatch)
     completing = asyncio.create_task(complete(client, upload["id"], parts))
     await assembling.wait()
     assert_openai_error(await client.post(f"{API}/uploads/{upload['id']}/cancel"), 409)
