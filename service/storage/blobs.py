@@ -91,8 +91,7 @@ class BlobStore:
         """As `place`, from `content` in memory: written to a temporary name, flushed, renamed, and the
         directory flushed."""
         target = self.path(digest)
-        if _regular_size(target) == len(content):
-            os.utime(target, follow_symlinks=False)
+        if _reused(target, len(content)):
             return False
         write_atomic(target, content)
         return True
@@ -108,9 +107,7 @@ class BlobStore:
         keeps it. An existing blob of the wrong size is damaged and is replaced.
         """
         target = self.path(digest)
-        existing = _regular_size(target)
-        if existing is not None and existing == source.stat().st_size:
-            os.utime(target, follow_symlinks=False)
+        if _reused(target, source.stat().st_size):
             return False
         temporary = temporary_path(target)
         try:
@@ -179,6 +176,15 @@ class BlobStore:
                             except FileNotFoundError:
                                 continue
                             yield BlobInfo(item.name, stat.st_size, stat.st_mtime)
+
+
+def _reused(target: Path, size: int) -> bool:
+    """Whether the blob `target` is there with `size` bytes: then nothing is written (the deduplication)
+    and its mtime is refreshed, so that a sweep in its grace period keeps it."""
+    if _regular_size(target) != size:
+        return False
+    os.utime(target, follow_symlinks=False)
+    return True
 
 
 def _regular_size(path: Path) -> int | None:
