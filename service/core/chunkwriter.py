@@ -33,6 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
+from service.core.buffers import BufferPool
 from service.core.digests import ContentHasher
 from service.core.ports import StagedFile
 
@@ -44,37 +45,6 @@ POOLED = 8  # full buffers the process keeps: two writers at IN_FLIGHT, or more 
 # threads serve many uploads. Not the event loop's executor: its futures wake the loop on every job.
 WRITERS = ThreadPoolExecutor(16, thread_name_prefix="files-write")
 Then = Literal["sync", "close"] | None  # what a job does after writing a buffer
-
-
-class BufferPool:
-    """Buffers of `size` bytes, shared by the writers of the process (on any event loop or thread).
-
-    `take` hands out a spare one, or a new one while fewer than `count` exist; past that only
-    when `needed`, and such an extra one is let go when it comes back, not kept.
-    """
-
-    def __init__(self, size: int, count: int) -> None:
-        self.size = size
-        self.count = count
-        self._spare: list[bytearray] = []
-        self._existing = 0
-        self._lock = threading.Lock()
-
-    def take(self, needed: bool) -> bytearray | None:
-        with self._lock:
-            if self._spare:
-                return self._spare.pop()
-            if self._existing >= self.count and not needed:
-                return None
-            self._existing += 1
-        return bytearray(self.size)
-
-    def give(self, buffer: bytearray) -> None:
-        with self._lock:
-            if self._existing > self.count:
-                self._existing -= 1
-            else:
-                self._spare.append(buffer)
 
 
 BUFFERS = BufferPool(WRITE_SIZE, POOLED)
@@ -184,7 +154,7 @@ class ChunkWriter:
         """A buffer of the pool, once fewer than IN_FLIGHT of this writer's are queued; when the pool has
         none to spare, once this writer has none in flight (so it never waits on another writer)."""
         await self._wait_done(self._handed - IN_FLIGHT + 1)
-        while (buffer := BUFFERS.take(needed=self._done == self._handed)) is None:
+        while (buffer := BUFFERS.take() if self._done == self._handed else BUFFERS.spare()) is None:
             await self._wait_done(self._done + 1)
         return buffer
 

@@ -1,42 +1,17 @@
-"""The buffers that S3 parts are gathered in, allocated once and reused, and a part's body read from one.
+"""A part's body read from the first bytes of its buffer (the parts' buffers: a BufferPool in s3.py).
 
-A part built by appending to a new bytearray per part costs a fresh 8 MiB allocation each time, on
-whichever pool thread wrote it. The service runs with glibc's mmap threshold at 32 MiB and a trim
-threshold of 256 MiB (service/ops/tuning.py), so each such buffer came from the writing thread's
-malloc arena and stayed there when freed: every arena that ever held a part kept its pages, and a
-1 GiB upload raised the peak RSS by about 40 MiB where its parts need 24. Buffers of a fixed size,
-filled in place and handed back when their part is in the store, are touched once and reused.
+A part built by appending to a new bytearray per part cost a fresh 8 MiB allocation each time, on
+whichever thread wrote it, which stayed in that thread's malloc arena when freed: a 1 GiB upload
+raised the peak RSS by about 40 MiB where its parts need 24 (service/core/buffers.py).
 """
 
 from __future__ import annotations
 
-import collections
 import io
-import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
-
-
-class PartBuffers:
-    """Buffers of `size` bytes: taken to fill a part, given back once it is uploaded. At most `idle` are
-    kept between uploads (one upload's worth); more, taken at once by concurrent uploads, are freed."""
-
-    def __init__(self, size: int, idle: int) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._idle: collections.deque[bytearray] = collections.deque(maxlen=idle)
-
-    def take(self) -> bytearray:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return bytearray(self._size)
-
-    def give(self, buffer: bytearray) -> None:
-        with self._lock:
-            self._idle.append(buffer)
 
 
 class PartBody(io.RawIOBase):

@@ -12,7 +12,7 @@ Layout under `<prefix>` in one bucket:
 
 S3 parts are at least 5 MiB but the last. A staged file keeps the bytes past its last part in a buffer
 of PART_GOAL bytes and uploads it as a part whenever it is full, up to PARTS_IN_FLIGHT at once; the
-buffers in flight and the one being filled are at most PARTS_IN_FLIGHT (each reused: see partbuffers.py),
+buffers in flight and the one being filled are at most PARTS_IN_FLIGHT (each reused: a BufferPool),
 so a full buffer waits for a part to land before the next bytes are held. `sync` makes what was
 written durable, as the core asks before it moves the offset: it waits for the parts in flight, sends
 what is held as a part when S3 takes one (5 MiB or more), else writes it as the record's tail; then the
@@ -46,12 +46,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import ValidationError
 
 from service.config import ConfigError
+from service.core.buffers import BufferPool
 from service.core.digests import ContentHasher, Digests
 from service.core.errors import BlobMissing, CorruptBlob, OutsideRoot, StagingLost, StorageUnavailable
 from service.core.model import BlobInfo, Entry
 from service.core.ports import Observe, StagingArea
 from service.storage.leanmodels import lean_session
-from service.storage.partbuffers import PartBody, PartBuffers
+from service.storage.partbuffers import PartBody
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,7 +63,7 @@ TAIL = re.compile(r"tail-(\d+)-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
 PART_GOAL = 8 * 1024 * 1024  # the part uploaded while a body streams in: one 8 MiB chunk is one part
 PARTS_IN_FLIGHT = 2
-BUFFERS = PartBuffers(PART_GOAL, PARTS_IN_FLIGHT)  # one staged file's: its parts in flight and the one it fills
+BUFFERS = BufferPool(PART_GOAL, PARTS_IN_FLIGHT)  # one staged file's: its parts in flight and the one it fills
 # Part uploads of every staged file of the process: each file has at most PARTS_IN_FLIGHT in it.
 UPLOADERS = ThreadPoolExecutor(16, thread_name_prefix="files-s3-part")
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
