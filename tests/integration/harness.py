@@ -731,6 +731,25 @@ class SlowUpload:
         return self._outcome[0]
 
 
+@contextlib.contextmanager
+def streaming_second_chunk(
+    process: ServiceProcess, content: bytes, first_chunk: int, timeout: float
+) -> Iterator[tuple[str, SlowUpload, int]]:
+    """An upload of `content` to crash/resumed.bin: its first `first_chunk` bytes acknowledged, the rest
+    streaming in slowly as a second chunk, handed over once the offset has moved past the first (while
+    a body with a declared length streams in, the offset moves past what is written): (the session id,
+    the streaming upload, that offset)."""
+    session_id = process.api.create("crash", "resumed.bin", len(content))["id"]
+    assert process.api.chunk(session_id, content[:first_chunk], offset=0)["offset"] == first_chunk
+    with SlowUpload(process, session_id, content[first_chunk:], first_chunk) as upload:
+        checkpoint = wait_for(
+            lambda: (offset := process.api.offset(session_id)) > first_chunk and offset,
+            timeout,
+            "the offset to move while the second chunk streams in",
+        )
+        yield session_id, upload, checkpoint
+
+
 def resume(process: ServiceProcess, session_id: str, content: bytes, timeout: float) -> dict:
     """Send the rest of `content` from the offset the service reports, retrying while the session is busy."""
     offset = process.api.offset(session_id)

@@ -8,7 +8,7 @@ import signal
 import httpx
 import pytest
 
-from .harness import MiB, SlowUpload, UnexpectedStatus, assert_content, b3, expect, resume, wait_for
+from .harness import MiB, UnexpectedStatus, assert_content, b3, expect, resume, streaming_second_chunk, wait_for
 
 LEASE_SECONDS = 2  # FILES_LOCK_LEASE_SECONDS of the harness
 GRACE_SECONDS = 1
@@ -25,16 +25,7 @@ def interrupted_upload(services, data_dir, interrupt, graceful: bool) -> None:
     victim = services.start(name="victim")
     content = os.urandom(8 * MiB + 333)
     first_chunk = MiB + 17
-    session_id = victim.api.create("crash", "resumed.bin", len(content))["id"]
-    assert victim.api.chunk(session_id, content[:first_chunk], offset=0)["offset"] == first_chunk
-
-    with SlowUpload(victim, session_id, content[first_chunk:], first_chunk) as upload:
-        # While a body with a declared length streams in, the offset moves past what is written.
-        checkpoint = wait_for(
-            lambda: (offset := victim.api.offset(session_id)) > first_chunk and offset,
-            15,
-            "the offset to move while the second chunk streams in",
-        )
+    with streaming_second_chunk(victim, content, first_chunk, 15) as (session_id, upload, checkpoint):
         assert upload.running(), "the slow chunk must still be streaming when the service goes"
         interrupt(victim)
         upload.stop()

@@ -23,7 +23,6 @@ from .harness import (
     ManagedProcess,
     MiB,
     ServiceProcess,
-    SlowUpload,
     UnexpectedStatus,
     assert_content,
     b3,
@@ -31,6 +30,7 @@ from .harness import (
     pieces,
     resume,
     service_command,
+    streaming_second_chunk,
     wait_for,
 )
 
@@ -104,14 +104,7 @@ def test_kill_9_mid_chunk_then_resume_on_another_worker(store: Store) -> None:
     victim = store.start("victim")
     content = os.urandom(9 * MiB + 333)
     first_chunk = MiB + 17
-    session_id = victim.api.create("crash", "resumed.bin", len(content))["id"]
-    assert victim.api.chunk(session_id, content[:first_chunk], offset=0)["offset"] == first_chunk
-    with SlowUpload(victim, session_id, content[first_chunk:], first_chunk) as upload:
-        checkpoint = wait_for(
-            lambda: (offset := victim.api.offset(session_id)) > first_chunk and offset,
-            30,
-            "the offset to move while the second chunk streams in",
-        )
+    with streaming_second_chunk(victim, content, first_chunk, 30) as (session_id, upload, checkpoint):
         victim.kill()
         upload.stop()
     fresh = store.start("fresh")
