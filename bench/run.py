@@ -49,12 +49,12 @@ KiB, MiB, GiB = 1024, 1024**2, 1024**3
 FULL = Sizes(
     large=GiB, chunk=8 * MiB, parallel=4, reps=5,
     small=4 * KiB, small_clients=32, small_runs=4, small_seconds=5.0,
-    ranges=16, entries=100_000, page=1000, pages=200, rebuilds=3,
+    ranges=16, downloads=4, entries=100_000, page=1000, pages=200, rebuilds=3,
 )  # fmt: skip
 QUICK = Sizes(
     large=16 * MiB, chunk=2 * MiB, parallel=4, reps=2,
     small=4 * KiB, small_clients=32, small_runs=3, small_seconds=1.0,
-    ranges=16, entries=2_000, page=1000, pages=20, rebuilds=2,
+    ranges=16, downloads=1, entries=2_000, page=1000, pages=20, rebuilds=2,
 )  # fmt: skip
 WORKLOADS = {
     "upload": "1", "chunks": "2", "small": "3", "download": "4", "listing": "5", "rss": "6", "parallel": "7",
