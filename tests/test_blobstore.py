@@ -3,9 +3,12 @@ sharded paths, hard links, temporaries, containment of paths, hashing files."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from blake3 import blake3
 from service.core.digests import ContentHasher, hash_file
 from service.core.errors import OutsideRoot, StorageFull
 from service.core.model import Entry
-from service.storage.blobs import BlobStore
+from service.storage.blobs import READ_SIZE, BlobStore
 from service.storage.durable import contained, write_atomic
 from service.storage.entries import EntryStore
 from service.storage.staging import StagingArea
@@ -45,6 +48,28 @@ def test_place_names_the_blob_by_its_digest_and_shards_it(blobs, staging):
     assert path == blobs.root / digest[:2] / digest[2:4] / digest
     assert path.read_bytes() == content
     assert [blob.digest for blob in blobs.list()] == [digest]
+
+
+@pytest.mark.anyio
+async def test_a_download_reads_while_every_io_thread_is_taken(blobs, staging):
+    """Uploads waiting on fsync can take all the I/O threads; a download's reads do not queue behind them."""
+    content = os.urandom(3 * READ_SIZE + 5)
+    digest = blake3(content).hexdigest()
+    blobs.place(stage(staging, "s", content), digest)
+    loop = asyncio.get_running_loop()
+    taken, release = ThreadPoolExecutor(1), threading.Event()
+    loop.set_default_executor(taken)
+    held = loop.run_in_executor(None, release.wait)
+    try:
+        chunks = await asyncio.wait_for(_read_all(blobs, digest, len(content)), timeout=10)
+    finally:
+        release.set()
+        await held
+    assert b"".join(chunks) == content
+
+
+async def _read_all(blobs: BlobStore, digest: str, length: int) -> list[bytes]:
+    return [chunk async for chunk in blobs.read(digest, 0, length)]
 
 
 def test_place_leaves_no_temporary_file_behind(blobs, staging):

@@ -12,6 +12,7 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from stat import S_ISREG
 
@@ -32,6 +33,10 @@ from service.storage.durable import (
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 READ_SIZE = 2 * 1024 * 1024
+# The reads of every download in the process, on a few threads of their own rather than the 64 I/O threads:
+# never queued behind uploads' fsyncs, and each buffer allocated in one of a few malloc arenas, which
+# then serve the next buffers (docs/design.md, "Cost per download").
+READERS = ThreadPoolExecutor(4, thread_name_prefix="files-read")
 
 
 class BlobStore:
@@ -128,9 +133,10 @@ class BlobStore:
     async def read(
         self, digest: str, first: int, length: int, observe: Observe | None = None
     ) -> AsyncGenerator[bytes, None]:
-        """Reads run on a worker thread, the next one while the caller handles this one."""
+        """Reads run on a thread of READERS, the next one while the caller handles this one."""
+        loop = asyncio.get_running_loop()
         try:
-            fd = await asyncio.to_thread(os.open, self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+            fd = await loop.run_in_executor(READERS, os.open, self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise BlobMissing(f"no blob {digest}") from None
 
@@ -145,7 +151,7 @@ class BlobStore:
         def read_from(position: int) -> asyncio.Future[bytes] | None:
             if position >= end:
                 return None
-            return asyncio.ensure_future(asyncio.to_thread(read, position, min(READ_SIZE, end - position)))
+            return loop.run_in_executor(READERS, read, position, min(READ_SIZE, end - position))
 
         reading = read_from(position)
         try:
