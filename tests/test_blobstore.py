@@ -17,7 +17,7 @@ from blake3 import blake3
 from service.core.digests import ContentHasher, hash_file
 from service.core.errors import OutsideRoot, StorageFull
 from service.core.model import Entry
-from service.storage.blobs import READ_SIZE, BlobStore
+from service.storage.blobs import READ_BUDGET, READ_SIZE, BlobStore
 from service.storage.durable import contained, write_atomic
 from service.storage.entries import EntryStore
 from service.storage.staging import StagingArea
@@ -66,6 +66,23 @@ async def test_a_download_reads_while_every_io_thread_is_taken(blobs, staging):
         release.set()
         await held
     assert b"".join(chunks) == content
+
+
+@pytest.mark.anyio
+async def test_the_more_downloads_run_at_once_the_smaller_each_read(blobs, staging):
+    """What downloads hold in reads not yet sent stays near READ_BUDGET (three reads each): one of
+    eight at once reads a twenty-fourth of it at a time, one alone READ_SIZE, also after others were cut off."""
+    content = os.urandom(4 * READ_SIZE)
+    digest = blake3(content).hexdigest()
+    blobs.place(stage(staging, "s", content), digest)
+    streams = [blobs.read(digest, 0, len(content)) for _ in range(8)]
+    firsts = [await anext(stream) for stream in streams]  # each has its next read under way
+    rest = [chunk async for chunk in streams[0]]
+    assert firsts[0] + b"".join(rest) == content
+    assert max(len(chunk) for chunk in rest[1:]) <= READ_BUDGET // 24
+    for stream in streams[1:]:
+        await stream.aclose()
+    assert [len(chunk) for chunk in await _read_all(blobs, digest, len(content))] == [READ_SIZE] * 4
 
 
 async def _read_all(blobs: BlobStore, digest: str, length: int) -> list[bytes]:

@@ -32,7 +32,11 @@ from service.storage.durable import (
 )
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
-READ_SIZE = 2 * 1024 * 1024
+READ_SIZE = 2 * 1024 * 1024  # the most one read takes: one download alone reads this much at a time
+MIN_READ = 256 * 1024
+# What the downloads of a store hold in reads not yet sent, until each is down to MIN_READ: every download
+# holds up to three (one in the transport's buffer, one waiting for it to drain, one read ahead).
+READ_BUDGET = 12 * 1024 * 1024
 # The reads of every download in the process, on a few threads of their own rather than the 64 I/O threads:
 # never queued behind uploads' fsyncs, and each buffer allocated in one of a few malloc arenas, which
 # then serve the next buffers (docs/design.md, "Cost per download").
@@ -46,6 +50,7 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         make_dirs(root)
         self.root = root.resolve()
+        self._reading = 0  # downloads in progress
 
     def path(self, digest: str) -> Path:
         if not DIGEST.fullmatch(digest):
@@ -133,7 +138,8 @@ class BlobStore:
     async def read(
         self, digest: str, first: int, length: int, observe: Observe | None = None
     ) -> AsyncGenerator[bytes, None]:
-        """Reads run on a thread of READERS, the next one while the caller handles this one."""
+        """Reads run on a thread of READERS, the next one while the caller handles this one; the more
+        downloads run at once, the smaller each read (READ_BUDGET)."""
         loop = asyncio.get_running_loop()
         try:
             fd = await loop.run_in_executor(READERS, os.open, self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
@@ -151,10 +157,12 @@ class BlobStore:
         def read_from(position: int) -> asyncio.Future[bytes] | None:
             if position >= end:
                 return None
-            return loop.run_in_executor(READERS, read, position, min(READ_SIZE, end - position))
+            return loop.run_in_executor(READERS, read, position, min(self._read_size(), end - position))
 
-        reading = read_from(position)
+        self._reading += 1
+        reading = None
         try:
+            reading = read_from(position)
             while reading is not None:
                 data = await reading
                 if not data:
@@ -163,9 +171,14 @@ class BlobStore:
                 reading = read_from(position)  # the next read runs while this one is handled
                 yield data
         finally:
+            self._reading -= 1
             if reading is not None:  # never close the file under a read still on its thread
                 await asyncio.wait([reading])
             os.close(fd)
+
+    def _read_size(self) -> int:
+        share = READ_BUDGET // (3 * self._reading)
+        return max(MIN_READ, min(READ_SIZE, share - share % MIN_READ))
 
     def delete(self, digest: str) -> bool:
         return remove_durably(self.path(digest))
