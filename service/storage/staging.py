@@ -57,6 +57,7 @@ class StagingFile:
                     count = os.sendfile(self._fd, source, copied, length - copied)
                 if count == 0:
                     break
+                write_behind(self._fd, offset + copied, count)
                 copied += count
         return copied
 
