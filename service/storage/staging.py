@@ -14,6 +14,7 @@ from pathlib import Path
 from service.core.digests import Digests, hash_file
 from service.core.errors import StagingLost
 from service.storage.durable import TEMPORARY, contained, make_dirs, space_checked
+from service.storage.writeback import write_behind
 
 
 class StagingFile:
@@ -24,13 +25,15 @@ class StagingFile:
         self._fd = fd
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        """Write all of `data` at `offset`."""
+        """Write all of `data` at `offset`; the disk gets each completed block meanwhile (`write_behind`)."""
         view = memoryview(data)
+        start = offset
         with space_checked():
             while view:
                 written = os.pwrite(self._fd, view, offset)
                 offset += written
                 view = view[written:]
+        write_behind(self._fd, start, offset - start)
 
     def truncate(self, length: int) -> None:
         """Drop everything from `length` on: bytes the service never acknowledged."""
@@ -54,6 +57,7 @@ class StagingFile:
                     count = os.sendfile(self._fd, source, copied, length - copied)
                 if count == 0:
                     break
+                write_behind(self._fd, offset + copied, count)
                 copied += count
         return copied
 

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import redis
+
 from .harness import MiB, assert_content, free_port, service_command, wait_for
 
 COMMAND_SECONDS = 60.0
@@ -78,9 +80,13 @@ def test_a_second_service_refuses_a_data_directory_an_embedded_service_holds(ser
 
 
 def test_fsck_on_a_shared_redis_removes_only_old_partials_no_session_owns(services, data_dir) -> None:
-    # Sweeps every 30 s (the most allowed): the test plants right after the first, so none removes a plant.
-    service = services.start(FILES_SWEEP_INTERVAL_SECONDS="30")
+    service = services.start()
     wait_for(lambda: sweeps(service.api.http.get("/metrics").text) > 0, 10, "the service's first sweep")
+    # The test holds the sweep's lease from here on, so that no sweep of the service removes a plant before
+    # fsck judges it (a sweep removes every partial file no session owns, whatever its age).
+    shared = redis.Redis.from_url(services.environment()["FILES_REDIS_URL"])
+    sweep_lock = f"{services.prefix}lock:sweep"
+    wait_for(lambda: shared.set(sweep_lock, "test", nx=True, px=600_000), 30, "the sweep's lease, free between sweeps")
     content = os.urandom(2 * MiB)
     session = service.api.create("models", "live.bin", len(content))
     service.api.chunk(session["id"], content[:MiB], offset=0)
