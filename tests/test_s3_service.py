@@ -27,7 +27,7 @@ from service.config import ConfigError, Settings
 from service.core.auth import new_token
 from service.ops.fsck import Sessions, fsck
 from service.services import Services
-from service.storage.s3 import S3Location, S3Staging
+from service.storage.s3 import PART_SIZE, SPARE_RECORDS, S3Location, S3Staging
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -285,9 +285,12 @@ async def test_a_staged_upload_cut_short_before_its_first_tail_is_named_and_remo
     assert store.list_multipart_uploads(Bucket=location.bucket).get("Uploads", []) == []
 
 
-def staging_on(s3_server: S3Server, sent: list[int] | None = None) -> S3Staging:
-    """A staging area in a bucket of its own; with `sent`, each request's body size is appended to it."""
+def staging_on(s3_server: S3Server, sent: list[int] | None = None, called: list[str] | None = None) -> S3Staging:
+    """A staging area in a bucket of its own; with `sent`, each request's body size is appended to it,
+    with `called` its operation's name."""
     client = s3_server.client()
+    if called is not None:
+        client.meta.events.register("before-call.s3", lambda model, **kwargs: called.append(model.name))
     if sent is not None:
 
         def count(request, **kwargs) -> None:
@@ -316,6 +319,27 @@ def test_chunks_of_8_mib_go_to_the_store_once(s3_server: S3Server):
         staged.close()
     staging.finish("s")
     assert 48 * MiB <= sum(sent) <= 48 * MiB + 64 * 1024, sum(sent)
+
+
+def test_a_chunk_costs_a_listing_its_last_record_read_its_part_and_its_record(s3_server: S3Server):
+    """The records before the last are deleted SPARE_RECORDS at a time, in one request, not one per chunk."""
+    called: list[str] = []
+    staging = staging_on(s3_server, called=called)
+    data, offset, chunks = content(PART_SIZE), 0, 2 * SPARE_RECORDS + 1
+    for number in range(chunks):
+        if number == 1:
+            called.clear()  # the first chunk also began the multipart upload
+        staged = staging.open("s", offset)
+        staged.write_at(data, offset)
+        staged.close()  # a part, then the record that counts it
+        offset += len(data)
+    per_chunk = ["ListObjectsV2", "GetObject", "UploadPart", "PutObject"]
+    assert sorted(called) == sorted(per_chunk * (chunks - 1) + ["DeleteObjects"] * 2), called
+    records = [key for key in staging.location.keys("partial/s/") if "tail-" in key["Key"]]
+    assert len(records) <= SPARE_RECORDS + 1
+    assert staging.digests("s").blake3 == b3(data * chunks)
+    staging.remove("s")
+    assert list(staging.location.keys("")) == []
 
 
 def test_a_writer_gone_after_its_parts_went_up_but_before_sync_resumes_from_the_acknowledged_offset(
