@@ -27,7 +27,7 @@ from service.config import ConfigError, Settings
 from service.core.auth import new_token
 from service.ops.fsck import Sessions, fsck
 from service.services import Services
-from service.storage.s3 import PART_SIZE, SPARE_RECORDS, S3Location, S3Staging
+from service.storage.s3 import PART_SIZE, SPARE_RECORDS, S3BlobStore, S3Location, S3Staging
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -340,6 +340,27 @@ def test_a_chunk_costs_a_listing_its_last_record_read_its_part_and_its_record(s3
     assert staging.digests("s").blake3 == b3(data * chunks)
     staging.remove("s")
     assert list(staging.location.keys("")) == []
+
+
+def test_a_commit_asks_the_store_only_what_the_records_do_not_tell(s3_server: S3Server):
+    """The size comes from the last record (no HEAD of the whole object), the records go in one request."""
+    called: list[str] = []
+    staging = staging_on(s3_server, called=called)
+    data, offset = content(2 * PART_SIZE + 3), 0
+    for end in (PART_SIZE, 2 * PART_SIZE, len(data)):  # three records: a part each, then a tail of 3 bytes
+        staged = staging.open("s", offset)
+        staged.write_at(data[offset:end], offset)
+        staged.close()
+        offset = end
+    called.clear()
+    digest = b3(data)
+    assert S3BlobStore(staging.location).commit(staging, "s", digest)
+    completing = ["ListObjectsV2", "GetObject", "UploadPart", "ListParts", "CompleteMultipartUpload"]
+    assert called == [*completing, "DeleteObjects", "HeadObject", "CopyObject"], called
+    assert S3BlobStore(staging.location).rehash(digest) == digest
+    called.clear()
+    assert not S3BlobStore(staging.location).commit(staging, "s", digest)  # finished before: its size asked
+    assert called == ["ListObjectsV2", "HeadObject", "HeadObject", "CopyObject"], called
 
 
 def test_a_writer_gone_after_its_parts_went_up_but_before_sync_resumes_from_the_acknowledged_offset(

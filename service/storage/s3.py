@@ -502,14 +502,17 @@ class S3Staging:
         whole = self.location.head(self._key(name, "whole"))
         return None if whole is None else int(whole["ContentLength"])
 
-    def finish(self, name: str) -> str:
-        """Complete the multipart upload into the whole object (unless done already); its key under the bucket."""
+    def finish(self, name: str) -> tuple[str, int]:
+        """Complete the multipart upload into the whole object (unless done already): its key under the
+        bucket, and its size, which the last record tells (the commit asks the store only when the upload
+        was finished before)."""
         whole = self.location.prefix + self._key(name, "whole")
         records = self._records(name)
         if not records:
-            if self.location.head(self._key(name, "whole")) is None:
+            finished = self.location.head(self._key(name, "whole"))
+            if finished is None:
                 raise StagingLost(f"staged upload {name} is gone")
-            return whole
+            return whole, int(finished["ContentLength"])
         parts, start = records[-1]
         response = self.location.client.get_object(
             Bucket=self.location.bucket, Key=self.location.prefix + self._record(name, parts, start)
@@ -520,9 +523,8 @@ class S3Staging:
             self.location.abort(whole, upload_id)
         else:
             self._complete(name, upload_id, parts, tail)
-        for stale in records:
-            self.location.discard(self._record(name, *stale))
-        return whole
+        self.location.discard_all([self._record(name, *record) for record in records])
+        return whole, start + len(tail)
 
     def _complete(self, name: str, upload_id: str, parts: int, tail: bytes) -> None:
         """Complete the upload from its first `parts` parts and the tail (a later part is a stale one);
@@ -548,7 +550,7 @@ class S3Staging:
         )
 
     def digests(self, name: str, sha256: bool = False, md5: bool = False) -> Digests:
-        whole = self.finish(name)
+        whole, _ = self.finish(name)
         body = self.location.client.get_object(Bucket=self.location.bucket, Key=whole)["Body"]
         hasher = ContentHasher(sha256=sha256, md5=md5)
         while data := body.read(READ_SIZE):
@@ -562,7 +564,7 @@ class S3Staging:
         target = self.open(into, 0)
         offset = 0
         for name, length in parts:
-            whole = self.finish(name)
+            whole, _ = self.finish(name)
             copied = 0
             if length:
                 try:
@@ -586,8 +588,8 @@ class S3Staging:
         for upload in list(self.location.uploads(self._key(name, "whole"))):
             if upload["Key"] == whole:
                 self.location.abort(whole, upload["UploadId"])
-        for item in list(self.location.keys(self._key(name))):
-            self.location.client.delete_object(Bucket=self.location.bucket, Key=item["Key"])
+        begun = len(self.location.prefix)
+        self.location.discard_all([item["Key"][begun:] for item in self.location.keys(self._key(name))])
 
     def names(self) -> list[str]:
         """Those with objects, and those with only a multipart upload (begun, then cut short before its
@@ -646,8 +648,7 @@ class S3BlobStore:
         """A reused blob is copied onto itself, which makes its LastModified now (S3 has no touch)."""
         if not isinstance(staging, S3Staging) or staging.location.bucket != self.location.bucket:
             raise TypeError("the S3 blob store commits only staged uploads in its own bucket")
-        whole = staging.finish(name)
-        size = int(self.location.client.head_object(Bucket=self.location.bucket, Key=whole)["ContentLength"])
+        whole, size = staging.finish(name)
         reused = self._held(digest, size)
         self._copy(self.location.prefix + self.key(digest) if reused else whole, digest, size)
         return not reused
