@@ -27,7 +27,7 @@ from service.config import ConfigError, Settings
 from service.core.auth import new_token
 from service.ops.fsck import Sessions, fsck
 from service.services import Services
-from service.storage.s3 import PART_SIZE, SPARE_RECORDS, S3BlobStore, S3Location, S3Staging
+from service.storage.s3 import PART_GOAL, PART_SIZE, SPARE_RECORDS, S3BlobStore, S3Location, S3Staging
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -361,6 +361,44 @@ def test_a_commit_asks_the_store_only_what_the_records_do_not_tell(s3_server: S3
     called.clear()
     assert not S3BlobStore(staging.location).commit(staging, "s", digest)  # finished before: its size asked
     assert called == ["ListObjectsV2", "HeadObject", "HeadObject", "CopyObject"], called
+
+
+def test_the_parts_go_up_with_their_crc32_which_the_whole_object_keeps(s3_server: S3Server):
+    """The multipart upload is begun with CRC32, as boto3's own managed upload does: the store checks each
+    part's, and the whole object carries a checksum of them (begun without, moto completes it by copying
+    every byte twice more)."""
+    staging = staging_on(s3_server)
+    data = content(PART_SIZE + 3)
+    staged = staging.open("s", 0)
+    staged.write_at(data, 0)
+    staged.close()
+    whole, size = staging.finish("s")
+    head = staging.location.client.head_object(Bucket=staging.location.bucket, Key=whole, ChecksumMode="ENABLED")
+    assert size == len(data) and "ChecksumCRC32" in head, head
+
+
+def test_a_store_that_lists_the_parts_checksums_is_given_them_back_on_completion(s3_server: S3Server):
+    """As S3 requires of an upload begun with a checksum (moto neither lists nor requires them)."""
+    staging = staging_on(s3_server)
+    completed: list[dict] = []
+
+    def listed_as_s3_lists(parsed: dict, **kwargs) -> None:
+        parsed["ChecksumAlgorithm"] = "CRC32"
+        for part in parsed.get("Parts", []):
+            part["ChecksumCRC32"] = f"crc-of-{part['PartNumber']}"
+
+    events = staging.location.client.meta.events
+    events.register("after-call.s3.ListParts", listed_as_s3_lists)
+    events.register(
+        "before-parameter-build.s3.CompleteMultipartUpload", lambda params, **kwargs: completed.append(params)
+    )
+    data = content(PART_GOAL + 3)  # a part as the body streams, then the tail as the last
+    staged = staging.open("s", 0)
+    staged.write_at(data, 0)
+    staged.close()
+    staging.finish("s")
+    parts = completed[0]["MultipartUpload"]["Parts"]
+    assert [part["ChecksumCRC32"] for part in parts] == ["crc-of-1", "crc-of-2"], parts
 
 
 def test_a_writer_gone_after_its_parts_went_up_but_before_sync_resumes_from_the_acknowledged_offset(
