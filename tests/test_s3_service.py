@@ -27,7 +27,7 @@ from service.config import ConfigError, Settings
 from service.core.auth import new_token
 from service.ops.fsck import Sessions, fsck
 from service.services import Services
-from service.storage.s3 import S3Location, S3Staging
+from service.storage.s3 import PART_GOAL, PART_SIZE, SPARE_RECORDS, S3BlobStore, S3Location, S3Staging
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -285,9 +285,12 @@ async def test_a_staged_upload_cut_short_before_its_first_tail_is_named_and_remo
     assert store.list_multipart_uploads(Bucket=location.bucket).get("Uploads", []) == []
 
 
-def staging_on(s3_server: S3Server, sent: list[int] | None = None) -> S3Staging:
-    """A staging area in a bucket of its own; with `sent`, each request's body size is appended to it."""
+def staging_on(s3_server: S3Server, sent: list[int] | None = None, called: list[str] | None = None) -> S3Staging:
+    """A staging area in a bucket of its own; with `sent`, each request's body size is appended to it,
+    with `called` its operation's name."""
     client = s3_server.client()
+    if called is not None:
+        client.meta.events.register("before-call.s3", lambda model, **kwargs: called.append(model.name))
     if sent is not None:
 
         def count(request, **kwargs) -> None:
@@ -316,6 +319,86 @@ def test_chunks_of_8_mib_go_to_the_store_once(s3_server: S3Server):
         staged.close()
     staging.finish("s")
     assert 48 * MiB <= sum(sent) <= 48 * MiB + 64 * 1024, sum(sent)
+
+
+def test_a_chunk_costs_a_listing_its_last_record_read_its_part_and_its_record(s3_server: S3Server):
+    """The records before the last are deleted SPARE_RECORDS at a time, in one request, not one per chunk."""
+    called: list[str] = []
+    staging = staging_on(s3_server, called=called)
+    data, offset, chunks = content(PART_SIZE), 0, 2 * SPARE_RECORDS + 1
+    for number in range(chunks):
+        if number == 1:
+            called.clear()  # the first chunk also began the multipart upload
+        staged = staging.open("s", offset)
+        staged.write_at(data, offset)
+        staged.close()  # a part, then the record that counts it
+        offset += len(data)
+    per_chunk = ["ListObjectsV2", "GetObject", "UploadPart", "PutObject"]
+    assert sorted(called) == sorted(per_chunk * (chunks - 1) + ["DeleteObjects"] * 2), called
+    records = [key for key in staging.location.keys("partial/s/") if "tail-" in key["Key"]]
+    assert len(records) <= SPARE_RECORDS + 1
+    assert staging.digests("s").blake3 == b3(data * chunks)
+    staging.remove("s")
+    assert list(staging.location.keys("")) == []
+
+
+def test_a_commit_asks_the_store_only_what_the_records_do_not_tell(s3_server: S3Server):
+    """The size comes from the last record (no HEAD of the whole object), the records go in one request."""
+    called: list[str] = []
+    staging = staging_on(s3_server, called=called)
+    data, offset = content(2 * PART_SIZE + 3), 0
+    for end in (PART_SIZE, 2 * PART_SIZE, len(data)):  # three records: a part each, then a tail of 3 bytes
+        staged = staging.open("s", offset)
+        staged.write_at(data[offset:end], offset)
+        staged.close()
+        offset = end
+    called.clear()
+    digest = b3(data)
+    assert S3BlobStore(staging.location).commit(staging, "s", digest)
+    completing = ["ListObjectsV2", "GetObject", "UploadPart", "ListParts", "CompleteMultipartUpload"]
+    assert called == [*completing, "DeleteObjects", "HeadObject", "CopyObject"], called
+    assert S3BlobStore(staging.location).rehash(digest) == digest
+    called.clear()
+    assert not S3BlobStore(staging.location).commit(staging, "s", digest)  # finished before: its size asked
+    assert called == ["ListObjectsV2", "HeadObject", "HeadObject", "CopyObject"], called
+
+
+def test_the_parts_go_up_with_their_crc32_which_the_whole_object_keeps(s3_server: S3Server):
+    """The multipart upload is begun with CRC32, as boto3's own managed upload does: the store checks each
+    part's, and the whole object carries a checksum of them (begun without, moto completes it by copying
+    every byte twice more)."""
+    staging = staging_on(s3_server)
+    data = content(PART_SIZE + 3)
+    staged = staging.open("s", 0)
+    staged.write_at(data, 0)
+    staged.close()
+    whole, size = staging.finish("s")
+    head = staging.location.client.head_object(Bucket=staging.location.bucket, Key=whole, ChecksumMode="ENABLED")
+    assert size == len(data) and "ChecksumCRC32" in head, head
+
+
+def test_a_store_that_lists_the_parts_checksums_is_given_them_back_on_completion(s3_server: S3Server):
+    """As S3 requires of an upload begun with a checksum (moto neither lists nor requires them)."""
+    staging = staging_on(s3_server)
+    completed: list[dict] = []
+
+    def listed_as_s3_lists(parsed: dict, **kwargs) -> None:
+        parsed["ChecksumAlgorithm"] = "CRC32"
+        for part in parsed.get("Parts", []):
+            part["ChecksumCRC32"] = f"crc-of-{part['PartNumber']}"
+
+    events = staging.location.client.meta.events
+    events.register("after-call.s3.ListParts", listed_as_s3_lists)
+    events.register(
+        "before-parameter-build.s3.CompleteMultipartUpload", lambda params, **kwargs: completed.append(params)
+    )
+    data = content(PART_GOAL + 3)  # a part as the body streams, then the tail as the last
+    staged = staging.open("s", 0)
+    staged.write_at(data, 0)
+    staged.close()
+    staging.finish("s")
+    parts = completed[0]["MultipartUpload"]["Parts"]
+    assert [part["ChecksumCRC32"] for part in parts] == ["crc-of-1", "crc-of-2"], parts
 
 
 def test_a_writer_gone_after_its_parts_went_up_but_before_sync_resumes_from_the_acknowledged_offset(
