@@ -152,7 +152,8 @@ def summary(runner: Runner) -> str:
 
     with open(f"/proc/{runner.process.pid}/status") as status:
         peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
-    request, last = statistics.median(runner.requests) * 1000, statistics.median(runner.last) * 1000
+    request = statistics.median(runner.requests) * 1000 if runner.requests else float("nan")  # one request: none
+    last = statistics.median(runner.last) * 1000
     return (
         f"{runner.name:>10} {median('mib_s'):7.1f} MiB/s  CPU per chunk {median('cpu'):6.2f} ms"
         f" (min {min(row['cpu'] for row in runner.rows):.2f}), loop {median('loop'):.2f}"
