@@ -134,13 +134,15 @@ def test_a_staged_upload_holds_what_was_written_at_its_offsets(staging):
     assert staging.digests("s").blake3 == blake3(b"hello world").hexdigest()
 
 
-def test_large_writes_on_blocks_from_any_memory_hold_what_was_written(staging):
+@pytest.mark.parametrize("read_back", [False, True])
+def test_large_writes_on_blocks_from_any_memory_hold_what_was_written(staging, read_back):
     """Writes on blocks in the file, from memory that starts on one or may not (the local store writes such
-    writes past the page cache where the memory allows it), between writes off blocks."""
+    writes past the page cache where the memory allows it, unless they are to be `read_back`), between
+    writes off blocks."""
     aligned = mmap.mmap(-1, 1024 * 1024)
     aligned.write(os.urandom(len(aligned)))
     pieces = [os.urandom(4096), aligned, os.urandom(1024 * 1024), b"tail"]
-    file = staging.open("s", 0)
+    file = staging.open("s", 0, read_back=read_back)
     offset = 0
     for data in pieces:
         file.write_at(memoryview(data), offset)

@@ -388,7 +388,7 @@ class S3Staging:
     def _record(self, name: str, parts: int, start: int) -> str:
         return self._key(name, f"tail-{parts}-{start}")
 
-    def open(self, name: str, offset: int) -> S3StagedFile:
+    def open(self, name: str, offset: int, read_back: bool = False) -> S3StagedFile:
         if offset == 0:
             self.remove(name)
             upload = self.location.client.create_multipart_upload(

@@ -33,11 +33,11 @@ BYPASS_MIN = 1024 * 1024  # the body writer's full buffers; a smaller write wait
 class StagingFile:
     """An open staging file, written at an explicit position (`pwrite`), never appended blindly."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, cached: bool = False) -> None:
         self.path = path
         self._fd = fd
         self._bypassing = False  # the descriptor has O_DIRECT
-        self._can_bypass = bool(O_DIRECT)
+        self._can_bypass = bool(O_DIRECT) and not cached
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         """Write all of `data` at `offset`; past the page cache when it is large and on blocks."""
@@ -115,11 +115,12 @@ class StagingArea:
         """Where the staging file `name` lives; OutsideRoot when that would lead out of the area."""
         return contained(self.root, self.root / name)
 
-    def open(self, name: str, offset: int) -> StagingFile:
+    def open(self, name: str, offset: int, read_back: bool = False) -> StagingFile:
         """Open for writing at `offset`, cutting off any bytes past it left by a broken write.
 
         At offset 0 the file is made (or emptied); past 0 it must hold at least `offset`
-        bytes, else StagingLost: carrying on would fill the gap with zeros.
+        bytes, else StagingLost: carrying on would fill the gap with zeros. With `read_back`
+        every write goes through the page cache.
         """
         path = self.path(name)
         if offset == 0:
@@ -137,7 +138,7 @@ class StagingArea:
         except BaseException:
             os.close(fd)
             raise
-        return StagingFile(path, fd)
+        return StagingFile(path, fd, cached=read_back)
 
     def where(self, name: str) -> str:
         return str(self.path(name))
