@@ -618,9 +618,9 @@ async def test_a_small_upload_in_one_request_is_staged_only_when_its_commit_fail
             raise failures.pop()
         await real_commit(entry, source)
 
-    def open_staged(name, offset):
+    def open_staged(name, offset, read_back=False):
         staged.append((name, offset))
-        return real_open(name, offset)
+        return real_open(name, offset, read_back)
 
     monkeypatch.setattr(services.catalog, "commit", commit)
     monkeypatch.setattr(services.staging, "open", open_staged)

@@ -67,3 +67,26 @@ def test_the_object_store_rows_are_written_by_a_quick_run(tmp_path: Path) -> Non
     table = (tmp_path / "benchmarks-objectstore.md").read_text()
     for row in ("| upload in one request", "| upload in 8 MiB chunks", "| peak RSS of the service"):
         assert row in table, table
+
+
+def test_the_ab_run_compares_the_service_with_the_ceiling_chunk_by_chunk(tmp_path: Path, shared_redis_url: str) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "ab.py"),
+            "--redis", shared_redis_url,
+            "--rounds", "2",
+            "--size-mib", "2",
+            "--chunk-kib", "512",
+            f"new={ROOT}",
+            "ceiling",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    medians = done.stdout.split("medians:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in medians] == ["new", "ceiling"], done.stdout
+    assert all("CPU per chunk" in line and "VmHWM" in line for line in medians), done.stdout

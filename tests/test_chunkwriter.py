@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from apihelpers import b3
@@ -67,6 +70,31 @@ async def test_a_writer_resumes_at_its_offset_and_cuts_off_bytes_past_it(tmp_pat
     await writer.add(b" and more")
     await writer.drain(close=True)
     assert area.path("s").read_bytes() == b"kept and more"
+
+
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+async def test_a_body_resumed_off_a_block_lands_whole_past_the_page_cache_or_through_it(tmp_path, where):
+    """The first buffer runs to the file's next MiB and the last is short: both go through the page cache,
+    those between past it (on a disk; tmpfs refuses that, and every write is cached there)."""
+    if where == "tmpfs":
+        if not Path("/dev/shm").is_dir():
+            pytest.skip("no tmpfs at /dev/shm")
+        tmp_path = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        area = StagingArea(tmp_path)
+        kept = os.urandom(4321)
+        area.path("s").write_bytes(kept)
+        content = os.urandom(3 * WRITE_SIZE + 777)
+        hasher = ContentHasher()
+        writer = writer_for(area, "s", offset=len(kept), hasher=hasher)
+        for piece in pieces(content, [65536, 1, 300_000, WRITE_SIZE + 3]):
+            await writer.add(piece)
+        await writer.drain(close=True)
+        assert area.path("s").read_bytes() == kept + content
+        assert hasher.digests().blake3 == b3(content)
+    finally:
+        if where == "tmpfs":
+            shutil.rmtree(tmp_path)
 
 
 async def test_an_empty_body_still_leaves_the_staging_file(tmp_path):

@@ -9,6 +9,7 @@ does (sharded paths, hard links, temporaries, containment of paths) is tested be
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import time
 from collections.abc import Callable
@@ -131,6 +132,23 @@ def test_a_staged_upload_holds_what_was_written_at_its_offsets(staging):
     file.close()
     assert staging.length("s") == 11
     assert staging.digests("s").blake3 == blake3(b"hello world").hexdigest()
+
+
+@pytest.mark.parametrize("read_back", [False, True])
+def test_large_writes_on_blocks_from_any_memory_hold_what_was_written(staging, read_back):
+    """Writes on blocks in the file, from memory that starts on one or may not (the local store writes such
+    writes past the page cache where the memory allows it, unless they are to be `read_back`), between
+    writes off blocks."""
+    aligned = mmap.mmap(-1, 1024 * 1024)
+    aligned.write(os.urandom(len(aligned)))
+    pieces = [os.urandom(4096), aligned, os.urandom(1024 * 1024), b"tail"]
+    file = staging.open("s", 0, read_back=read_back)
+    offset = 0
+    for data in pieces:
+        file.write_at(memoryview(data), offset)
+        offset += len(data)
+    file.close()
+    assert staging.digests("s").blake3 == blake3(b"".join(pieces)).hexdigest()
 
 
 def test_opening_at_zero_makes_or_empties_the_staged_upload(staging):

@@ -14,7 +14,9 @@ writer. A fresh megabyte from the allocator for each buffer, freed after its wri
 heap fragmented by the small objects that settled between them, growing with every large
 upload; and four uploads at once (tus's parallel parts) each held their own five. The pool
 keeps POOLED; a writer that finds none spare goes on with one buffer in flight, waiting for
-its own, never for another writer. A body smaller than GATHERED is joined at its end instead:
+its own, never for another writer. A buffer starts on a page in memory (`page_aligned`) and ends
+where a MiB of the file does, so that all but a body's first and last are written past the page
+cache (service/storage/staging.py). A body smaller than GATHERED is joined at its end instead:
 a small file takes no megabyte.
 
 The hash stays on the event loop: BLAKE3 takes about 0.1 ms per buffer, a fixed
@@ -28,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import mmap
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
-from service.core.buffers import BufferPool
+from service.core.buffers import BufferPool, page_aligned
 from service.core.digests import ContentHasher
 from service.core.ports import StagedFile
 
@@ -47,7 +50,7 @@ WRITERS = ThreadPoolExecutor(16, thread_name_prefix="files-write")
 Then = Literal["sync", "close"] | None  # what a job does after writing a buffer
 
 
-BUFFERS = BufferPool(WRITE_SIZE, POOLED)
+BUFFERS = BufferPool(page_aligned, WRITE_SIZE, POOLED)
 
 
 class ChunkWriter:
@@ -62,14 +65,14 @@ class ChunkWriter:
         self._open_file = open_file
         self._chunks: list[bytes | memoryview] = []  # received, not yet in a buffer
         self._buffered = 0
-        self._buffer: bytearray | None = None  # the pool's buffer being filled, with `_filled` bytes
+        self._buffer: mmap.mmap | None = None  # the pool's buffer being filled, with `_filled` bytes
         self._filled = 0
         self._loop = asyncio.get_running_loop()
         # Shared with the job, under _lock: buffers to write (data, offset, sync or close after, the pool's
         # buffer that holds the data), how many are done, the job's error, and the loop's waiter (buffers
         # done it waits for, future).
         self._lock = threading.Lock()
-        self._queue: collections.deque[tuple[bytes | memoryview, int, Then, bytearray | None]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes | memoryview, int, Then, mmap.mmap | None]] = collections.deque()
         self._running = False
         self._done = 0
         self._error: BaseException | None = None
@@ -87,7 +90,8 @@ class ChunkWriter:
             if self._buffer is None:
                 self._buffer = await self._free_buffer()
             piece = memoryview(self._chunks[0])
-            count = min(len(piece), WRITE_SIZE - self._filled)
+            room = WRITE_SIZE - self.flushed % WRITE_SIZE  # a buffer ends where the file's next MiB begins
+            count = min(len(piece), room - self._filled)
             self._buffer[self._filled : self._filled + count] = piece[:count]
             self._filled += count
             self._buffered -= count
@@ -95,7 +99,7 @@ class ChunkWriter:
                 self._chunks[0] = piece[count:]
             else:
                 del self._chunks[0]
-            if self._filled == WRITE_SIZE:
+            if self._filled == room:
                 self._hand_over_buffer(None)
 
     async def drain(self, close: bool = False) -> None:
@@ -150,7 +154,7 @@ class ChunkWriter:
         if self.file is not None:
             self.file.close()
 
-    async def _free_buffer(self) -> bytearray:
+    async def _free_buffer(self) -> mmap.mmap:
         """A buffer of the pool, once fewer than IN_FLIGHT of this writer's are queued; when the pool has
         none to spare, once this writer has none in flight (so it never waits on another writer)."""
         await self._wait_done(self._handed - IN_FLIGHT + 1)
@@ -163,7 +167,7 @@ class ChunkWriter:
         buffer, filled, self._buffer, self._filled = self._buffer, self._filled, None, 0
         self._hand_over(memoryview(buffer)[:filled], then, buffer)
 
-    def _hand_over(self, data: bytes | memoryview, then: Then, buffer: bytearray | None = None) -> None:
+    def _hand_over(self, data: bytes | memoryview, then: Then, buffer: mmap.mmap | None = None) -> None:
         offset, self.flushed = self.flushed, self.flushed + len(data)
         if self.hasher is not None:
             self.hasher.update(data)

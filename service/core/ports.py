@@ -58,12 +58,14 @@ class StagedFile(Protocol):
 class StagingArea(Protocol):
     """The partial content of uploads in progress, one staged upload per session, by its id."""
 
-    def open(self, name: str, offset: int) -> StagedFile:
+    def open(self, name: str, offset: int, read_back: bool = False) -> StagedFile:
         """Open the staged upload `name` for writing at `offset`, cutting off any bytes past it
         (left by a write that was never acknowledged).
 
         At offset 0 it is made (or emptied); past 0 it must hold at least `offset` bytes, else
         StagingLost (carrying on would leave a gap). Raises OutsideRoot for a name that leads out.
+        With `read_back` the bytes are read again soon (a part, copied into its upload when that
+        completes): a store that writes large writes past a cache keeps these in it.
         """
 
     def length(self, name: str) -> int | None:

@@ -394,7 +394,9 @@ class UploadCore:
         A `last` body of a session without a size declares it where it ends.
         """
         hasher = self._hasher_for(session)
-        writer = ChunkWriter(functools.partial(self.staging.open, session.id, session.offset), session.offset, hasher)
+        # A part's bytes are read back when its upload is assembled: kept in the page cache for that.
+        opened = functools.partial(self.staging.open, session.id, session.offset, read_back=session.part)
+        writer = ChunkWriter(opened, session.offset, hasher)
         try:
             try:
                 async for chunk in body:

@@ -43,7 +43,7 @@ class MemoryStaging:
         self._staged: dict[str, bytearray] = {}
         self._lock = threading.Lock()
 
-    def open(self, name: str, offset: int) -> MemoryStagedFile:
+    def open(self, name: str, offset: int, read_back: bool = False) -> MemoryStagedFile:
         with self._lock:
             if offset == 0:
                 self._staged[name] = bytearray()

@@ -65,7 +65,8 @@ TAIL = re.compile(r"tail-(\d+)-(\d+)")
 PART_SIZE = 5 * 1024 * 1024  # the smallest part S3 takes (but the last)
 PART_GOAL = 8 * 1024 * 1024  # the part uploaded while a body streams in: one 8 MiB chunk is one part
 PARTS_IN_FLIGHT = 2
-BUFFERS = BufferPool(PART_GOAL, PARTS_IN_FLIGHT)  # one staged file's: its parts in flight and the one it fills
+# One staged file's buffers: its parts in flight and the one it fills.
+BUFFERS = BufferPool(bytearray, PART_GOAL, PARTS_IN_FLIGHT)
 # Part uploads of every staged file of the process: each file has at most PARTS_IN_FLIGHT in it.
 UPLOADERS = ThreadPoolExecutor(16, thread_name_prefix="files-s3-part")
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
@@ -412,7 +413,7 @@ class S3Staging:
     def _record(self, name: str, parts: int, start: int) -> str:
         return self._key(name, f"tail-{parts}-{start}")
 
-    def open(self, name: str, offset: int) -> S3StagedFile:
+    def open(self, name: str, offset: int, read_back: bool = False) -> S3StagedFile:
         if offset == 0:
             self.remove(name)
             upload = self.location.client.create_multipart_upload(
