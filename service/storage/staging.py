@@ -3,7 +3,7 @@
 A staging file lives on the same filesystem as the blobs, so that a finished
 upload becomes a blob by a rename, without a copy.
 
-Large writes go past the page cache (O_DIRECT), where the filesystem allows it and the write
+Large writes go past the page cache (O_DIRECT), on a local disk's filesystem (filesystems.py) and where the write
 starts and ends on a block, in the file and in memory (the body writer's full buffers do): the
 kernel then neither copies them into the cache (the copy of a buffer filled on the other core cost
 the writer thread 1.3 to 15 ms per 8 MiB) nor leaves them dirty for the commit's fsync to write out
@@ -24,6 +24,7 @@ from pathlib import Path
 from service.core.digests import Digests, hash_file
 from service.core.errors import StagingLost
 from service.storage.durable import TEMPORARY, contained, make_dirs, space_checked
+from service.storage.filesystems import takes_direct_writes
 from service.storage.writeback import write_behind
 
 O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux's: none elsewhere, and then every write is cached
@@ -34,11 +35,11 @@ BYPASS_MIN = 1024 * 1024  # the body writer's full buffers; a smaller write wait
 class StagingFile:
     """An open staging file, written at an explicit position (`pwrite`), never appended blindly."""
 
-    def __init__(self, path: Path, fd: int, read_back: bool = False) -> None:
+    def __init__(self, path: Path, fd: int, read_back: bool = False, direct: bool = True) -> None:
         self.path = path
         self._fd = fd
         self._bypassing = False  # the descriptor has O_DIRECT
-        self._can_bypass = bool(O_DIRECT) and not read_back
+        self._can_bypass = bool(O_DIRECT) and direct and not read_back
         # A file read back and then removed (a part) is left to the kernel's own writeback, if it comes to that.
         self._writing_behind = not read_back
 
@@ -118,6 +119,7 @@ class StagingArea:
     def __init__(self, root: Path) -> None:
         make_dirs(root)
         self.root = root.resolve()
+        self.direct = takes_direct_writes(self.root)  # large writes past the page cache (filesystems.py)
 
     def path(self, name: str) -> Path:
         """Where the staging file `name` lives; OutsideRoot when that would lead out of the area."""
@@ -146,7 +148,7 @@ class StagingArea:
         except BaseException:
             os.close(fd)
             raise
-        return StagingFile(path, fd, read_back=read_back)
+        return StagingFile(path, fd, read_back=read_back, direct=self.direct)
 
     def where(self, name: str) -> str:
         return str(self.path(name))
