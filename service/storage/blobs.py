@@ -40,7 +40,7 @@ READ_BUDGET = 12 * 1024 * 1024
 # The reads of every download in the process, on a few threads of their own rather than the 64 I/O threads:
 # never queued behind uploads' fsyncs, and each buffer allocated in one of a few malloc arenas, which
 # then serve the next buffers (docs/design.md, "Cost per download").
-READERS = ThreadPoolExecutor(4, thread_name_prefix="files-read")
+READERS = ThreadPoolExecutor(2, thread_name_prefix="files-read")
 
 
 class BlobStore:
