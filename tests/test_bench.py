@@ -9,20 +9,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_a_quick_run_writes_a_row_for_every_workload(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "run.py"),
-            "--quick",
-            "--no-peers",
-            "--out", str(tmp_path / "docs"),
-            "--results", str(tmp_path / "results"),
-            "--workdir", str(tmp_path),
-        ],
+def bench(script: str, *arguments: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python bench/<script> ARGUMENTS` to its end; the test fails if it runs past `timeout` seconds."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *arguments],
         check=False,
         capture_output=True,
         text=True,
+        timeout=timeout,
+    )
+
+
+def test_a_quick_run_writes_a_row_for_every_workload(tmp_path: Path) -> None:
+    done = bench(
+        "run.py",
+        "--quick",
+        "--no-peers",
+        "--out", str(tmp_path / "docs"),
+        "--results", str(tmp_path / "results"),
+        "--workdir", str(tmp_path),
         timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -48,21 +53,7 @@ def test_a_quick_run_writes_a_row_for_every_workload(tmp_path: Path) -> None:
 
 
 def test_the_object_store_rows_are_written_by_a_quick_run(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "objectstore.py"),
-            "--quick",
-            "--out",
-            str(tmp_path),
-            "--workdir",
-            str(tmp_path),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = bench("objectstore.py", "--quick", "--out", str(tmp_path), "--workdir", str(tmp_path), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     table = (tmp_path / "benchmarks-objectstore.md").read_text()
     for row in ("| upload in one request", "| upload in 8 MiB chunks", "| peak RSS of the service"):
@@ -70,20 +61,14 @@ def test_the_object_store_rows_are_written_by_a_quick_run(tmp_path: Path) -> Non
 
 
 def test_the_ab_run_compares_the_service_with_the_ceiling_chunk_by_chunk(tmp_path: Path, shared_redis_url: str) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "ab.py"),
-            "--redis", shared_redis_url,
-            "--rounds", "2",
-            "--size-mib", "2",
-            "--chunk-kib", "512",
-            f"new={ROOT}",
-            "ceiling",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
+    done = bench(
+        "ab.py",
+        "--redis", shared_redis_url,
+        "--rounds", "2",
+        "--size-mib", "2",
+        "--chunk-kib", "512",
+        f"new={ROOT}",
+        "ceiling",
         timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
