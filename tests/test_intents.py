@@ -17,6 +17,7 @@ from conftest import http_client, on_both_redises
 
 import service.core.catalog
 import service.core.uploads
+import service.ops.sweeper
 import service.redis.index
 import service.redis.intents
 from service.core.model import Intent
@@ -504,3 +505,26 @@ async def test_events_left_in_an_outbox_come_before_the_next_change_of_that_buck
         ("file.created", f"blake3:{b3(b'second')}"),
         ("file.deleted", f"blake3:{b3(b'second')}"),
     ]
+
+
+async def test_the_loops_sweeps_walk_the_whole_store_only_once_the_last_walks_pause_is_over(app, settings, monkeypatch):
+    """A walk over every file takes time in proportion to the store: the loop's sweeps pause WALK_PAUSE times
+    as long as it took before the next one; a sweep asked for directly walks at once."""
+    monkeypatch.setattr(service.ops.sweeper, "WALK_PAUSE", 100_000)  # a pause no test outlasts
+    sweeper = app.state.services.sweeper
+    stray = blob_path(settings.data_dir, b3(b"no entry needs this"))
+
+    assert (await sweeper.sweep_once(paced=True)) is not None
+    assert await sweeper.client.pttl(sweeper.keys.walked) > 0
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"no entry needs this")
+    await sweeper.sweep_once(paced=True)
+    assert stray.exists(), "a paced sweep walked the store before the pause was over"
+
+    await sweeper.sweep_once()
+    assert not stray.exists()
+
+    stray.write_bytes(b"no entry needs this")
+    await sweeper.client.delete(sweeper.keys.walked)  # the pause is over
+    await sweeper.sweep_once(paced=True)
+    assert not stray.exists()

@@ -14,7 +14,7 @@ import time
 
 import redis.asyncio as redis
 
-from service.core.catalog import Catalog
+from service.core.catalog import BlobSweep, Catalog
 from service.core.parted import PartedUploads
 from service.core.ports import StagingArea, Temporaries
 from service.ops import metrics
@@ -25,6 +25,10 @@ from service.redis.sessions import SessionStore
 log = logging.getLogger("files.sweeper")
 
 STAGING_BATCH = 500
+# The walks over the whole store (temporaries, every blob) take their time in proportion to its files: the
+# loop's sweeps make one only once WALK_PAUSE times as long as the last took has gone by (so they take at
+# most a tenth of the time), and every sweep between does the rest.
+WALK_PAUSE = 9
 
 
 class Sweeper:
@@ -55,18 +59,20 @@ class Sweeper:
     async def run_forever(self) -> None:
         while True:
             try:
-                await self.sweep_once()
+                await self.sweep_once(paced=True)
             except Exception:
                 log.exception("sweep failed; trying again in %.0f s", self.interval_seconds)
             stop_if_cancelled()
             await asyncio.sleep(self.interval_seconds)
 
-    async def sweep_once(self) -> tuple[int, int] | None:
-        """One sweep, unless another process is sweeping: (partials removed, blobs removed)."""
+    async def sweep_once(self, paced: bool = False) -> tuple[int, int] | None:
+        """One sweep, unless another process is sweeping: (partials removed, blobs removed). `paced` (the
+        loop's sweeps): the walks over the whole store only when the last one's pause is over (WALK_PAUSE)."""
         lease = await self.leases.acquire("sweep")
         if lease is None:
             return None
         started = time.monotonic()
+        temporaries, blobs = 0, BlobSweep(deleted=0, blobs=0, bytes=0)
         try:
             async with lease.kept_alive():
                 settled = await self.catalog.settle_stranded()
@@ -74,22 +80,27 @@ class Sweeper:
                 expired = await self.catalog.expire(time.time())
                 uploads_expired = await self.parted.sweep(time.time())
                 partials = await self.sweep_staging()
-                temporaries = await asyncio.to_thread(self.sweep_temporaries)
-                blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)
-                await self.client.hset(self.keys.blob_stats, mapping={"blobs": blobs.blobs, "bytes": blobs.bytes})
+                if walked := not paced or not await self.client.exists(self.keys.walked):
+                    walk_started = time.monotonic()
+                    temporaries = await asyncio.to_thread(self.sweep_temporaries)
+                    blobs = await self.catalog.sweep_blobs(self.blob_grace_seconds)
+                    await self.client.hset(self.keys.blob_stats, mapping={"blobs": blobs.blobs, "bytes": blobs.bytes})
+                    pause = (time.monotonic() - walk_started) * WALK_PAUSE
+                    await self.client.set(self.keys.walked, "1", px=max(1, int(pause * 1000)))
         finally:
             await lease.release()
         metrics.SWEEPS.inc()
         metrics.SESSIONS.labels("expired").inc(partials)
         log.info(
             "sweep settled %d change(s) cut short, deleted %d expired file(s), removed %d partial file(s), "
-            "%d temporary file(s) and %d blob(s) in %.3f s",
+            "%d temporary file(s) and %d blob(s) in %.3f s%s",
             settled,
             expired,
             partials,
             temporaries,
             blobs.deleted,
             time.monotonic() - started,
+            "" if walked else " (the store not walked: the last walk's pause is not over)",
             extra={
                 "event": "sweep",
                 "intents_settled": settled,
@@ -98,8 +109,8 @@ class Sweeper:
                 "temporaries_removed": temporaries,
                 "partials_removed": partials,
                 "blobs_removed": blobs.deleted,
-                "blobs": blobs.blobs,
-                "blob_bytes": blobs.bytes,
+                "walked": walked,
+                **({"blobs": blobs.blobs, "blob_bytes": blobs.bytes} if walked else {}),
             },
         )
         return partials, blobs.deleted

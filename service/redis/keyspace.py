@@ -32,6 +32,7 @@ class KeySpace:
         self.rebuilds = f"{prefix}index:rebuilds:{{index}}"
         self.replication = f"{prefix}index:replication:{{index}}"
         self.blob_stats = f"{prefix}stats:blobs"
+        self.walked = f"{prefix}sweep:walked"  # set for a while after a sweep walked the whole store
         self.events = f"{prefix}events"
         self.parted_expiring = f"{prefix}parted-uploads:expiring"
 
