@@ -31,10 +31,8 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
             continue
         point = _unescaped(parts[4])
         inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > deepest:  # the last mount on the deepest point covers the others
+        if inside and len(point) >= deepest:  # the last mount on the deepest point covers the others
             found, deepest = after.split()[0], len(point)
-        elif inside and len(point) == deepest:
-            found = after.split()[0]
     return found
 
 
