@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     log_format: Annotated[LogFormat, BeforeValidator(lower)] = "json"
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     events_maxlen: int = Field(100_000, ge=1)
+    # Processes that store small uploads held in memory (service/storage/writers.py); 0: threads of the service.
+    writer_processes: int = Field(2, ge=0, le=64)
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_retry_min_seconds: float = Field(0.5, ge=0.01)

@@ -30,6 +30,7 @@ from service.storage.durable import VolumeProbe, VolumeTemporaries
 from service.storage.entries import EntryStore
 from service.storage.memory import MemoryBlobStore, MemoryStaging
 from service.storage.staging import StagingArea
+from service.storage.writers import WriterProcesses
 
 MAX_PART_BYTES = 64 * 1024**2  # OpenAI's limit for one part of an upload
 
@@ -53,6 +54,7 @@ class Services:
     sweeper: Sweeper
     auth: Authenticator
     webhooks: WebhookDispatcher | None
+    writers: WriterProcesses | None
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis | None = None, in_memory: bool = False) -> Services:
@@ -64,6 +66,7 @@ class Services:
         entries: ports.EntryStore
         blobs: ports.BlobStore
         staging: ports.StagingArea
+        writers: WriterProcesses | None = None
         if settings.storage_url is not None:
             # Imported only when chosen: boto3 alone adds about 15 MiB to every process.
             from service.storage import s3
@@ -86,6 +89,8 @@ class Services:
             blobs, staging = blob_files, staging_files
             temporaries = VolumeTemporaries((blob_files.root, entries.root, staging_files.root))
             probe = VolumeProbe(settings.data_dir)
+            if settings.writer_processes:
+                writers = WriterProcesses(blob_files, entries, settings.writer_processes)
         counters = Counters()
         catalog = Catalog(
             entries,
@@ -95,6 +100,7 @@ class Services:
             leases,
             Intents(client, keys, leases.buckets),
             counters,
+            writers,
         )
         sessions = SessionStore(client, keys, leases, settings.session_ttl_seconds)
         core = UploadCore(
@@ -148,6 +154,7 @@ class Services:
             )
             if settings.webhook_url
             else None,
+            writers=writers,
         )
 
 

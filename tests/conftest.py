@@ -90,6 +90,7 @@ def settings(tmp_path: Path, redis_kind: str) -> Settings:
         lock_lease_seconds=2.0,
         sweep_interval_seconds=30.0,
         blob_grace_seconds=0.0,
+        writer_processes=0,  # threads: tests monkeypatch the commit's steps (test_writers.py has processes)
     )
 
 

@@ -27,7 +27,16 @@ from dataclasses import dataclass
 from service.core.crashpoints import crash_point
 from service.core.errors import BlobMissing, FileNotFound, LostLocks, OutsideRoot, Unavailable
 from service.core.model import Entry, Intent
-from service.core.ports import BlobStore, EntryIndex, EntryStore, Intents, Leases, Observer, StagingArea
+from service.core.ports import (
+    BlobStore,
+    ContentWriter,
+    EntryIndex,
+    EntryStore,
+    Intents,
+    Leases,
+    Observer,
+    StagingArea,
+)
 
 log = logging.getLogger("files.catalog")
 
@@ -44,6 +53,7 @@ class Catalog:
         leases: Leases,
         intents: Intents,
         observer: Observer,
+        writer: ContentWriter | None = None,
     ) -> None:
         self.entries = entries
         self.index = index
@@ -52,6 +62,7 @@ class Catalog:
         self.leases = leases
         self.intents = intents
         self.observer = observer
+        self.writer = writer
 
     async def commit(self, entry: Entry, source: str | bytes) -> None:
         """Store the upload's content, hashed to `entry.digest`, and write the entry for it: `source` is
@@ -75,7 +86,7 @@ class Catalog:
         intent = Intent(bucket=entry.bucket, key=entry.key, digest=entry.digest)
         async with self.leases.hold(*intent.locks(), intent=intent) as lease:
             try:
-                placed, replaced = await asyncio.to_thread(self._store, entry, source)
+                placed, replaced = await self._store(entry, source)
             except BlobMissing:
                 await lease.settle()  # nothing changed
                 raise
@@ -95,49 +106,19 @@ class Catalog:
             # freed), so the blob is placed again first, from the source still at hand.
             async with self.leases.hold(*intent.locks()):
                 if source is not None:
-                    await asyncio.to_thread(self._place, entry, source)
+                    await asyncio.to_thread(place_blob, self.blobs, self.staging, entry, source)
                 unindexed = await self._reconcile(entry.bucket, entry.key)
         # The volume's old entry and the index's are the same one, unless a crash parted them.
         for digest in _other_digests(entry.digest, replaced.digest if replaced else None, unindexed):
             await self.release_blob(digest)
         return placed
 
-    def _store(self, entry: Entry, source: str | bytes | None) -> tuple[bool, Entry | None]:
-        """Place the blob and write the entry (one trip to a worker thread): (newly placed?, entry replaced).
-
-        Should either fail, the intent stays behind (the lease lets go without dropping it) and
-        the sweeper settles it; a blob just placed that no entry can need goes at once.
-        """
-        if source is not None:
-            placed = self._place(entry, source)
-        else:
-            blob = self.blobs.stat(entry.digest)
-            if blob is None or blob.size != entry.bytes:
-                raise BlobMissing(f"no blob {entry.digest} of {entry.bytes} bytes")
-            placed = False
-        crash_point("blob-placed")
-        try:
-            replaced = self.entries.put(entry)
-        except BaseException:
-            if placed and not self._readable(entry):
-                self.blobs.delete(entry.digest)
-            raise
-        crash_point("entry-written")
-        return placed, replaced
-
-    def _place(self, entry: Entry, source: str | bytes) -> bool:
-        """Make `source` (a staged upload's name, or the content) the entry's blob; whether it was new."""
-        if isinstance(source, bytes):
-            return self.blobs.store(source, entry.digest)
-        return self.blobs.commit(self.staging, source, entry.digest)
-
-    def _readable(self, entry: Entry) -> bool:
-        """Whether `entry` can be read back from the volume: a write that failed after its rename
-        (flushing the directory) left it there, and its blob must stay."""
-        try:
-            return self.entries.exists(entry)
-        except (OSError, OutsideRoot, ValueError):  # a planted link, a damaged file: no reader gets it
-            return False
+    async def _store(self, entry: Entry, source: str | bytes | None) -> tuple[bool, Entry | None]:
+        """`store_content` away from the event loop: content held in memory goes to the content writer,
+        when there is one; anything else, and every commit without one, to a worker thread."""
+        if isinstance(source, bytes) and self.writer is not None:
+            return await self.writer.store(entry, source)
+        return await asyncio.to_thread(store_content, self.blobs, self.entries, self.staging, entry, source)
 
     async def get(self, bucket: str, key: str) -> Entry:
         entry = await asyncio.to_thread(self.entries.get, bucket, key)
@@ -298,6 +279,54 @@ class Catalog:
                 sweep.blobs -= 1
                 sweep.bytes -= blob.size
         return sweep
+
+
+def store_content(
+    blobs: BlobStore, entries: EntryStore, staging: StagingArea | None, entry: Entry, source: str | bytes | None
+) -> tuple[bool, Entry | None]:
+    """Place the blob and write the entry, blocking: (newly placed?, entry replaced). A function of the
+    stores alone, so that a `ContentWriter` can run it in a process of its own.
+
+    `source` is as `Catalog.commit` takes it (the name of an upload staged in `staging`, or the
+    content), or None: the blob must be there already (else BlobMissing). The caller holds the
+    locks of the change and has recorded its intent. Should either step fail, the intent stays
+    behind (the lease lets go without dropping it) and the sweeper settles it; a blob just placed
+    that no entry can need goes at once.
+    """
+    if source is not None:
+        placed = place_blob(blobs, staging, entry, source)
+    else:
+        blob = blobs.stat(entry.digest)
+        if blob is None or blob.size != entry.bytes:
+            raise BlobMissing(f"no blob {entry.digest} of {entry.bytes} bytes")
+        placed = False
+    crash_point("blob-placed")
+    try:
+        replaced = entries.put(entry)
+    except BaseException:
+        if placed and not _readable(entries, entry):
+            blobs.delete(entry.digest)
+        raise
+    crash_point("entry-written")
+    return placed, replaced
+
+
+def place_blob(blobs: BlobStore, staging: StagingArea | None, entry: Entry, source: str | bytes) -> bool:
+    """Make `source` (a staged upload's name, or the content) the entry's blob; whether it was new."""
+    if isinstance(source, bytes):
+        return blobs.store(source, entry.digest)
+    if staging is None:
+        raise TypeError("a staged upload needs its staging area")
+    return blobs.commit(staging, source, entry.digest)
+
+
+def _readable(entries: EntryStore, entry: Entry) -> bool:
+    """Whether `entry` can be read back from the volume: a write that failed after its rename
+    (flushing the directory) left it there, and its blob must stay."""
+    try:
+        return entries.exists(entry)
+    except (OSError, OutsideRoot, ValueError):  # a planted link, a damaged file: no reader gets it
+        return False
 
 
 def expired(entry: Entry, now: float) -> bool:

@@ -248,6 +248,16 @@ class EntryStore(Protocol):
         (unix seconds), only those written at or after it, by the store's own clock of the write."""
 
 
+class ContentWriter(Protocol):
+    """Where the blocking part of a commit of content held in memory runs (`catalog.store_content`):
+    a worker thread costs a handover of the interpreter's lock per system call, a process none."""
+
+    async def store(self, entry: Entry, content: bytes) -> tuple[bool, Entry | None]:
+        """`store_content` of `entry` from `content`: (blob newly placed?, entry replaced). The caller has
+        hashed `content` to `entry.digest`, holds the locks of the change and has recorded its intent.
+        Raises what `store_content` raises, and Unavailable when the writer died with the outcome unknown."""
+
+
 class Lease(Protocol):
     """Locks one holder took together, identified by its `token`, with a lease that runs out
     unless renewed (a dead holder's locks free themselves)."""

@@ -95,6 +95,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await services.client.aclose()
+            if services.writers is not None:
+                await asyncio.to_thread(services.writers.close)
             if dir_lock is not None:
                 dir_lock.release()
 

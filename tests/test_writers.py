@@ -1,0 +1,111 @@
+"""Small uploads stored by writer processes (FILES_WRITER_PROCESSES, service/storage/writers.py).
+
+The other in-process tests run the commit's disk work on threads (their settings say 0 writer
+processes); a real `files-service serve` uses processes, and the integration tests (crash
+points among them: tests/integration/test_commit_crashes.py) go through them. Here: what a
+client sees of an app whose small commits go to writer processes, from the first commit that
+starts them to a writer that dies.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from apihelpers import b3, blob_files, blob_path, download, entry_files, send, start, upload
+from conftest import BASE_URL
+from starlette.applications import Starlette
+
+from service.storage.writers import WriterProcesses
+
+pytestmark = pytest.mark.anyio
+
+DEADLINE = 30.0
+
+
+@pytest.fixture
+def writers_app(make_app) -> Iterator[Starlette]:
+    """An app with one writer process, which the test lets go at its end (an ASGI transport runs no lifespan)."""
+    app = make_app(writer_processes=1)
+    try:
+        yield app
+    finally:
+        writers = app.state.services.writers
+        assert isinstance(writers, WriterProcesses)
+        writers.close()
+
+
+@pytest.fixture
+async def client(writers_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=writers_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        yield client
+
+
+def writer_pids() -> set[int]:
+    return {process.pid for process in multiprocessing.active_children() if process.pid is not None}
+
+
+async def test_the_first_small_commit_starts_a_writer_that_stores_the_file(client, settings) -> None:
+    before = writer_pids()
+    content = os.urandom(5000)
+    info = await upload(client, "b", "k", content, metadata={"origin": "writer"})
+    assert writer_pids() - before, "a writer process should have been started by the commit"
+    assert info["digest"] == f"blake3:{b3(content)}" and info["metadata"] == {"origin": "writer"}
+    assert blob_path(settings.data_dir, b3(content)).read_bytes() == content
+    assert len(entry_files(settings.data_dir)) == 1
+    assert (await download(client, "b", "k")).content == content
+
+
+async def test_the_same_content_through_a_writer_is_stored_once(client, settings) -> None:
+    content = os.urandom(3000)
+    for key in ("one", "two", "three"):
+        await upload(client, "b", key, content)
+    assert blob_files(settings.data_dir) == [blob_path(settings.data_dir, b3(content))]
+    for key in ("one", "two", "three"):
+        assert (await download(client, "b", key)).content == content
+    assert (await client.delete("/v1/files/b/one")).status_code == 200
+    assert (await download(client, "b", "two")).content == content
+
+
+async def test_an_error_in_a_writer_reaches_the_client_as_in_a_thread(client, settings, tmp_path: Path) -> None:
+    """A planted symlink where the bucket's entries go: the writer refuses to write through it, and the
+    client gets the same answer as from a thread (500, `data_directory_link`); no blob is left behind."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    entries = settings.data_dir / "entries" / "b"
+    entries.parent.mkdir(parents=True, exist_ok=True)
+    entries.symlink_to(outside, target_is_directory=True)
+    response = await start(client, "b", "k", 100)
+    response = await send(client, response.json()["id"], os.urandom(100), offset=0)
+    assert response.status_code == 500, response.text
+    assert response.json()["code"] == "data_directory_link"
+    assert list(outside.iterdir()) == []
+    assert blob_files(settings.data_dir) == [], "a blob was left without its entry"
+
+
+async def test_a_writer_that_dies_costs_at_most_one_request(client, settings) -> None:
+    """A writer killed (out of memory, say) between commits: the next upload is stored by a new one, or,
+    should the pool learn of the death only once it was handed that upload, answered 503 and stored when
+    sent again."""
+    await upload(client, "b", "first", os.urandom(100))
+    (victim,) = writer_pids()
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + DEADLINE
+    while victim in writer_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    content = os.urandom(200)
+    session_id = (await start(client, "b", "second", len(content))).json()["id"]
+    response = await send(client, session_id, content, offset=0)
+    if response.status_code == 503:
+        assert response.json()["code"] == "unavailable"
+        response = await send(client, session_id, content, offset=0)
+    assert response.status_code == 200, response.text
+    assert (await download(client, "b", "second")).content == content
+    assert victim not in writer_pids()
