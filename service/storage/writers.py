@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -35,12 +37,22 @@ _stores: tuple[BlobStore, EntryStore] | None = None
 
 
 def _start(blobs: BlobStore, entries: EntryStore, service: int) -> None:
-    """A writer's start: its stores; Ctrl-C in a terminal (the whole process group) is the service's to
-    handle, which then lets its writers go."""
+    """A writer's start: its stores, and an end with the service's. Ctrl-C in a terminal (the whole
+    process group) is the service's to handle, which then lets its writers go."""
     global _stores
     _stores = (blobs, entries)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     crashpoints.die_with(service)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_end_with, args=(parent.sentinel,), name="files-writer-watch", daemon=True).start()
+
+
+def _end_with(sentinel: int) -> None:
+    """Exit once the service is gone, however it went: a service killed (SIGKILL) cannot let its writers
+    go, and they would wait for work forever (each holds both ends of the pool's queue)."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)
 
 
 def _store(entry: Entry, content: bytes) -> tuple[bool, Entry | None]:

@@ -93,6 +93,27 @@ def test_sigterm_stops_the_service_cleanly(services) -> None:
     assert "Application shutdown complete" in service.log_text()
 
 
+@pytest.mark.parametrize("ending", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_the_writer_processes_end_with_the_service(services, ending: signal.Signals) -> None:
+    """A small upload starts the writer processes (FILES_WRITER_PROCESSES); they end when the service
+    stops, and when it is killed alone (SIGKILL to its pid, not its group: nothing could let them go)."""
+    service = services.start()
+    service.api.upload("writers", "small.bin", os.urandom(1000))
+    writers = [pid for pid, command in service.children().items() if "spawn_main" in command]
+    assert writers, f"no writer process among {service.children()}"
+    os.kill(service.pid, ending)
+    assert service.wait_exit(timeout=15) in (0, -ending)
+    wait_for(lambda: not any(_alive(pid) for pid in writers), 20, f"the writers {writers} to end")
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie, exited but not yet reaped, has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_every_redis_key_starts_with_the_prefix(services, own_redis, data_dir, redis_prefix) -> None:
     watcher = KeyWatcher(own_redis.client())
     try:
