@@ -22,7 +22,7 @@ from apihelpers import b3, blob_files, blob_path, download, entry_files, send, s
 from conftest import BASE_URL
 from starlette.applications import Starlette
 
-from service.storage.writers import WriterProcesses
+from service.storage.writers import MOST, WriterProcesses
 
 pytestmark = pytest.mark.anyio
 
@@ -61,6 +61,16 @@ async def test_the_first_small_commit_starts_a_writer_that_stores_the_file(clien
     assert blob_path(settings.data_dir, b3(content)).read_bytes() == content
     assert len(entry_files(settings.data_dir)) == 1
     assert (await download(client, "b", "k")).content == content
+
+
+async def test_content_larger_than_a_writer_takes_is_stored_on_a_thread(client, settings) -> None:
+    """Beyond MOST bytes the message's copies would cost more than a thread's handing over of the GIL."""
+    before = writer_pids()
+    content = os.urandom(MOST + 1)
+    await upload(client, "b", "larger", content)
+    assert writer_pids() == before, "no writer process should have been started"
+    assert blob_path(settings.data_dir, b3(content)).read_bytes() == content
+    assert (await download(client, "b", "larger")).content == content
 
 
 async def test_the_same_content_through_a_writer_is_stored_once(client, settings) -> None:
