@@ -9,16 +9,17 @@ starts them to a writer that dies.
 
 from __future__ import annotations
 
-import multiprocessing
+import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from apihelpers import b3, blob_files, blob_path, download, entry_files, send, start, upload
+from apihelpers import b3, blob_files, blob_path, download, entry_files, send, session_path, start, upload
 from conftest import BASE_URL
 from starlette.applications import Starlette
 
@@ -30,15 +31,19 @@ DEADLINE = 30.0
 
 
 @pytest.fixture
-def writers_app(make_app) -> Iterator[Starlette]:
+async def writers_app(make_app) -> AsyncIterator[Starlette]:
     """An app with one writer process, which the test lets go at its end (an ASGI transport runs no lifespan)."""
     app = make_app(writer_processes=1)
     try:
         yield app
     finally:
-        writers = app.state.services.writers
-        assert isinstance(writers, WriterProcesses)
-        writers.close()
+        await writers_of(app).close()
+
+
+def writers_of(app: Starlette) -> WriterProcesses:
+    writers = app.state.services.writers
+    assert isinstance(writers, WriterProcesses)
+    return writers
 
 
 @pytest.fixture
@@ -49,7 +54,25 @@ async def client(writers_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def writer_pids() -> set[int]:
-    return {process.pid for process in multiprocessing.active_children() if process.pid is not None}
+    """The writer processes of this test process, not yet exited."""
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            children += (task / "children").read_text().split()
+    pids = set()
+    for child in children:
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            status = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if b"service.storage.writers" in Path(f"/proc/{child}/cmdline").read_bytes() and status != "Z":
+                pids.add(int(child))
+    return pids
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 async def test_the_first_small_commit_starts_a_writer_that_stores_the_file(client, settings) -> None:
@@ -102,20 +125,32 @@ async def test_an_error_in_a_writer_reaches_the_client_as_in_a_thread(client, se
 
 async def test_a_writer_that_dies_costs_at_most_one_request(client, settings) -> None:
     """A writer killed (out of memory, say) between commits: the next upload is stored by a new one, or,
-    should the pool learn of the death only once it was handed that upload, answered 503 and stored when
-    sent again."""
+    should the service learn of the death only once it handed that upload over, answered 503 with
+    every byte kept, and completed by an empty request at the offset the session then reports."""
     await upload(client, "b", "first", os.urandom(100))
     (victim,) = writer_pids()
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + DEADLINE
-    while victim in writer_pids() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    await until(lambda: victim not in writer_pids(), "the writer to die")
     content = os.urandom(200)
     session_id = (await start(client, "b", "second", len(content))).json()["id"]
     response = await send(client, session_id, content, offset=0)
     if response.status_code == 503:
         assert response.json()["code"] == "unavailable"
-        response = await send(client, session_id, content, offset=0)
+        offset = (await client.get(session_path(session_id))).json()["offset"]
+        response = await send(client, session_id, content[offset:], offset=offset)
     assert response.status_code == 200, response.text
     assert (await download(client, "b", "second")).content == content
     assert victim not in writer_pids()
+
+
+async def test_writers_end_when_no_commit_came_for_a_while(client, writers_app) -> None:
+    """A writer holds its memory only while small uploads come: it ends after `idle_seconds` without one,
+    and the next small upload starts another."""
+    writers_of(writers_app).idle_seconds = 0.2
+    await upload(client, "b", "first", os.urandom(100))
+    (first,) = writer_pids()
+    await until(lambda: not writer_pids(), "the idle writer to end")
+    content = os.urandom(100)
+    await upload(client, "b", "second", content)
+    assert writer_pids() and first not in writer_pids()
+    assert (await download(client, "b", "second")).content == content

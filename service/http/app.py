@@ -96,7 +96,7 @@ def create_app(
                     await task
             await services.client.aclose()
             if services.writers is not None:
-                await asyncio.to_thread(services.writers.close)
+                await services.writers.close()
             if dir_lock is not None:
                 dir_lock.release()
 

@@ -99,7 +99,7 @@ def test_the_writer_processes_end_with_the_service(services, ending: signal.Sign
     stops, and when it is killed alone (SIGKILL to its pid, not its group: nothing could let them go)."""
     service = services.start()
     service.api.upload("writers", "small.bin", os.urandom(1000))
-    writers = [pid for pid, command in service.children().items() if "spawn_main" in command]
+    writers = [pid for pid, command in service.children().items() if "service.storage.writers" in command]
     assert writers, f"no writer process among {service.children()}"
     os.kill(service.pid, ending)
     assert service.wait_exit(timeout=15) in (0, -ending)
