@@ -114,9 +114,9 @@ class Catalog:
         return placed
 
     async def _store(self, entry: Entry, source: str | bytes | None) -> tuple[bool, Entry | None]:
-        """`store_content` away from the event loop: content held in memory goes to the content writer,
-        when there is one; anything else, and every commit without one, to a worker thread."""
-        if isinstance(source, bytes) and self.writer is not None:
+        """`store_content` away from the event loop: content held in memory goes to the content writer, when
+        there is one that takes that much; anything else, and every commit without one, to a worker thread."""
+        if isinstance(source, bytes) and self.writer is not None and len(source) <= self.writer.most:
             return await self.writer.store(entry, source)
         return await asyncio.to_thread(store_content, self.blobs, self.entries, self.staging, entry, source)
 

@@ -250,7 +250,10 @@ class EntryStore(Protocol):
 
 class ContentWriter(Protocol):
     """Where the blocking part of a commit of content held in memory runs (`catalog.store_content`):
-    a worker thread costs a handover of the interpreter's lock per system call, a process none."""
+    a worker thread costs a handover of the interpreter's lock per system call, a process none.
+    Content of more than `most` bytes the catalog commits on a thread instead."""
+
+    most: int
 
     async def store(self, entry: Entry, content: bytes) -> tuple[bool, Entry | None]:
         """`store_content` of `entry` from `content`: (blob newly placed?, entry replaced). The caller has

@@ -35,9 +35,10 @@ from service.core.model import Entry
 from service.storage.blobs import BlobStore
 from service.storage.entries import EntryStore
 
-# The largest content sent to a writer: beyond it the copies of the message (pickled, through a pipe,
-# unpickled) cost more CPU than the handing over of the GIL they save (measured: 64 KiB files 9 % faster
-# through writers at the same CPU, 256 KiB files as fast at a quarter more CPU), so it stays on a thread.
+# The largest content sent to a writer (`WriterProcesses.most`): beyond it the copies of the message
+# (pickled, through a pipe, unpickled) cost more CPU than the handing over of the GIL they save (measured:
+# 64 KiB files 9 % faster through writers at the same CPU, 256 KiB files as fast at a quarter more CPU), so
+# the catalog commits it on a thread.
 MOST = 64 * 1024
 IDLE_SECONDS = 10.0
 LENGTH = 8  # bytes of the length before each message
@@ -47,6 +48,8 @@ STOP_SECONDS = 10.0  # how long a writer let go of may take to finish its commit
 class WriterProcesses:
     """The content writer port: up to `processes` writer processes for a volume's blob and entry stores,
     started as commits come and let go after `idle_seconds` without one."""
+
+    most = MOST
 
     def __init__(
         self, blobs: BlobStore, entries: EntryStore, processes: int, idle_seconds: float = IDLE_SECONDS
@@ -62,8 +65,6 @@ class WriterProcesses:
         self._ending: set[asyncio.Future[None]] = set()  # writers let go of, until they have ended
 
     async def store(self, entry: Entry, content: bytes) -> tuple[bool, Entry | None]:
-        if len(content) > MOST:
-            return await asyncio.to_thread(store_content, self.blobs, self.entries, None, entry, content)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.processes)
         async with self._slots:
@@ -88,9 +89,7 @@ class WriterProcesses:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        for writer in self._free:
-            self._let_go(writer)
-        self._free = []
+        self._let_go_free()
         await asyncio.gather(*self._ending)
 
     async def _writer(self) -> Writer:
@@ -117,9 +116,13 @@ class WriterProcesses:
     def _let_go_if_idle(self) -> None:
         self._idle = None
         if self._storing == 0:
-            for writer in self._free:
-                self._let_go(writer)
-            self._free = []
+            self._let_go_free()
+
+    def _let_go_free(self) -> None:
+        """Let go of every writer waiting for a commit."""
+        writers, self._free = self._free, []
+        for writer in writers:
+            self._let_go(writer)
 
 
 class Writer:
@@ -173,8 +176,7 @@ class Writer:
 
     def _send(self, message: object) -> None:
         assert self.process.stdin is not None
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.write(len(data).to_bytes(LENGTH) + data)
+        self.process.stdin.write(_framed(message))
 
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
@@ -188,9 +190,14 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
             answer: tuple[bool, object] = (True, store_content(blobs, entries, None, entry, content))
         except Exception as error:
             answer = (False, error)
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        answers.write(len(data).to_bytes(LENGTH) + data)
+        answers.write(_framed(answer))
         answers.flush()
+
+
+def _framed(message: object) -> bytes:
+    """`message` as it goes down a pipe: pickled, after its length."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(LENGTH) + data
 
 
 def _read(stream: BinaryIO) -> Any:
