@@ -227,6 +227,21 @@ async def test_if_none_match_with_another_etag_sends_the_file(client, stored, he
     assert response.status_code == 200 and response.content == CONTENT
 
 
+async def test_if_range_with_the_etag_sends_the_range(client, stored):
+    response = await download(client, "b", "dir/file.bin", **{"If-Range": ETAG, "Range": "bytes=10-19"})
+    assert response.status_code == 206
+    assert response.content == CONTENT[10:20]
+
+
+@pytest.mark.parametrize("validator", ['"other"', f"W/{ETAG}", "Sat, 28 Nov 2026 10:00:00 GMT"])
+async def test_if_range_with_another_validator_sends_the_whole_file(client, stored, validator):
+    """A client resuming a download of a key that got new content since gets all of the new content."""
+    response = await download(client, "b", "dir/file.bin", **{"If-Range": validator, "Range": "bytes=10-19"})
+    assert response.status_code == 200
+    assert response.content == CONTENT
+    assert "content-range" not in response.headers
+
+
 async def test_the_etag_changes_when_the_key_gets_new_content(client, stored):
     await upload(client, "b", "dir/file.bin", b"new")
     response = await download(client, "b", "dir/file.bin", **{"If-None-Match": ETAG})

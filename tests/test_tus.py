@@ -231,27 +231,34 @@ async def test_412_for_another_version(client):
         assert response.status_code == 412
         assert response.headers["tus-version"] == "1.0.0"
         assert response.headers["tus-resumable"] == "1.0.0"
+        assert response.json()["code"] == "unsupported_version"
     path = await new_upload(client, 1)
     response = await client.patch(path, content=b"x", headers={"Upload-Offset": "0", "Content-Type": CHUNK})
     assert response.status_code == 412
     assert (await head(client, path)).headers["upload-offset"] == "0"
 
 
-async def test_415_without_the_chunk_content_type(client):
+async def test_415_without_the_chunk_content_type(client, settings):
     path = await new_upload(client, 1)
     for content_type in ({}, {"Content-Type": "application/octet-stream"}):
         response = await client.patch(path, content=b"x", headers={**TUS, "Upload-Offset": "0", **content_type})
         assert response.status_code == 415
         assert response.headers["tus-resumable"] == "1.0.0"
+        assert response.json()["code"] == "unsupported_media_type"
+        assert_expires_soon(response, settings.session_ttl_seconds)
     assert (await head(client, path)).headers["upload-offset"] == "0"
+    unknown = await client.patch("/tus/" + "0" * 32, content=b"x", headers={**TUS, "Upload-Offset": "0"})
+    assert unknown.status_code == 415
+    assert "upload-expires" not in unknown.headers
 
 
-async def test_409_for_an_offset_mismatch(client):
+async def test_409_for_an_offset_mismatch(client, settings):
     path = await new_upload(client, 4)
     await patch(client, path, 0, b"ab")
     response = await patch(client, path, 0, b"ab")
     assert response.status_code == 409
     assert response.headers["tus-resumable"] == "1.0.0"
+    assert_expires_soon(response, settings.session_ttl_seconds)
     assert (await head(client, path)).headers["upload-offset"] == "2"
 
 
@@ -274,12 +281,56 @@ async def test_413_over_the_limit_or_past_the_length(make_app):
         assert (await patch(client, deferred, 0, b"x", **{"Upload-Length": "11"})).status_code == 413
 
 
+async def test_a_post_overriding_its_method_is_that_method(client):
+    """tus's X-HTTP-Method-Override (tus-js-client's `overridePatchMethod`): a POST as PATCH, HEAD or DELETE."""
+    path = await new_upload(client, 6, bucket="b", key="k")
+
+    async def post(method: str, content: bytes = b"", **headers: str) -> httpx.Response:
+        return await client.post(path, content=content, headers={**TUS, "X-HTTP-Method-Override": method, **headers})
+
+    patched = await post("PATCH", b"abc", **{"Upload-Offset": "0", "Content-Type": CHUNK})
+    assert (patched.status_code, patched.headers["upload-offset"]) == (204, "3")
+    looked = await post("HEAD")
+    assert (looked.status_code, looked.headers["upload-offset"], looked.headers["upload-length"]) == (200, "3", "6")
+    done = await post("patch", b"def", **{"Upload-Offset": "3", "Content-Type": CHUNK})
+    assert done.status_code == 204
+    assert (await download(client, "b", "k")).content == b"abcdef"
+    other = await new_upload(client, 3)
+    assert (await client.post(other, headers={**TUS, "X-HTTP-Method-Override": "DELETE"})).status_code == 204
+    assert (await head(client, other)).status_code == 404
+
+
+async def test_405_names_the_methods_of_an_upload(client):
+    path = await new_upload(client, 3)
+    for response in (
+        await client.get(path, headers=TUS),
+        await client.post(path, headers=TUS),
+        await client.post(path, headers={**TUS, "X-HTTP-Method-Override": "PUT"}),
+    ):
+        assert response.status_code == 405
+        assert response.headers["allow"] == "HEAD, PATCH, DELETE"
+        assert response.headers["tus-resumable"] == "1.0.0"
+        assert "upload-expires" in response.headers
+
+
+async def test_a_refused_first_chunk_leaves_no_upload_behind(make_app, redis, settings):
+    """creation-with-upload whose chunk is refused (460, 413): the answer has no Location to resume
+    at, so no upload is kept to count against the client's open uploads."""
+    async with http_client(make_app(max_upload_bytes=10)) as client:
+        headers = {"Content-Type": CHUNK, "Upload-Checksum": checksum("sha1", b"other")}
+        assert (await create(client, 5, headers, content=b"hello")).status_code == 460
+        assert (await create(client, 3, {"Content-Type": CHUNK}, content=b"hello")).status_code == 413
+    assert [key async for key in redis.scan_iter(match="*session:*")] == []
+    assert partial_files(settings.data_dir) == []
+
+
 async def test_404_for_unknown_uploads(client):
     for path in ("/tus/" + "0" * 32, "/tus/not-an-id"):
         assert (await head(client, path)).status_code == 404
         response = await patch(client, path, 0, b"x")
         assert response.status_code == 404
         assert response.headers["tus-resumable"] == "1.0.0"
+        assert "upload-expires" not in response.headers
         assert (await client.delete(path, headers=TUS)).status_code == 404
 
 
@@ -310,6 +361,7 @@ async def test_460_for_a_checksum_mismatch_and_the_chunk_is_not_kept(client, set
     response = await patch(client, path, 3, b"def", **{"Upload-Checksum": checksum("sha1", b"xyz")})
     assert response.status_code == 460
     assert response.headers["tus-resumable"] == "1.0.0"
+    assert_expires_soon(response, settings.session_ttl_seconds)
     assert (await head(client, path)).headers["upload-offset"] == "3"
     [partial] = partial_files(settings.data_dir)
     assert partial.read_bytes() == b"abc"
@@ -416,6 +468,8 @@ async def test_a_patch_on_a_final_upload_is_403(client):
     response = await patch(client, final.removeprefix(BASE_URL), 3, b"more")
     assert response.status_code == 403
     assert response.headers["tus-resumable"] == "1.0.0"
+    assert response.json()["code"] == "final_upload"
+    assert "upload-expires" in response.headers
 
 
 async def test_a_final_over_an_unfinished_partial_upload_is_400_and_keeps_nothing(client, redis, settings):
@@ -547,7 +601,7 @@ async def test_cors_preflight_and_exposed_headers(make_app):
                 "Origin": origin,
                 "Access-Control-Request-Method": "PATCH",
                 "Access-Control-Request-Headers": "tus-resumable,upload-length,upload-offset,upload-metadata,"
-                "upload-defer-length,upload-checksum,upload-concat,content-type,authorization",
+                "upload-defer-length,upload-checksum,upload-concat,x-http-method-override,content-type,authorization",
             },
         )
         assert preflight.status_code == 200, preflight.text

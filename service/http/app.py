@@ -36,6 +36,7 @@ CORS_REQUEST_HEADERS = [
     "Content-Type",
     "Range",
     "If-None-Match",
+    "If-Range",
     "X-Request-ID",
     *tus.REQUEST_HEADERS,
     *resumable.REQUEST_HEADERS,

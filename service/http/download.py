@@ -73,13 +73,23 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or any(candidate.removeprefix("W/") == etag for candidate in candidates)
 
 
+def range_applies(if_range: str | None, etag: str) -> bool:
+    """Whether the Range header is to be honoured: always without If-Range; with it, only when it names
+    this ETag exactly (RFC 9110's strong comparison). A weak tag or a date never matches (no
+    Last-Modified is sent), so a client resuming a download of a key replaced since gets the new
+    content whole rather than its bytes spliced onto the old."""
+    return if_range is None or if_range.strip() == etag
+
+
 def content_response(request: Request, files: Files, entry: Entry) -> Response | BlobResponse:
-    """The answer to a GET or HEAD of the file's content: ETag, If-None-Match (304), one Range (206)."""
+    """The answer to a GET or HEAD of the file's content: ETag, If-None-Match (304), one Range (206),
+    If-Range."""
     etag = f'"{entry.digest}"'
     headers = {"ETag": etag, "Accept-Ranges": "bytes"}
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    span = parse_range(request.headers.get("range"), entry.bytes)
+    asked = request.headers.get("range") if range_applies(request.headers.get("if-range"), etag) else None
+    span = parse_range(asked, entry.bytes)
     # HEAD is answered here: a presigned URL is signed for one method, GET.
     if request.method == "GET" and (location := files.redirect(entry)) is not None:
         return Response(status_code=307, headers={**headers, "Location": location, "Cache-Control": "no-store"})

@@ -324,6 +324,7 @@ def build_openapi() -> dict[str, Any]:
         _header("Range", {"type": "string"}, "One byte range: bytes=a-b, bytes=a- or bytes=-n.")
         | {"example": "bytes=0-99"},
         _header("If-None-Match", {"type": "string"}, "The ETag held: 304 when it is current."),
+        _header("If-Range", {"type": "string"}, "The ETag held: Range applies only while it is current."),
     ]
     return {
         "openapi": "3.1.0",
@@ -505,6 +506,7 @@ def _openai_paths(whole: dict[str, Any], ranged: dict[str, Any], content_headers
         file_id,
         _header("Range", {"type": "string"}, "One byte range: bytes=a-b, bytes=a- or bytes=-n."),
         _header("If-None-Match", {"type": "string"}, "The ETag held: 304 when it is current."),
+        _header("If-Range", {"type": "string"}, "The ETag held: Range applies only while it is current."),
     ]
     return {
         f"{OPENAI}/files": {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
@@ -28,7 +29,7 @@ from service.core.auth import Principal
 from service.core.digests import ChunkChecksum
 from service.core.errors import FilesError, InvalidRequest, SessionCompleted
 from service.core.model import Entry, NewUpload, Session
-from service.http.errors import files_error
+from service.http.errors import error_response, files_error
 from service.http.routes import base_url, header_int, request_body, requester
 from service.services import Services
 
@@ -45,6 +46,7 @@ REQUEST_HEADERS = [
     "Upload-Defer-Length",
     "Upload-Checksum",
     "Upload-Concat",
+    "X-HTTP-Method-Override",
 ]
 EXPOSED_HEADERS = [
     "Location",
@@ -72,12 +74,24 @@ class TusAPI:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/tus/", answer(self.options, versioned=False), methods=["OPTIONS"]),
-            Route("/tus/", answer(self.create), methods=["POST"]),
-            Route("/tus/{upload_id}", answer(self.head), methods=["HEAD"]),
-            Route("/tus/{upload_id}", answer(self.patch), methods=["PATCH"]),
-            Route("/tus/{upload_id}", answer(self.terminate), methods=["DELETE"]),
+            Route("/tus/", self.answer(self.options, versioned=False), methods=["OPTIONS"]),
+            Route("/tus/", self.answer(self.create), methods=["POST"]),
+            # Every method, so that each answer about an upload, a 405 too, is a tus answer.
+            Route("/tus/{upload_id}", self.answer(self.upload), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ]
+
+    async def upload(self, request: Request) -> Response:
+        """`/tus/<id>`: HEAD, PATCH or DELETE, also as a POST that names one of them in
+        `X-HTTP-Method-Override` (tus's core protocol: for clients that cannot send PATCH or DELETE)."""
+        method = request.method
+        if method == "POST" and (override := request.headers.get("x-http-method-override")) is not None:
+            method = override.strip().upper()
+        handlers = {"HEAD": self.head, "PATCH": self.patch, "DELETE": self.terminate}
+        if method not in handlers:
+            return error_response(
+                405, "an upload takes HEAD, PATCH and DELETE", "http_405", {"Allow": ", ".join(handlers)}
+            )
+        return await handlers[method](request)
 
     async def options(self, request: Request) -> Response:
         self.auth.authenticate(request.headers.get("authorization"))
@@ -104,14 +118,21 @@ class TusAPI:
         session = created.session
         offset = 0
         if created.file is None and _is_chunk(request):
-            result = await self.core.write(
-                session.id,
-                principal,
-                request_body(request),
-                upload_offset=0,
-                content_length=header_int(request, "content-length"),
-                check=_checksum(request),
-            )
+            try:
+                result = await self.core.write(
+                    session.id,
+                    principal,
+                    request_body(request),
+                    upload_offset=0,
+                    content_length=header_int(request, "content-length"),
+                    check=_checksum(request),
+                )
+            except FilesError:
+                # The client learns no Location from an error: an upload it could not resume or
+                # terminate would only count against its open uploads until it expired.
+                with contextlib.suppress(FilesError):
+                    await self.core.cancel(session.id, principal)
+                raise
             offset = result.bytes if isinstance(result, Entry) else result.offset
         headers = {"Location": f"{base_url(self.settings, request)}/tus/{session.id}", "Upload-Offset": str(offset)}
         return Response(status_code=201, headers=headers | self._expires())
@@ -155,7 +176,7 @@ class TusAPI:
     async def patch(self, request: Request) -> Response:
         principal = self.auth.authenticate(request.headers.get("authorization"))
         if not _is_chunk(request):
-            return Response(f"a PATCH must have Content-Type: {CHUNK_TYPE}", status_code=415, media_type="text/plain")
+            return error_response(415, f"a PATCH must have Content-Type: {CHUNK_TYPE}", "unsupported_media_type")
         offset = header_int(request, "upload-offset")
         if offset is None:
             raise InvalidRequest("a PATCH must say where its chunk starts in Upload-Offset")
@@ -171,7 +192,7 @@ class TusAPI:
             )
         except SessionCompleted:
             if (await self.core.status(request.path_params["upload_id"], principal, "write")).parts:
-                return Response("a final upload takes no PATCH: its content is its parts'", status_code=403)
+                return error_response(403, "a final upload takes no PATCH: its content is its parts'", "final_upload")
             raise
         new_offset = result.bytes if isinstance(result, Entry) else result.offset
         return Response(status_code=204, headers={"Upload-Offset": str(new_offset)} | self._expires())
@@ -185,31 +206,43 @@ class TusAPI:
         """Upload-Expires: every request on a session renews its time to live, this one included."""
         return {"Upload-Expires": formatdate(time.time() + self.settings.session_ttl_seconds, usegmt=True)}
 
+    def answer(self, handler: Handler, versioned: bool = True) -> Handler:
+        """The handler with the tus rules every answer follows: Tus-Resumable on each, 412 (with
+        Tus-Version) for a request of another version, the core's errors as tus answers, and
+        Upload-Expires on each answer about an upload that is still there."""
 
-def answer(handler: Handler, versioned: bool = True) -> Handler:
-    """The handler with the tus rules every answer follows: Tus-Resumable on each, 412 (with
-    Tus-Version) for a request of another version, and the core's errors as tus answers."""
+        async def endpoint(request: Request) -> Response:
+            if versioned and request.headers.get("tus-resumable") != VERSION:
+                response: Response = error_response(
+                    412,
+                    f"this server speaks tus {VERSION}; send Tus-Resumable: {VERSION}",
+                    "unsupported_version",
+                    {"Tus-Version": VERSION},
+                )
+            else:
+                try:
+                    response = await handler(request)
+                except FilesError as error:
+                    # The statuses are the seed's (service/http/errors.py): tus names no others but 460,
+                    # which is there too; only the headers differ.
+                    response = await files_error(request, error)
+                if response.status_code >= 400 and "upload_id" in request.path_params:
+                    response.headers.update(await self._expires_if_kept(request))
+            response.headers["Tus-Resumable"] = VERSION
+            return response
 
-    async def endpoint(request: Request) -> Response:
-        if versioned and request.headers.get("tus-resumable") != VERSION:
-            response = Response(
-                f"this server speaks tus {VERSION}; send Tus-Resumable: {VERSION}",
-                status_code=412,
-                headers={"Tus-Version": VERSION},
-                media_type="text/plain",
-            )
-        else:
-            try:
-                response = await handler(request)
-            except FilesError as error:
-                # The statuses are the seed's (service/http/errors.py): tus names no others but 460,
-                # which is there too; only the headers differ.
-                response = await files_error(request, error)
-        response.headers["Tus-Resumable"] = VERSION
-        return response
+        endpoint.__name__ = endpoint.__qualname__ = handler.__name__
+        return endpoint
 
-    endpoint.__name__ = endpoint.__qualname__ = handler.__name__
-    return endpoint
+    async def _expires_if_kept(self, request: Request) -> dict[str, str]:
+        """Upload-Expires for an error answer about an upload, when the upload is there for this client
+        (looking it up renews its time to live, as any request on it does); else nothing."""
+        try:
+            principal = self.auth.authenticate(request.headers.get("authorization"))
+            await self.core.status(request.path_params["upload_id"], principal, "write")
+        except FilesError:
+            return {}
+        return self._expires()
 
 
 def new_upload(metadata: dict[str, str], size: int | None, settings: Settings, part: bool = False) -> NewUpload:

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
 
@@ -16,7 +16,11 @@ from service.redis.connection import connect
 from service.redis.events import Event, EventStream, consumer_name
 from service.redis.keyspace import KeySpace
 
-FOLLOW_BLOCK_MS = 5000
+# Well within the connection's reply timeout (service/redis/connection.py), which a quiet stream's
+# blocked read would otherwise reach.
+FOLLOW_BLOCK_MS = 2000
+RETRY_SECONDS = 1.0
+T = TypeVar("T")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +66,7 @@ async def _closing(client: redis.Redis, reading: Coroutine[Any, Any, None]) -> N
 async def _all(stream: EventStream, follow: bool) -> None:
     last_id = "0"
     while True:
-        events = await stream.after(last_id, FOLLOW_BLOCK_MS if follow else None)
+        events = await _read(follow, stream.after, last_id, FOLLOW_BLOCK_MS if follow else None)
         if not events and not follow:
             return
         _print(events)
@@ -73,11 +77,30 @@ async def _group(stream: EventStream, group: str, follow: bool) -> None:
     await stream.join(group)
     consumer = consumer_name()
     while True:
-        events = await stream.take(group, consumer, FOLLOW_BLOCK_MS if follow else None)
+        try:
+            events = await _read(follow, stream.take, group, consumer, FOLLOW_BLOCK_MS if follow else None)
+        except redis.ResponseError as error:
+            if not follow or "NOGROUP" not in str(error):
+                raise
+            await _read(follow, stream.join, group)  # a Redis that came back without its data: the group anew
+            continue
         if not events and not follow:
             return
         _print(events)
-        await stream.ack(group, *(event["id"] for event in events))
+        await _read(follow, stream.ack, group, *(event["id"] for event in events))
+
+
+async def _read(follow: bool, read: Callable[..., Awaitable[T]], *arguments: Any) -> T:
+    """`read(*arguments)`; while following, tried again for as long as Redis is out of reach (a follower outlives a
+    restart or a failover, as the service does), each failure said once on stderr."""
+    while True:
+        try:
+            return await read(*arguments)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            if not follow:
+                raise
+            print(f"events: Redis did not answer ({error}); trying again", file=sys.stderr, flush=True)
+            await asyncio.sleep(RETRY_SECONDS)
 
 
 def _print(events: list[Event]) -> None:

@@ -47,6 +47,34 @@ def test_two_readers_of_one_group_see_each_event_once(services, launcher):
     assert events[-1]["key"] == "k0" and events[-1]["digest"] == events[0]["digest"]
 
 
+def test_followers_outlive_a_redis_restart(services, launcher, own_redis):
+    """`events --follow`, alone and in a group, keeps printing after Redis went away and came back empty
+    (a restart without persistence: the stream and the group are new)."""
+    service = services.start(redis_url=own_redis.url)
+    env = services.environment(own_redis.url)
+    followers = [
+        launcher.command("events-all", service_command("events", "--follow"), env),
+        launcher.command("events-group", service_command("events", "--follow", "--group", "g"), env),
+    ]
+    service.api.upload("b", "before", b"1")
+    wait_for(lambda: all(printed(follower) for follower in followers), 30, "both followers to print the event")
+    own_redis.kill()
+    wait_for(
+        lambda: all("trying again" in follower.log_text() for follower in followers),
+        60,
+        "both followers to find Redis gone",
+    )
+    own_redis.start()
+    wait_for(lambda: service.api.upload("b", "after", b"2"), 30, "an upload once Redis is back", ignore=(Exception,))
+    wait_for(
+        lambda: all([event["key"] for event in printed(follower)] == ["before", "after"] for follower in followers),
+        30,
+        "both followers to print the event made after the restart",
+    )
+    for follower in followers:
+        follower.check_alive()
+
+
 class Receiver:
     """The webhook's receiver: a small HTTP server on a port of 127.0.0.1, started when the test says."""
 

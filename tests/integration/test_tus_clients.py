@@ -139,6 +139,20 @@ def test_tus_js_client_uploads(services, node_client, tmp_path, case):
     assert_file(process, "js", f"{case}/file.bin", content, "image/png", metadata)
 
 
+def test_tus_js_client_overriding_the_patch_method(services, node_client, tmp_path):
+    """`overridePatchMethod`: every chunk a POST with `X-HTTP-Method-Override: PATCH`, for networks that
+    let no PATCH through."""
+    process = services.start()
+    content = os.urandom(MiB + 77)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(content)
+    metadata = {"bucket": "js", "key": "override/file.bin"}
+    options = {"protocol": "tus-v1", "metadata": metadata, "chunkSize": 300 * 1024, "overridePatchMethod": True}
+    result = upload_with_node(node_client, tus_endpoint(process), path, **options)
+    assert list(result["requests"].values()) == [{"POST": 5}]  # the creation and four chunks
+    assert_file(process, "js", "override/file.bin", content, "application/octet-stream", metadata)
+
+
 @pytest.mark.parametrize("algorithm", ["sha1", "sha256", "md5"])
 def test_tus_js_client_uploads_checked_chunks(services, node_client, tmp_path, algorithm):
     """Every chunk with its Upload-Checksum (given in tus-js-client's HTTP stack: upload.mjs)."""
