@@ -142,6 +142,33 @@ async def test_purpose_after_the_file_is_refused(client, settings):
     assert_nothing_stored(settings.data_dir)
 
 
+@pytest.mark.parametrize("field", ["expires_after[anchor]", "expires_after[seconds]", "purpose"])
+async def test_a_field_after_the_file_is_refused_not_ignored(client, settings, field):
+    """Read only after the file was made without it, it would be lost: 400, nothing stored."""
+    boundary = "xyz"
+
+    def part(name: str, value: str, filename: str = "") -> str:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        return f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n"
+
+    body = (part("purpose", "batch") + part("file", "abc", "a") + part(field, "3600") + f"--{boundary}--\r\n").encode()
+    response = await client.post(
+        f"{API}/files", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert "before 'file'" in assert_openai_error(response, 400, field)["message"]
+    assert_nothing_stored(settings.data_dir)
+
+
+async def test_other_methods_on_a_route_are_405_in_openai_s_shape(client):
+    response = await client.put(f"{API}/files", content=b"")
+    assert_openai_error(response, 405)
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    response = await client.patch(f"{API}/files/file-1")
+    assert_openai_error(response, 405)
+    assert response.headers["allow"] == "DELETE, GET, HEAD"
+    assert_openai_error(await client.put(f"{API}/nothing"), 404)
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -170,7 +197,8 @@ async def test_a_body_that_is_no_form_is_refused(client):
 
 async def test_a_file_over_the_limit_is_413_and_nothing_is_stored(make_app, settings):
     async with http_client(make_app(max_upload_bytes=1000)) as client:
-        assert_openai_error(await create(client, b"x" * 1001), 413)
+        error = assert_openai_error(await create(client, b"x" * 1001), 413)
+        assert "limit of 1000 bytes" in error["message"] and "chunk" not in error["message"]
         assert (await create(client, b"x" * 1000)).status_code == 200
     assert len(entry_files(settings.data_dir)) == 1
 

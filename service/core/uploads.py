@@ -681,6 +681,12 @@ def _wants_sha256(session: Session) -> bool:
 
 def _too_large(session: Session, length: int) -> UploadTooLarge:
     remaining = session.size - session.offset
+    if session.length_deferred:  # `size` is the service's limit, not a size the client gave
+        return UploadTooLarge(
+            f"the upload would pass this service's limit of {session.size} bytes "
+            f"(offset {session.offset}, {remaining} bytes remain); nothing of this body was kept",
+            offset=session.offset,
+        )
     return UploadTooLarge(
         f"this chunk of {length} bytes would run past the upload's size of {session.size} "
         f"(offset {session.offset}, {remaining} bytes remain); nothing of it was kept",

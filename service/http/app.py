@@ -63,13 +63,13 @@ def create_app(
     services = Services.build(settings, client, in_memory)
     api = FilesAPI(services)
     # The draft's routes first: they take the requests to /tus/ in the draft, tus's all the others.
+    openai = [*OpenAIFilesAPI(services).routes(), *OpenAIUploadsAPI(services).routes()]
     routes = [
         *api.routes(),
         *ResumableAPI(services).routes(),
         *TusAPI(services).routes(),
-        *OpenAIFilesAPI(services).routes(),
-        *OpenAIUploadsAPI(services).routes(),
-        not_found_route(),
+        *openai,
+        not_found_route(openai),
         *docs_routes(),
         *console_routes(),
     ]

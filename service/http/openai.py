@@ -14,13 +14,13 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import get_args
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from service.core import names
 from service.core.errors import DigestMismatch, FileNotFound, FilesError, InvalidRequest
@@ -98,7 +98,8 @@ class OpenAIFilesAPI:
 
     async def create_file(self, request: Request) -> Response:
         """Multipart `purpose` (and `expires_after[...]`) then `file`, whose content streams into a session
-        of no declared size; the file is committed once the form has ended well."""
+        of no declared size; the file is committed once the form has ended well. One of those fields
+        after `file` is refused (400, nothing stored): the file was made without it."""
         principal = self.auth.authenticate(request.headers.get("authorization"))
         principal.require("write", self.bucket)  # before the body: a refused upload reads none of it
         form = FormReader(request.headers.get("content-type", ""), request_body(request))
@@ -107,6 +108,8 @@ class OpenAIFilesAPI:
         try:
             while (part := await form.next_part()) is not None:
                 if part.name in FIELDS:
+                    if session_id is not None:  # the file's metadata is fixed: no field may change it unseen
+                        raise InvalidRequest(f"{part.name!r} must come before 'file' in the form", param=part.name)
                     fields[part.name] = await form.text(MAX_FIELD_BYTES)
                 if part.name != "file":
                     continue
@@ -168,13 +171,25 @@ class OpenAIFilesAPI:
         return content_response(request, self.files, entry)
 
 
-def not_found_route() -> Route:
-    """Any other path under the prefix: OpenAI's 404 too (the SDK raises NotFoundError for it). Routed last."""
+def not_found_route(routes: Sequence[Route]) -> Route:
+    """Any other request under the prefix, in OpenAI's shape too (the SDK raises by its status): 405 with
+    Allow on a path of `routes` that takes other methods, else 404. Routed after `routes`."""
 
     async def no_route(request: Request) -> Response:
+        allowed = sorted(
+            {
+                method
+                for route in routes
+                if route.matches(request.scope)[0] is Match.PARTIAL
+                for method in route.methods or ()
+            }
+        )
+        if allowed:
+            message = f"{request.method} is not allowed on {request.url.path[:200]}: {', '.join(allowed)} are"
+            return error_object(405, message, "method_not_allowed", headers={"Allow": ", ".join(allowed)})
         return error_object(404, f"no route {request.method} {request.url.path[:200]}", "not_found")
 
-    return Route(f"{PREFIX}/{{path:path}}", no_route, methods=["GET", "HEAD", "POST", "DELETE"])
+    return Route(f"{PREFIX}/{{path:path}}", no_route, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
 
 
 def answer(handler: Handler) -> Handler:
