@@ -382,6 +382,16 @@ async def test_a_token_file_holding_the_plain_token_authorises_nothing(make_app,
         assert_unauthenticated(await client.get("/v1/files", headers={"Authorization": f"Bearer {token}"}))
 
 
+async def test_a_hash_in_upper_case_hex_works(make_app, tmp_path):
+    """As PowerShell's Get-FileHash and some other tools write a SHA-256."""
+    token = "an upper-case token"
+    entry = {"name": "upper", "sha256": hashlib.sha256(token.encode()).hexdigest().upper(), "buckets": {"*": ALL}}
+    path = tmp_path / "upper.json"
+    path.write_text(json.dumps({"tokens": [entry]}))
+    async with http_client(make_app(auth_tokens_file=path)) as client:
+        assert (await client.get("/v1/files", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+
+
 def test_token_new_prints_a_token_and_an_entry_of_its_hash(tmp_path):
     result = run_cli("token", "new", "ci-uploader")
     assert result.returncode == 0, result.stderr

@@ -29,7 +29,7 @@ DEFAULT_GRANTS: dict[str, list[Action]] = {ALL_BUCKETS: ["read", "write"]}
 
 class TokenEntry(BaseModel):
     name: str = Field(min_length=1)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")  # upper case too: PowerShell's Get-FileHash writes it
     buckets: dict[str, list[Action]]
 
     @field_validator("buckets")
