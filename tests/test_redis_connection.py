@@ -147,16 +147,24 @@ async def test_a_connection_cut_between_requests_costs_no_request(settings: Sett
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "error",
+    [
+        AttributeError("'NoneType' object has no attribute 'writelines'"),
+        RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed"),
+    ],
+)
 async def test_a_cluster_client_failing_inside_itself_while_the_cluster_changes_is_a_connection_error(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
-    """redis-py's cluster client can fail with an AttributeError from inside itself while a primary is
-    replaced (a connection closed under a command): that is Redis unavailable for a moment (503), not a 500."""
+    """redis-py's cluster client can fail from inside itself while a primary is replaced (a connection
+    closed under a command: an AttributeError, or uvloop's RuntimeError for the write): that is Redis
+    unavailable for a moment (503), not a 500."""
     from redis.asyncio.cluster import ClusterPipeline, RedisCluster
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     async def closed_under(*args: object, **kwargs: object) -> object:
-        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+        raise error
 
     monkeypatch.setattr(RedisCluster, "execute_command", closed_under)
     monkeypatch.setattr(ClusterPipeline, "execute", closed_under)
@@ -167,4 +175,20 @@ async def test_a_cluster_client_failing_inside_itself_while_the_cluster_changes_
     pipe.get("k")
     with pytest.raises(RedisConnectionError, match="the cluster changed under the command"):
         await pipe.execute()
+    await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_another_runtime_error_of_the_cluster_client_is_not_taken_for_a_closed_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(RedisCluster, "execute_command", broken)
+    client = connect(Settings.from_env({"FILES_REDIS_URL": "redis+cluster://127.0.0.1:1"}))
+    with pytest.raises(RuntimeError, match="a bug"):
+        await client.get("k")
     await client.aclose()
