@@ -129,33 +129,49 @@ async def test_bad_fields_are_refused_and_nothing_is_stored(client, settings, pu
     assert_nothing_stored(settings.data_dir)
 
 
-async def test_purpose_after_the_file_is_refused(client, settings):
+def form(*parts: tuple[str, str, str]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body of (name, value, filename) parts in this order, and its Content-Type header."""
     boundary = "xyz"
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--{boundary}--\r\n'
-    ).encode()
-    response = await client.post(
-        f"{API}/files", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
-    )
-    assert "before 'file'" in assert_openai_error(response, 400, "purpose")["message"]
-    assert_nothing_stored(settings.data_dir)
-
-
-@pytest.mark.parametrize("field", ["expires_after[anchor]", "expires_after[seconds]", "purpose"])
-async def test_a_field_after_the_file_is_refused_not_ignored(client, settings, field):
-    """Read only after the file was made without it, it would be lost: 400, nothing stored."""
-    boundary = "xyz"
-
-    def part(name: str, value: str, filename: str = "") -> str:
+    body = ""
+    for name, value, filename in parts:
         disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        return f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n"
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n"
+    return f"{body}--{boundary}--\r\n".encode(), {"content-type": f"multipart/form-data; boundary={boundary}"}
 
-    body = (part("purpose", "batch") + part("file", "abc", "a") + part(field, "3600") + f"--{boundary}--\r\n").encode()
-    response = await client.post(
-        f"{API}/files", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+
+async def test_fields_after_the_file_count_as_before_it(client):
+    """OpenAI takes the form's fields in any order (curl -F file=@... -F purpose=... sends the file first)."""
+    body, headers = form(
+        ("file", "abc", "a.txt"),
+        ("purpose", "batch", ""),
+        ("expires_after[anchor]", "created_at", ""),
+        ("expires_after[seconds]", "3600", ""),
     )
-    assert "before 'file'" in assert_openai_error(response, 400, field)["message"]
+    response = await client.post(f"{API}/files", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    created = response.json()
+    assert (created["purpose"], created["filename"], created["bytes"]) == ("batch", "a.txt", 3)
+    assert created["expires_at"] == created["created_at"] + 3600
+    assert (await client.get(f"{API}/files/{created['id']}/content")).content == b"abc"
+    entry = (await client.get(f"/v1/files/openai/{created['id']}")).json()
+    assert entry["metadata"]["purpose"] == "batch"
+
+
+@pytest.mark.parametrize(
+    ("parts", "param"),
+    [
+        ([("file", "abc", "a"), ("purpose", "nope", "")], "purpose"),
+        ([("file", "abc", "a")], "purpose"),
+        (
+            [("file", "abc", "a"), ("purpose", "batch", ""), ("expires_after[anchor]", "later", "")],
+            "expires_after[anchor]",
+        ),
+    ],
+)
+async def test_a_bad_or_missing_field_after_the_file_stores_nothing(client, settings, parts, param):
+    body, headers = form(*parts)
+    error = assert_openai_error(await client.post(f"{API}/files", content=body, headers=headers), 400, param)
+    assert error["code"] == "invalid_request"
     assert_nothing_stored(settings.data_dir)
 
 

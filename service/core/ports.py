@@ -349,6 +349,11 @@ class SessionStore(Protocol):
         session's lease and has checked `size` against the offset and the limit. Raises
         SessionNotFound (expired or cancelled meanwhile) or LostLease."""
 
+    async def declare_metadata(self, session: Session, lease: Lease, metadata: Mapping[str, str]) -> Session:
+        """Replace the metadata of an open session (a front that learns it only after the bytes, as
+        from a form whose fields follow its file). The caller holds the session's lease and has
+        checked the metadata. Raises SessionNotFound (expired or cancelled meanwhile) or LostLease."""
+
     async def assembled(self, session: Session, lease: Lease, size: int, parts: Sequence[str]) -> Session:
         """Record that the session's staged content is the concatenation of the sessions `parts`,
         `size` bytes in all: its size set (a deferred one declared), its offset at the size, still

@@ -23,7 +23,7 @@ import functools
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 from service.core import names
 from service.core.auth import Action, Principal
@@ -170,11 +170,13 @@ class UploadCore:
         size: int | None = None,
         check: ChunkChecksum | None = None,
         last: bool = False,
+        metadata: Mapping[str, str] | None = None,
     ) -> Session | Entry:
         """Append one chunk; returns the session, or the file when this chunk completed it (a part
         that this chunk completed comes back as its session, completed).
 
         `size` declares the size of a session created without one (and must repeat it after).
+        `metadata` replaces the session's before the chunk (a front that learns it after the bytes).
         With `last`, a session without a size gets the one its bytes reach when this body ends:
         a body whose length nobody knows before it ends (a multipart form's file) completes it.
         With `check`, the chunk is kept only when it matches (else ChecksumMismatch), so the
@@ -189,6 +191,10 @@ class UploadCore:
                 )
             if size is not None:
                 session = await self._declare_size(session, lease, size)
+            if metadata is not None and metadata != session.metadata:
+                if (problem := names.metadata_error(metadata)) is not None:
+                    raise InvalidRequest(problem)
+                session = await self.sessions.declare_metadata(session, lease, metadata)
             remaining = session.size - session.offset
             if content_length is not None and content_length > remaining:
                 raise _too_large(session, content_length)

@@ -45,7 +45,7 @@ PURPOSES: tuple[str, ...] = get_args(Purpose)
 DEFAULT_MIME_TYPE = "application/octet-stream"
 DEFAULT_PAGE = MAX_PAGE = 10000
 MAX_FIELD_BYTES = 1024
-# The form's fields read before `file`; any other is read past, not kept (memory stays bounded).
+# The form's fields that are kept, before or after `file`; any other is read past (memory stays bounded).
 FIELDS = ("purpose", "expires_after[anchor]", "expires_after[seconds]")
 # OpenAI answers these with 400 where the seed API has statuses of its own.
 OPENAI_STATUS: dict[type[FilesError], int] = {DigestMismatch: 400}
@@ -97,41 +97,42 @@ class OpenAIFilesAPI:
         ]
 
     async def create_file(self, request: Request) -> Response:
-        """Multipart `purpose` (and `expires_after[...]`) then `file`, whose content streams into a session
-        of no declared size; the file is committed once the form has ended well. One of those fields
-        after `file` is refused (400, nothing stored): the file was made without it."""
+        """Multipart `file`, `purpose` and `expires_after[...]`, in any order: the file's content streams into
+        a session of no declared size, and the file is committed once the form has ended well, with the
+        metadata of every field (a bad `purpose` given before the file is refused before it is read)."""
         principal = self.auth.authenticate(request.headers.get("authorization"))
         principal.require("write", self.bucket)  # before the body: a refused upload reads none of it
         form = FormReader(request.headers.get("content-type", ""), request_body(request))
         fields: dict[str, str] = {}
         session_id: str | None = None
+        filename, now = "file", time.time()
         try:
             while (part := await form.next_part()) is not None:
                 if part.name in FIELDS:
-                    if session_id is not None:  # the file's metadata is fixed: no field may change it unseen
-                        raise InvalidRequest(f"{part.name!r} must come before 'file' in the form", param=part.name)
                     fields[part.name] = await form.text(MAX_FIELD_BYTES)
                 if part.name != "file":
                     continue
                 if session_id is not None:
                     raise InvalidRequest("the form has more than one 'file'", param="file")
-                now = time.time()
+                filename, now = part.filename or "file", time.time()
+                # The fields so far, checked; those that follow the file are added when the form ends.
+                metadata = _file_metadata(fields, filename, now) if "purpose" in fields else {"filename": filename}
                 upload = NewUpload(
                     bucket=self.bucket,
                     key=new_file_id(now),
                     mime_type=_mime_type(part.content_type),
                     size=None,
-                    metadata=_file_metadata(fields, part.filename or "file", now),
+                    metadata=metadata,
                 )
                 requester = request.client.host if request.client else "unknown"
                 created = await self.core.create(upload, principal, requester)
                 session_id = created.session.id
                 await self.core.write(session_id, principal, form.content(), upload_offset=0, content_length=None)
+            metadata = _file_metadata(fields, filename, now)  # a missing or bad purpose is said first
             if session_id is None:
-                _file_metadata(fields, "file", time.time())  # a missing or bad purpose is said first
                 raise InvalidRequest("the form has no 'file'", param="file")
             entry = await self.core.write(
-                session_id, principal, _nothing(), upload_offset=None, content_length=0, last=True
+                session_id, principal, _nothing(), upload_offset=None, content_length=0, last=True, metadata=metadata
             )
         except BaseException:
             if session_id is not None:
@@ -223,11 +224,11 @@ def error_object(
 
 
 def _file_metadata(fields: dict[str, str], filename: str, now: float) -> dict[str, str]:
-    """The entry's metadata from the form's fields read so far: `purpose` (checked), the file name, and
+    """The entry's metadata from the form's fields: `purpose` (checked), the file name, and
     `expires_at` from `expires_after[anchor]` = created_at and `expires_after[seconds]`."""
     purpose = fields.get("purpose")
     if purpose is None:
-        raise InvalidRequest("'purpose' is missing (it must come before 'file' in the form)", param="purpose")
+        raise InvalidRequest("'purpose' is missing", param="purpose")
     if purpose not in PURPOSES:
         raise InvalidRequest(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose[:40]!r}", param="purpose")
     metadata = {"filename": filename, "purpose": purpose}

@@ -65,6 +65,14 @@ redis.call('hset', KEYS[1], 'size', ARGV[2], 'length_deferred', '')
 return 1
 """
 
+# KEYS: session, lock. ARGV: token, metadata (JSON, or '' for none). Returns 1 set, -1 lock lost, -2 session gone.
+_DECLARE_METADATA = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('exists', KEYS[1]) == 0 then return -2 end
+redis.call('hset', KEYS[1], 'metadata', ARGV[2])
+return 1
+"""
+
 # KEYS: session, lock. ARGV: token, size, parts (JSON). Returns 1 set, -1 lock lost, -2 session gone.
 _ASSEMBLED = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
@@ -123,6 +131,7 @@ class SessionStore:
         self._begin_write = client.register_script(_BEGIN_WRITE)
         self._advance = client.register_script(_ADVANCE)
         self._declare_size = client.register_script(_DECLARE_SIZE)
+        self._declare_metadata = client.register_script(_DECLARE_METADATA)
         self._assembled = client.register_script(_ASSEMBLED)
         # The sweeps of full sets of open sessions under way in this process, by set: the requests that find
         # one full at the same moment wait for one sweep, not each run their own over the whole set.
@@ -169,7 +178,7 @@ class SessionStore:
             "owner": owner or "",
             "state": OPEN,
             "created_at": session.created_at,
-            "metadata": json.dumps(dict(metadata)) if metadata else "",
+            "metadata": _metadata_field(metadata),
             "length_deferred": "1" if length_deferred else "",
             "part": "1" if part else "",
         }
@@ -271,11 +280,17 @@ class SessionStore:
         """Set the size of a session whose length was deferred; the caller holds its lease."""
         lease = own(lease)
         result = await self._declare_size(keys=[self.keys.session(session.id), lease.key], args=[lease.token, size])
-        if result == -2:
-            raise SessionNotFound("the upload session expired or was cancelled while this request ran")
-        if result != 1:
-            raise LostLease("its lock lease ran out")
+        _changed(result)
         return replace(session, size=size, length_deferred=False)
+
+    async def declare_metadata(self, session: Session, lease: ports.Lease, metadata: Mapping[str, str]) -> Session:
+        """Replace the metadata of an open session; the caller holds its lease."""
+        lease = own(lease)
+        result = await self._declare_metadata(
+            keys=[self.keys.session(session.id), lease.key], args=[lease.token, _metadata_field(metadata)]
+        )
+        _changed(result)
+        return replace(session, metadata=dict(metadata))
 
     async def assembled(self, session: Session, lease: ports.Lease, size: int, parts: Sequence[str]) -> Session:
         """Record the session's content as the concatenation of `parts`, `size` bytes; the caller holds its lease."""
@@ -283,10 +298,7 @@ class SessionStore:
         result = await self._assembled(
             keys=[self.keys.session(session.id), lease.key], args=[lease.token, size, json.dumps(list(parts))]
         )
-        if result == -2:
-            raise SessionNotFound("the upload session expired or was cancelled while this request ran")
-        if result != 1:
-            raise LostLease("its lock lease ran out")
+        _changed(result)
         return replace(session, size=size, offset=size, length_deferred=False, parts=tuple(parts))
 
     async def delete(self, session_id: str) -> None:
@@ -298,3 +310,16 @@ class SessionStore:
             for session_id in session_ids:
                 pipe.exists(self.keys.session(session_id))
             return [bool(found) for found in await pipe.execute()]
+
+
+def _metadata_field(metadata: Mapping[str, str]) -> str:
+    """The session hash's `metadata`: JSON, or '' for none."""
+    return json.dumps(dict(metadata)) if metadata else ""
+
+
+def _changed(result: int) -> None:
+    """Check what a script that changes a session under its lease answered: 1 done, -1 lease lost, -2 gone."""
+    if result == -2:
+        raise SessionNotFound("the upload session expired or was cancelled while this request ran")
+    if result != 1:
+        raise LostLease("its lock lease ran out")
