@@ -185,11 +185,50 @@ async def test_409_mismatching_offset_as_problem_details(client):
 
 
 async def test_an_append_to_a_completed_upload_is_refused(client):
+    """An empty one is a completed-upload problem; one with bytes an inconsistent length (-11, 4.4.2)."""
     path = await new_upload(client)
     assert (await append(client, path, 0, b"ab", complete=True)).status_code == 204
-    for content in (b"", b"more"):
-        problem(await append(client, path, 2, content, complete=False), 400, "completed-upload")
+    problem(await append(client, path, 2, b"", complete=False), 400, "completed-upload")
+    problem(await append(client, path, 2, b"more", complete=False), 400, "inconsistent-upload-length")
+    problem(await append(client, path, 2, stream(b"more"), complete=True), 400, "inconsistent-upload-length")
     assert (await download(client, "uploads", path.rsplit("/", 1)[1])).content == b"ab"
+
+
+async def test_a_request_past_the_length_ends_the_upload(client, settings):
+    """-11, 4.4.2: the offset never passes the length; the upload is then invalid, any later request refused."""
+    path = await new_upload(client, **{"Upload-Length": "10"})
+    assert (await append(client, path, 0, b"abc", complete=False)).status_code == 204
+    for content in (b"defghijklm", stream(b"defghijklm")):  # declared too long, or found so as it streams
+        upload = await new_upload(client, **{"Upload-Length": "10"})
+        await append(client, upload, 0, b"abc", complete=False)
+        problem(await append(client, upload, 3, content, complete=False), 400, "inconsistent-upload-length")
+        assert (await client.head(upload, headers=LATEST)).status_code == 404
+        problem(await append(client, upload, 3, b"d", complete=False), 404)
+    assert (await client.head(path, headers=LATEST)).headers["upload-offset"] == "3"  # another upload: untouched
+    created = await create(client, False, b"abcdef", **{"Upload-Length": "4"})
+    problem(created, 400, "inconsistent-upload-length")
+    assert (await client.get("/v1/files/uploads")).json()["data"] == []
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", ""])
+async def test_an_invalid_upload_length_is_ignored(client, value):
+    """-11, 4.1.3: other values MUST cause the entire header field to be ignored (parameters are allowed)."""
+    path = await new_upload(client, **{"Upload-Length": value})
+    assert "upload-length" not in (await client.head(path, headers=LATEST)).headers
+    with_parameter = await new_upload(client, **{"Upload-Length": "5;x=1"})
+    assert (await client.head(with_parameter, headers=LATEST)).headers["upload-length"] == "5"
+
+
+async def test_the_creation_request_s_content_type_is_the_file_s(client):
+    created = await create(client, True, b"hello", **{"Content-Type": "text/plain"})
+    assert created.status_code == 201, created.text
+    key = created.headers["location"].rsplit("/", 1)[1]
+    assert (await download(client, "uploads", key)).headers["content-type"] == "text/plain"
+    named = await create(
+        client, True, b"x", **{"Content-Type": "text/plain", "Upload-Metadata": metadata(filetype="image/png")}
+    )
+    key = named.headers["location"].rsplit("/", 1)[1]
+    assert (await download(client, "uploads", key)).headers["content-type"] == "image/png"
 
 
 async def test_an_upload_complete_at_its_length_takes_the_empty_completing_append(client):
@@ -203,7 +242,7 @@ async def test_an_upload_complete_at_its_length_takes_the_empty_completing_appen
         "?1",
     )
     problem(await append(client, path, 3, b"", complete=True), 400, "completed-upload")
-    problem(await append(client, path, 4, b"e", complete=True), 400, "completed-upload")
+    problem(await append(client, path, 4, b"e", complete=True), 400, "inconsistent-upload-length")
     assert (await download(client, "uploads", path.rsplit("/", 1)[1])).content == b"abcd"
 
 
@@ -233,7 +272,9 @@ async def test_413_over_the_limit_with_upload_limit(make_app):
 
 async def test_an_append_needs_the_partial_upload_type_since_interop_6(client):
     path = await new_upload(client)
-    problem(await append(client, path, 0, b"a", complete=False, **{"Content-Type": "application/octet-stream"}), 415)
+    refused = await append(client, path, 0, b"a", complete=False, **{"Content-Type": "application/octet-stream"})
+    problem(refused, 415)
+    assert refused.headers["accept-patch"] == PARTIAL
     older = await append(
         client, path, 0, b"a", complete=True, **{"Upload-Draft-Interop-Version": "5", "Content-Type": ""}
     )

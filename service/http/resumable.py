@@ -39,12 +39,13 @@ from service.core.model import Entry, Session
 from service.core.uploads import empty_body
 from service.http.errors import error_headers, status_of
 from service.http.routes import base_url, header_int, request_body, requester
-from service.http.tus import new_upload, parse_metadata
+from service.http.tus import CHUNK_TYPE, new_upload, parse_metadata
 from service.services import Services
 
 INTEROP_VERSION = "Upload-Draft-Interop-Version"
 PARTIAL_UPLOAD = "application/partial-upload"
 PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
+INCONSISTENT = "inconsistent length values for upload"
 # What a browser may send and read, for the CORS settings (service/http/app.py).
 REQUEST_HEADERS = [INTEROP_VERSION, "Upload-Complete", "Upload-Incomplete"]  # and tus's
 EXPOSED_HEADERS = [INTEROP_VERSION, "Upload-Complete", "Upload-Incomplete", "Upload-Limit", "Accept-Patch"]
@@ -120,7 +121,8 @@ class ResumableAPI:
         complete = _required_completeness(request, draft)
         content_length = header_int(request, "content-length")
         length = _length(request, complete, offset=0)
-        upload = new_upload(parse_metadata(request.headers.get("upload-metadata")), length, self.settings)
+        metadata = parse_metadata(request.headers.get("upload-metadata"))
+        upload = new_upload(metadata, length, self.settings, media_type=_representation_type(request))
         created = await self.core.create(upload, principal, requester(request))
         result: Session | Entry = created.session if created.file is None else created.file
         if created.file is None and (complete or content_length != 0):
@@ -142,7 +144,8 @@ class ResumableAPI:
         principal = self.auth.authenticate(request.headers.get("authorization"))
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if draft.partial_upload_only and media_type != PARTIAL_UPLOAD:
-            return _problem(415, "Unsupported Media Type", f"an append must have Content-Type: {PARTIAL_UPLOAD}")
+            detail = f"an append must have Content-Type: {PARTIAL_UPLOAD}"
+            return _problem(415, "Unsupported Media Type", detail, {"Accept-Patch": PARTIAL_UPLOAD})
         complete = _required_completeness(request, draft)
         offset = header_int(request, "upload-offset")
         if offset is None:
@@ -187,6 +190,16 @@ class ResumableAPI:
             # The draft's offset never decreases: the upload ends rather than restart at 0 (see `problem`).
             await self.core.cancel(session_id, principal)
             raise
+        except UploadTooLarge:
+            session = await self.core.status(session_id, principal, "write")
+            if session.length_deferred:
+                raise  # over the service's limit, which Upload-Limit announces: 413
+            # Past a length the upload has: the draft makes the upload invalid, any later request refused.
+            await self.core.cancel(session_id, principal)
+            raise InconsistentLength(
+                f"the request ran past the upload's length of {session.size} bytes; the upload is ended "
+                "and nothing of this request was kept: create a new upload"
+            ) from None
         if not complete or isinstance(result, Entry):
             return result
         if not result.length_deferred:
@@ -246,10 +259,13 @@ class ResumableAPI:
                 "offset from request does not match offset of resource",
             )
             members |= {"expected-offset": error.fields["offset"], "provided-offset": _provided_offset(request)}
+        elif isinstance(error, SessionCompleted) and _appends_bytes(request):
+            # Bytes for an upload that is complete: the draft names that an inconsistent length.
+            status, kind, title = 400, f"{PROBLEM_TYPES}inconsistent-upload-length", INCONSISTENT
         elif isinstance(error, SessionCompleted):
             status, kind, title = 400, f"{PROBLEM_TYPES}completed-upload", "upload is already completed"
         elif isinstance(error, InconsistentLength):
-            kind, title = f"{PROBLEM_TYPES}inconsistent-upload-length", "inconsistent length values for upload"
+            kind, title = f"{PROBLEM_TYPES}inconsistent-upload-length", INCONSISTENT
         elif isinstance(error, UploadTooLarge):
             headers |= self.limits(draft)
         return _problem(status, title, error.detail, headers, kind, **members)
@@ -265,7 +281,7 @@ def _required_completeness(request: Request, draft: Draft) -> bool:
 def _length(request: Request, complete: bool, offset: int) -> int | None:
     """The upload's length as the request gives it: Upload-Length, or, in a completing request, where
     its body ends (offset + Content-Length); both must agree. None: not known yet."""
-    length = header_int(request, "upload-length")
+    length = _structured_integer(request.headers.get("upload-length"))
     content_length = header_int(request, "content-length")
     if complete and content_length is not None:
         if length is not None and length != offset + content_length:
@@ -274,6 +290,31 @@ def _length(request: Request, complete: bool, offset: int) -> int | None:
             )
         return offset + content_length
     return length
+
+
+def _structured_integer(value: str | None) -> int | None:
+    """A Structured Field Integer of at most 15 digits (its parameters ignored), or None for any other
+    value: the draft says an invalid `Upload-Length` is ignored, as if absent."""
+    number = (value or "").split(";")[0].strip()
+    return int(number) if number.isascii() and number.isdigit() and len(number) <= 15 else None
+
+
+def _representation_type(request: Request) -> str | None:
+    """The media type of the upload as its creation request gives it: that request's body is the
+    representation's first bytes, so its `Content-Type` is the representation's (not the draft's own
+    type for appends, nor tus's)."""
+    media_type = request.headers.get("content-type", "").strip()
+    if media_type.split(";")[0].strip().lower() in ("", PARTIAL_UPLOAD, CHUNK_TYPE):
+        return None
+    return media_type
+
+
+def _appends_bytes(request: Request) -> bool:
+    """Whether the request has a body of some bytes (one sent chunked may have)."""
+    length = request.headers.get("content-length")
+    if length is None:
+        return "transfer-encoding" in request.headers
+    return length.strip() not in ("0", "")
 
 
 def _provided_offset(request: Request) -> int | None:

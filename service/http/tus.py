@@ -245,14 +245,19 @@ class TusAPI:
         return self._expires()
 
 
-def new_upload(metadata: dict[str, str], size: int | None, settings: Settings, part: bool = False) -> NewUpload:
+def new_upload(
+    metadata: dict[str, str], size: int | None, settings: Settings, part: bool = False, media_type: str | None = None
+) -> NewUpload:
     """The upload that the `Upload-Metadata` pairs ask for, with the contract's defaults for what they
-    leave out (the IETF draft's front, service/http/resumable.py, creates its uploads with it too)."""
+    leave out (the IETF draft's front, service/http/resumable.py, creates its uploads with it too, and
+    gives the `media_type` of its request, which counts when the metadata names none and it is valid)."""
     session_id = names.new_session_id()
+    if media_type is not None and names.mime_type_error(media_type) is not None:
+        media_type = None
     return NewUpload(
         bucket=metadata.get("bucket", settings.tus_bucket),
         key=metadata.get("key") or names.default_key(session_id, metadata.get("filename") or metadata.get("name")),
-        mime_type=metadata.get("filetype") or metadata.get("type") or DEFAULT_MIME_TYPE,
+        mime_type=metadata.get("filetype") or metadata.get("type") or media_type or DEFAULT_MIME_TYPE,
         size=size,
         metadata=metadata,
         session_id=session_id,

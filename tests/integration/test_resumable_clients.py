@@ -150,8 +150,13 @@ def test_the_latest_draft_from_creation_to_completion(http):
     last = append(client, url, 2 * MiB, content[2 * MiB :], complete=True)
     assert (last.status_code, last.headers["upload-complete"]) == (204, "?1")
     assert client.head(url, headers=LATEST).headers["upload-complete"] == "?1"
-    more = append(client, url, len(content), b"more", complete=True)
+    more = append(client, url, len(content), b"more", complete=True)  # bytes for a complete upload (4.4.2)
     assert (more.status_code, more.json()["type"]) == (
+        400,
+        "https://iana.org/assignments/http-problem-types#inconsistent-upload-length",
+    )
+    empty = append(client, url, 3, b"", complete=False)
+    assert (empty.status_code, empty.json()["type"]) == (
         400,
         "https://iana.org/assignments/http-problem-types#completed-upload",
     )
