@@ -149,6 +149,12 @@ async def exercise_openai(client: Any, services: Any) -> str:
     Returns the id of a file already expired (the sweep deletes it)."""
     for purpose in ("assistants", "batch", "batch"):
         assert (await create_openai_file(client, purpose.encode(), purpose=purpose)).status_code == 200
+    file_first = (  # its purpose learned after its bytes: the session's metadata replaced (declare_metadata)
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\nabc\r\n'
+        b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nvision\r\n--x--\r\n'
+    )
+    headers = {"content-type": "multipart/form-data; boundary=x"}
+    assert (await client.post(f"{API}/files", content=file_first, headers=headers)).json()["purpose"] == "vision"
     expired = await create_openai_file(
         client, b"goes", **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "0"}
     )
