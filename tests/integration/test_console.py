@@ -119,6 +119,27 @@ def test_a_folder_lands_under_its_path_and_is_browsed_like_folders(console, tmp_
     assert dropped_beside and dropped_on_list
 
 
+def test_files_whose_names_a_key_cannot_hold_keep_apart(console, tmp_path):
+    """Names in another script, or differing only in characters a key cannot hold, never share a key (one
+    would silently replace the other); the name as it was is kept as the file's metadata."""
+    page, service = console
+    open_bucket(page, "names")
+    sources = [
+        a_file(tmp_path / "pick", name, 100 + number)
+        for number, name in enumerate(["报告.txt", "日本.txt", "a b.txt", "a(b.txt"])
+    ]
+    page.choose("pick-files", *sources)
+    keys = ["_u62a5_u544a.txt", "_u65e5_u672c.txt", "a_b.txt", "a_b-2.txt"]
+    for key in keys:
+        page.wait_upload(key)
+    assert sorted(service.api.keys("names")) == sorted(keys)
+    for key, source in zip(keys, sources, strict=True):
+        assert_content(service.api.content("names", key), source.read_bytes())
+        assert expect(service.api.info("names", key), 200).json()["metadata"] == {"filename": source.name}
+    page.until(lambda: sorted(page.listed_keys()) == sorted(keys), "the four files listed")
+    page.shot("names-kept-apart")
+
+
 def test_with_tokens_the_page_asks_for_one_and_says_what_a_reader_may_not_do(browser, services, tmp_path):
     reader, entry = new_token("reader", {"*": ["read"]})
     tokens = tmp_path / "tokens.json"

@@ -2,7 +2,7 @@
 // with its progress bar, speed and time left; and the uploads a reload left unfinished, to resume.
 
 import { $, bytes, duration, h, say } from "./dom.js";
-import { Upload, keyFor, pending } from "./uploads.js";
+import { Upload, distinctKeys, keyFor, pending } from "./uploads.js";
 
 const AT_ONCE = 3;
 
@@ -56,7 +56,8 @@ export class Transfers {
       say(`This token may not upload into “${bucket}”: it lacks the “write” permission.`);
       return;
     }
-    for (const { file, path } of items) this.enqueue(new Upload(file, bucket, keyFor(prefix, path), (upload) => this.render(upload)));
+    const keys = distinctKeys(items.map(({ path }) => keyFor(prefix, path)));
+    items.forEach(({ file }, index) => this.enqueue(new Upload(file, bucket, keys[index], (upload) => this.render(upload))));
   }
 
   /** Files chosen again after a reload: each resumes the session kept for it. */

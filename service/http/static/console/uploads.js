@@ -42,14 +42,40 @@ export const pending = {
   },
 };
 
-/** A key the service accepts for a file's path: other characters become "_", "." and ".." segments too. */
+/**
+ * A key the service accepts for a file's path. Another ASCII character becomes "_", as do "." and ".."
+ * segments; a character beyond ASCII becomes "_u" and its code point in hex (报告.txt: _u62a5_u544a.txt),
+ * so that names in other scripts, which "_" alone would all make the same key, stay apart.
+ */
 export function keyFor(prefix, path) {
   const segments = path
     .split("/")
     .filter((segment) => segment !== "")
-    .map((segment) => segment.replace(/[^A-Za-z0-9_.-]/g, "_"))
+    .map((segment) =>
+      Array.from(segment, (character) => {
+        if (/[A-Za-z0-9_.-]/.test(character)) return character;
+        const point = character.codePointAt(0);
+        return point < 128 ? "_" : `_u${point.toString(16)}`;
+      }).join(""),
+    )
     .map((segment) => (segment === "." || segment === ".." ? "_" : segment));
   return prefix + segments.join("/");
+}
+
+/** The keys of files chosen together, made distinct: the second of two that would share one gets "-2". */
+export function distinctKeys(keys) {
+  const taken = new Set();
+  return keys.map((key) => {
+    let candidate = key;
+    for (let number = 2; taken.has(candidate); number += 1) {
+      const slash = key.lastIndexOf("/") + 1;
+      const dot = key.lastIndexOf(".");
+      const cut = dot > slash ? dot : key.length;
+      candidate = `${key.slice(0, cut)}-${number}${key.slice(cut)}`;
+    }
+    taken.add(candidate);
+    return candidate;
+  });
 }
 
 function sleep(ms, wake) {
@@ -190,7 +216,13 @@ export class Upload {
     }
     const session = await call("v1/files", {
       method: "POST",
-      json: { bucket: this.bucket, key: this.key, size: this.size, mime_type: this.file.type || "application/octet-stream" },
+      json: {
+        bucket: this.bucket,
+        key: this.key,
+        size: this.size,
+        mime_type: this.file.type || "application/octet-stream",
+        metadata: { filename: this.file.name.slice(0, 1024) }, // the name as it was, which the key may not be
+      },
     });
     this.sessionId = session.id;
     if (session.digest) {
