@@ -207,3 +207,23 @@ def test_a_reload_mid_upload_resumes_when_the_file_is_chosen_again(console, tmp_
     assert_content(service.api.content("big", "data.bin"), source.read_bytes())
     page.until(lambda: not page.visible("#unfinished"), "the unfinished list to empty")
     page.shot("resumed")
+
+
+def test_a_file_whose_session_was_lost_says_it_went_again_from_the_start(console, tmp_path):
+    """Chosen again after a reload, a file whose session is gone (expired, or lost with a service that
+    had no shared Redis) is sent whole again, and the page says so rather than seeming to resume."""
+    page, service = console
+    source = a_file(tmp_path / "pick", "again.bin", BIG // 4)
+    open_bucket(page, "big")
+    throttle(page)
+    page.choose("pick-files", source)
+    page.until(lambda: (rows := page.uploads()) and rows[0]["sent"] > BIG // 16, "the upload to be under way")
+    page.driver.refresh()
+    [kept] = page.until(lambda: page.visible("#unfinished") and page.kept_sessions(), "the unfinished upload")
+    assert service.api.http.delete(f"/v1/files/session:{kept['id']}").status_code == 204  # the session lost
+    page.choose("pick-resume", source)
+    done = page.wait_upload("again.bin", timeout=BIG_UPLOAD_SECONDS)
+    assert done["session"] != kept["id"]
+    assert "sent again from the start" in done["text"]
+    assert_content(service.api.content("big", "again.bin"), source.read_bytes())
+    page.shot("sent-again-from-the-start")

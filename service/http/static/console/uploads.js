@@ -12,6 +12,9 @@ const SPEED_WINDOW_MS = 4000;
 const RETRYABLE = new Set([0, 408, 409, 429, 500, 502, 503, 504]);
 const PENDING = "files-console:uploads";
 
+// Why an upload picked again after a reload may start over.
+const RESTARTED = "the earlier session was gone (it expired, or the service restarted without a shared Redis)";
+
 /** Sessions in progress in this browser: {id, name, size, lastModified, bucket, key}. */
 export const pending = {
   all() {
@@ -122,6 +125,7 @@ export class Upload {
     this.sessionId = pending.find(file, bucket, key)?.id ?? null;
     this.state = "waiting"; // waiting, uploading, retrying, done, failed, cancelled
     this.message = "Waiting";
+    this.restarted = false; // the session kept from before was gone: every byte goes again
     this.sent = 0;
     this.samples = [];
     this.controller = new AbortController();
@@ -175,12 +179,12 @@ export class Upload {
     while (!signal.aborted) {
       try {
         const offset = await this.start();
-        this.set("uploading", "Uploading");
+        this.set("uploading", this.restarted ? `Uploading from the start again: ${RESTARTED}` : "Uploading");
         const file = await this.sendFrom(offset, signal);
         pending.remove(this.sessionId);
         this.result = file;
         this.progress(this.size);
-        this.set("done", "Done");
+        this.set("done", this.restarted ? "Done (sent again from the start)" : "Done");
         return;
       } catch (error) {
         if (signal.aborted) return;
@@ -211,7 +215,7 @@ export class Upload {
         if (error.status !== 404) throw error;
         pending.remove(this.sessionId);
         this.sessionId = null;
-        this.message = "The earlier session is gone (expired or finished): starting again";
+        this.restarted = true; // said while it uploads, and when it is done
       }
     }
     const session = await call("v1/files", {
