@@ -140,6 +140,28 @@ def test_files_whose_names_a_key_cannot_hold_keep_apart(console, tmp_path):
     page.shot("names-kept-apart")
 
 
+def test_keyboard_focus_shows_on_its_own_control_and_long_names_wrap(console, tmp_path):
+    page, service = console
+    long_key = "a-rather-long-model-name-" + "checkpoint-" * 10 + "final.safetensors"
+    service.api.upload("long", long_key, b"weights")
+    open_bucket(page, "long")
+    body = page.element("body")
+    for _ in range(40):  # Tab until the files' picker has the focus
+        if page.driver.execute_script("return document.activeElement.id") == "pick-files":
+            break
+        body.send_keys("\ue004")  # Tab
+    outlines = page.driver.execute_script(
+        """return ['pick-files', 'pick-folder'].map((id) =>
+             getComputedStyle(document.querySelector(`label[for=${id}]`)).outlineStyle)"""
+    )
+    assert outlines == ["solid", "none"], outlines  # the focused input's label, not the next control
+    page.shot("focus-on-upload-files")
+    page.element("li.file .actions button.danger").click()
+    dialog = page.until(lambda: page.visible("#confirm-delete"), "the confirmation")
+    assert page.driver.execute_script("const d = arguments[0]; return d.scrollWidth <= d.clientWidth", dialog)
+    page.shot("long-name-in-dialog")
+
+
 def test_with_tokens_the_page_asks_for_one_and_says_what_a_reader_may_not_do(browser, services, tmp_path):
     reader, entry = new_token("reader", {"*": ["read"]})
     tokens = tmp_path / "tokens.json"
@@ -153,7 +175,10 @@ def test_with_tokens_the_page_asks_for_one_and_says_what_a_reader_may_not_do(bro
     assert "refused this token" in refused
     page.shot("wrong-token")
 
-    page.sign_in(reader)
+    # The refused token is selected: what is typed or pasted next replaces it, rather than adding to it.
+    field = page.element("#token")
+    field.send_keys(reader)
+    page.click("#sign-in-form button")
     assert "Signed in as reader" in page.until(lambda: page.text("#who"), "the console")
     open_bucket(page, "models")
     rights = page.text("#rights")

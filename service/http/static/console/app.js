@@ -21,6 +21,7 @@ function showSignIn(message) {
   $("sign-in").hidden = false;
   $("sign-in-error").textContent = message ?? "";
   $("token").focus();
+  $("token").select(); // a refused token is replaced by what is typed or pasted next, not added to
 }
 
 function showConsole(rights) {
