@@ -133,6 +133,10 @@ def test_files_whose_names_a_key_cannot_hold_keep_apart(console, tmp_path):
     for key in keys:
         page.wait_upload(key)
     assert sorted(service.api.keys("names")) == sorted(keys)
+    page.until(lambda: sorted(page.listed_keys()) == sorted(keys), "the four files listed")
+    page.collect_logs()
+    listings = [url for url in page.requested if "/v1/files/names?" in url or url.endswith("/v1/files/names")]
+    assert len(listings) <= 2, listings  # the page opened, then once when the batch ended: not once a file
     for key, source in zip(keys, sources, strict=True):
         assert_content(service.api.content("names", key), source.read_bytes())
         assert expect(service.api.info("names", key), 200).json()["metadata"] == {"filename": source.name}

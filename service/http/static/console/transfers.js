@@ -7,13 +7,16 @@ import { Upload, distinctKeys, keyFor, pending } from "./uploads.js";
 const AT_ONCE = 3;
 
 export class Transfers {
-  /** `place()` is the current {bucket, prefix}; `onDone()` runs after each finished upload. */
+  /** `place()` is the current {bucket, prefix}; `onDone()` runs once no upload is left running or waiting,
+   * when some finished since it last ran: the file list is then reloaded once per batch, not once per
+   * file (which took the reader back to its first page while a folder went up). */
   constructor(rights, place, onDone) {
     this.rights = rights;
     this.place = place;
     this.onDone = onDone;
     this.queue = [];
     this.running = 0;
+    this.finished = 0;
     for (const id of ["pick-files", "pick-folder"]) {
       $(id).addEventListener("change", (event) => {
         this.add([...event.target.files].map((file) => ({ file, path: file.webkitRelativePath || file.name })));
@@ -91,8 +94,12 @@ export class Transfers {
       upload.run().finally(() => {
         this.running -= 1;
         this.showUnfinished();
-        if (upload.state === "done") this.onDone(upload);
+        if (upload.state === "done") this.finished += 1;
         this.next();
+        if (this.finished && !this.running && !this.queue.length) {
+          this.finished = 0;
+          this.onDone();
+        }
       });
     }
   }
