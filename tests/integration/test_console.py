@@ -104,6 +104,8 @@ def test_a_folder_lands_under_its_path_and_is_browsed_like_folders(console, tmp_
     page.shot("inside-the-folder")
     page.driver.set_window_size(400, 900)
     assert page.element("#pick-files").rect["x"] < 400 and page.visible("li.file .actions button")
+    # One column: the uploads' progress comes before the file list, which may be long.
+    assert page.element("section.uploads").rect["y"] < page.element("section.files").rect["y"]
     page.shot("narrow-window")
     # A drop beside the list is refused (the browser would leave the page to open the file), one on it is taken.
     dropped_beside, dropped_on_list = page.driver.execute_script(
