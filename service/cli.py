@@ -12,6 +12,9 @@ import sys
 import tempfile
 from importlib.metadata import version
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from service.client import commands as client_commands
 from service.config import ConfigError, Settings
 from service.core.auth import Authenticator
@@ -19,6 +22,7 @@ from service.ops import events, tokens
 from service.ops.listening import CannotListen, check_can_listen
 from service.ops.logs import logging_config
 from service.ops.tuning import exec_with_allocator_tunables
+from service.storage.durable import make_dirs
 
 SERVE_ENVIRONMENT = """\
 environment (the settings that matter most; README.md lists them all):
@@ -36,6 +40,10 @@ def load_settings() -> Settings:
     """The settings, with what can be checked before anything starts checked: the token file, and the
     object store's bucket (a missing one, refused credentials: one line here, not a trace per worker)."""
     settings = Settings.from_env()
+    try:
+        make_dirs(settings.data_dir)  # FILES_DATA_DIR that cannot be made or used: one line, not a trace
+    except OSError as error:
+        raise ConfigError(f"FILES_DATA_DIR={settings.data_dir} cannot be used: {error.strerror or error}") from None
     Authenticator.from_file(settings.auth_tokens_file)
     if settings.storage_url is not None:
         from service.storage.s3 import object_store  # boto3 only when the object store is chosen
@@ -93,6 +101,17 @@ def fsck(arguments: argparse.Namespace) -> int:
     return asyncio.run(check_data_dir(load_settings(), arguments.repair, print))
 
 
+def port(text: str) -> int:
+    """A TCP port, 0 to 65535 (uvicorn would take 99999 and listen on 99999 mod 65536)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a port: ports go from 0 to 65535")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="files-service", description=__doc__, parents=[client_commands.connection_options(after_command=False)]
@@ -109,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
-    run.add_argument("--port", type=int, default=8321, help="the TCP port to listen on (default: %(default)s)")
+    run.add_argument("--port", type=port, default=8321, help="the TCP port to listen on (default: %(default)s)")
     run.add_argument(
         "--workers",
         type=int,
@@ -141,3 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"files-service: {error}", file=sys.stderr)
         return 2
+    except (RedisConnectionError, RedisTimeoutError) as error:  # fsck, events: a Redis they must reach
+        print(f"files-service: Redis (FILES_REDIS_URL) did not answer: {error}", file=sys.stderr)
+        return 1

@@ -148,3 +148,32 @@ def test_events_without_a_shared_redis_say_so_in_one_line():
         "files-service: events need a shared Redis: set FILES_REDIS_URL "
         "(the embedded stand-in lives inside the service's process)"
     ]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_refuses_a_port_that_is_none(port: str) -> None:
+    """uvicorn would take 99999 and listen on 99999 mod 65536 while saying 99999."""
+    refused = run_cli("serve", "--port", port)
+    assert refused.returncode == 2
+    assert "argument --port:" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["fsck"]])
+def test_a_data_directory_that_cannot_be_made_is_one_line(command: list[str]) -> None:
+    refused = run_cli(*command, env={"FILES_DATA_DIR": "/proc/no-such-place"})
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "files-service: FILES_DATA_DIR=/proc/no-such-place cannot be used: No such file or directory"
+    ]
+
+
+@pytest.mark.parametrize("command", [["fsck"], ["events"]])
+def test_a_redis_out_of_reach_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {"FILES_REDIS_URL": f"redis://127.0.0.1:{port}/0", "FILES_DATA_DIR": str(tmp_path)}
+    refused = run_cli(*command, env=env, timeout=60)
+    assert refused.returncode == 1
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("files-service: Redis (FILES_REDIS_URL) did not answer:"), refused.stderr

@@ -20,7 +20,8 @@ Safe beside running services: it holds the data directory's lock (service/ops/di
 whole run, without waiting for it. Without FILES_REDIS_URL it asks for it alone: if it gets it, no
 service runs (and none can start until it ends), so no session of an embedded Redis stand-in is
 alive and every partial file is stray; if not, a service runs whose sessions it cannot see, and
-partial files are reported as not checked, never removed. With FILES_REDIS_URL it shares the lock
+partial files are reported as not checked, never removed, and missing or unreferenced blobs are
+reported, not repaired (that service's index lives in its process). With FILES_REDIS_URL it shares the lock
 with services on that Redis, and deletions go through the same leases as theirs.
 """
 
@@ -122,14 +123,15 @@ class Checker:
             if entry.digest not in corrupt and self.services.blobs.stat(entry.digest) is not None:
                 continue
             repaired = False
-            if self.repair:
+            if self.repair and self.sessions is not Sessions.HIDDEN:
                 await catalog.delete(entry.bucket, entry.key)
                 repaired = True
             self.report(
                 "missing blob",
                 self.entries.where(entry.bucket, entry.key),
                 f"{entry.bucket}/{entry.key} points at blob {entry.digest}, which is "
-                + ("corrupt" if entry.digest in corrupt else "missing"),
+                + ("corrupt" if entry.digest in corrupt else "missing")
+                + self.not_repaired_beside_a_service(),
                 repaired,
             )
 
@@ -142,14 +144,22 @@ class Checker:
         for blob in await asyncio.to_thread(lambda: list(self.services.blobs.list())):
             if blob.digest in needed or blob.modified >= cutoff:
                 continue
-            repaired = self.repair and not keep and await catalog.release_blob(blob.digest)
+            free = self.repair and not keep and self.sessions is not Sessions.HIDDEN
+            repaired = free and await catalog.release_blob(blob.digest)
             kept = "; kept while an entry is unreadable" if self.repair and keep else ""
             self.report(
                 "unreferenced blob",
                 self.blobs.where(blob.digest),
-                f"{blob.size} bytes no entry refers to{kept}",
+                f"{blob.size} bytes no entry refers to{kept}{self.not_repaired_beside_a_service()}",
                 repaired,
             )
+
+    def not_repaired_beside_a_service(self) -> str:
+        """Why a file's repair is left undone beside a running service with an embedded Redis stand-in: the
+        index of its files, and the commits under way, live in its process, which this one cannot reach."""
+        if not (self.repair and self.sessions is Sessions.HIDDEN):
+            return ""
+        return "; not repaired: a running service keeps its own index (no FILES_REDIS_URL): stop it first"
 
     async def check_partials(self) -> None:
         """Staged uploads no session owns; on an object store, removing one aborts its multipart upload."""

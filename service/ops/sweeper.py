@@ -60,6 +60,11 @@ class Sweeper:
         while True:
             try:
                 await self.sweep_once(paced=True)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                # Redis out of reach is one line, not a trace every interval: the requests say it too (503).
+                log.error(
+                    "sweep failed: Redis did not answer (%s); trying again in %.0f s", error, self.interval_seconds
+                )
             except Exception:
                 log.exception("sweep failed; trying again in %.0f s", self.interval_seconds)
             stop_if_cancelled()

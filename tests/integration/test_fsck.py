@@ -55,6 +55,30 @@ def test_fsck_repair_leaves_the_upload_of_a_running_embedded_service_alone(servi
     assert_content(service.api.content("models", "run-1/model.bin"), content)
 
 
+def test_fsck_repair_beside_a_running_embedded_service_reports_a_lost_blob_and_leaves_its_file(
+    services, data_dir
+) -> None:
+    """Removing the entry would leave the file listed by that service (its index lives in its process):
+    fsck says what it found and that it did not repair it; once the service is stopped, it repairs."""
+    service = services.start(redis_url=None)
+    stored = service.api.upload("models", "lost.bin", b"content whose blob goes")
+    blob = next(
+        path for path in (data_dir / "blobs").rglob("*") if path.name == stored["digest"].removeprefix("blake3:")
+    )
+    blob.unlink()
+
+    checked = run_command(services.environment(redis_url=None), "fsck", "--repair")
+
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "found    missing blob" in checked.stdout and "not repaired: a running service" in checked.stdout
+    assert service.api.info("models", "lost.bin").status_code == 200
+    assert "lost.bin" in service.api.keys("models")
+    service.stop()
+    repaired = run_command(services.environment(redis_url=None), "fsck", "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "repaired missing blob" in repaired.stdout
+
+
 def test_fsck_repair_with_no_service_running_removes_a_stray_partial(services, data_dir) -> None:
     service = services.start(redis_url=None)
     session = service.api.create("models", "abandoned.bin", 2 * MiB)
