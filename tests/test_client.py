@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import socket
 from pathlib import Path
 
 import httpx
@@ -46,7 +47,7 @@ def test_chunk_size_accepts_numbers_and_suffixes(text: str, expected: int) -> No
     assert chunk_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "0", "0M", "-1", "8X", "1.5M", "M"])
+@pytest.mark.parametrize("text", ["", "0", "0M", "-1", "8X", "1.5M", "M", "1", "4095"])
 def test_chunk_size_refuses_the_rest(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         chunk_size(text)
@@ -83,6 +84,25 @@ def test_service_url_says_what_is_wrong(text: str, problem: str) -> None:
     assert str(raised.value) == (
         f"the service URL {text!r} (--url or FILES_URL) is not usable: {problem}; e.g. http://127.0.0.1:8321"
     )
+
+
+def test_a_host_name_that_does_not_resolve_is_not_tried_again() -> None:
+    """A typo in --url would otherwise be retried for a minute; a resolver's temporary failure is."""
+    calls = []
+
+    def operation(errno: int) -> None:
+        calls.append(errno)
+        try:
+            raise socket.gaierror(errno, "name resolution")
+        except socket.gaierror as cause:
+            raise httpx.ConnectError("[Errno -2] Name or service not known") from cause
+
+    with pytest.raises(httpx.ConnectError):
+        Retries(60).call(lambda: operation(socket.EAI_NONAME))
+    assert calls == [socket.EAI_NONAME]
+    with pytest.raises(httpx.ConnectError):
+        Retries(0.6).call(lambda: operation(socket.EAI_AGAIN))
+    assert calls.count(socket.EAI_AGAIN) > 1  # tried again until out of time
 
 
 def test_no_retries_with_zero_seconds() -> None:

@@ -38,12 +38,18 @@ FAILED, USAGE, INTERRUPTED = 1, 2, 130  # 2 as argparse exits for usage errors
 # --- arguments ---------------------------------------------------------------------------------
 
 
+MIN_CHUNK = 4096
+
+
 def chunk_size(text: str) -> int:
-    """A byte count: 8388608, 8M, 512K, 1G (powers of 1024)."""
+    """A byte count: 8388608, 8M, 512K, 1G (powers of 1024), at least MIN_CHUNK."""
     match = SIZE.fullmatch(text.strip())
     if match is None or int(match[1]) == 0:
         raise argparse.ArgumentTypeError(f"not a positive size: {text!r} (e.g. 8M, 512K, 1048576)")
-    return int(match[1]) << UNIT_SHIFTS[match[2].lower()]
+    size = int(match[1]) << UNIT_SHIFTS[match[2].lower()]
+    if size < MIN_CHUNK:  # a request per byte or so: millions of requests for a few megabytes
+        raise argparse.ArgumentTypeError(f"a chunk of {size} bytes is too small: give at least 4K (e.g. 8M)")
+    return size
 
 
 def file_name(text: str) -> tuple[str, str]:
@@ -179,8 +185,15 @@ def reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpars
             return fail(str(error), USAGE)
         try:
             return handler(arguments)
-        except (ApiError, ClientError) as error:
+        except ApiError as error:
+            if error.status == 401:  # the next thing to type: the token, not an HTTP header
+                return fail(f"{error} (give a token with --token or FILES_TOKEN)")
             return fail(str(error))
+        except ClientError as error:
+            return fail(str(error))
+        except httpx.ConnectError as error:
+            where = error.request.url.netloc.decode()
+            return fail(f"cannot talk to {where}: {describe(error)} (is the service running there? see --url)")
         except httpx.TransportError as error:
             return fail(f"cannot talk to {error.request.url.netloc.decode()}: {describe(error)}")
         except KeyboardInterrupt:

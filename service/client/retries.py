@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -33,7 +34,7 @@ class Retries:
 
     def failed(self, error: httpx.TransportError | ApiError) -> None:
         """Wait before the next try; re-raise the error when it will not pass or the time is up."""
-        if isinstance(error, ApiError) and not error.transient:
+        if isinstance(error, ApiError) and not error.transient or _unknown_host(error):
             raise error
         now = time.monotonic()
         if self.failures == 0:
@@ -59,3 +60,14 @@ class Retries:
             else:
                 self.succeeded()
                 return result
+
+
+def _unknown_host(error: BaseException) -> bool:
+    """Whether the error is a host name that does not resolve (a typo in --url): that will not pass. A
+    temporary failure of the resolver (EAI_AGAIN) may, and is tried again."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return cause.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+        cause = cause.__cause__ or cause.__context__
+    return False

@@ -428,7 +428,10 @@ def test_errors_say_what_went_wrong(client: Client) -> None:
 
     port = free_port()
     unreachable = client.run("ls", "--url", f"http://127.0.0.1:{port}", "--retry-seconds", "0", status=1)
-    assert unreachable.stderr == f"files-service: cannot talk to 127.0.0.1:{port}: [Errno 111] Connection refused\n"
+    assert unreachable.stderr == (
+        f"files-service: cannot talk to 127.0.0.1:{port}: [Errno 111] Connection refused "
+        "(is the service running there? see --url)\n"
+    )
     wrong = client.run("ls", "--url", "ftp://127.0.0.1", status=2)
     assert wrong.stderr == (
         "files-service: the service URL 'ftp://127.0.0.1' (--url or FILES_URL) is not usable: "
