@@ -218,16 +218,22 @@ def test_an_upload_survives_a_killed_worker(console, tmp_path):
     assert page.kept_sessions() == []
 
 
-def test_a_reload_mid_upload_resumes_when_the_file_is_chosen_again(console, tmp_path):
-    page, service = console
-    source = a_file(tmp_path / "pick", "data.bin", BIG // 2)
+def reloaded_mid_upload(page: ConsolePage, source: Path, sent: int) -> list[dict]:
+    """Upload `source` into the bucket "big", slowed down, and reload the page once `sent` bytes went;
+    the unfinished uploads the page then offers to resume."""
     open_bucket(page, "big")
     throttle(page)
     page.choose("pick-files", source)
-    page.until(lambda: (rows := page.uploads()) and rows[0]["sent"] > BIG // 8, "the upload to be under way")
+    page.until(lambda: (rows := page.uploads()) and rows[0]["sent"] > sent, "the upload to be under way")
     page.collect_logs()
     page.driver.refresh()
-    kept = page.until(lambda: page.visible("#unfinished") and page.kept_sessions(), "the unfinished upload")
+    return page.until(lambda: page.visible("#unfinished") and page.kept_sessions(), "the unfinished upload")
+
+
+def test_a_reload_mid_upload_resumes_when_the_file_is_chosen_again(console, tmp_path):
+    page, service = console
+    source = a_file(tmp_path / "pick", "data.bin", BIG // 2)
+    kept = reloaded_mid_upload(page, source, BIG // 8)
     assert [(record["name"], record["bucket"], record["key"]) for record in kept] == [("data.bin", "big", "data.bin")]
     assert service.api.offset(kept[0]["id"]) > 0
     assert "data.bin" in page.text("#unfinished-list")
@@ -245,12 +251,7 @@ def test_a_file_whose_session_was_lost_says_it_went_again_from_the_start(console
     had no shared Redis) is sent whole again, and the page says so rather than seeming to resume."""
     page, service = console
     source = a_file(tmp_path / "pick", "again.bin", BIG // 4)
-    open_bucket(page, "big")
-    throttle(page)
-    page.choose("pick-files", source)
-    page.until(lambda: (rows := page.uploads()) and rows[0]["sent"] > BIG // 16, "the upload to be under way")
-    page.driver.refresh()
-    [kept] = page.until(lambda: page.visible("#unfinished") and page.kept_sessions(), "the unfinished upload")
+    [kept] = reloaded_mid_upload(page, source, BIG // 16)
     assert service.api.http.delete(f"/v1/files/session:{kept['id']}").status_code == 204  # the session lost
     page.choose("pick-resume", source)
     done = page.wait_upload("again.bin", timeout=BIG_UPLOAD_SECONDS)
