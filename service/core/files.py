@@ -17,7 +17,7 @@ from blake3 import blake3
 from service.core import names
 from service.core.auth import Action, Principal
 from service.core.catalog import Catalog
-from service.core.errors import BlobMissing, CorruptBlob, FileNotFound, InvalidRequest
+from service.core.errors import BlobMissing, CorruptBlob, FileNotFound
 from service.core.model import Entry
 from service.core.ports import BlobStamps, BlobURLs
 
@@ -77,8 +77,8 @@ class Files:
         for bucket, key in (source, target):
             names.check_bucket(bucket)
             names.check_key(key)
-        if metadata is not None and (problem := names.metadata_error(metadata)) is not None:
-            raise InvalidRequest(f"metadata: {problem}")
+        if metadata is not None:
+            names.check_metadata(metadata)
         principal.require("read", source[0])
         principal.require("write", target[0])
         original = await self.catalog.get(*source)

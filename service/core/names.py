@@ -95,6 +95,13 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_metadata(metadata: Mapping[str, str]) -> Mapping[str, str]:
+    """`metadata`, or InvalidRequest saying why it breaks the rules."""
+    if (problem := metadata_error(metadata)) is not None:
+        raise InvalidRequest(f"metadata: {problem}")
+    return metadata
+
+
 def check_session_id(session_id: str) -> str:
     """`session_id`, or SessionNotFound: an id this service cannot have made names no session."""
     if not SESSION_ID.fullmatch(session_id):

@@ -192,9 +192,7 @@ class UploadCore:
             if size is not None:
                 session = await self._declare_size(session, lease, size)
             if metadata is not None and metadata != session.metadata:
-                if (problem := names.metadata_error(metadata)) is not None:
-                    raise InvalidRequest(problem)
-                session = await self.sessions.declare_metadata(session, lease, metadata)
+                session = await self.sessions.declare_metadata(session, lease, names.check_metadata(metadata))
             remaining = session.size - session.offset
             if content_length is not None and content_length > remaining:
                 raise _too_large(session, content_length)

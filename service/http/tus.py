@@ -226,7 +226,8 @@ class TusAPI:
                     # The statuses are the seed's (service/http/errors.py): tus names no others but 460,
                     # which is there too; only the headers differ.
                     response = await files_error(request, error)
-                if response.status_code >= 400 and "upload_id" in request.path_params:
+                # A 404 says the upload is not there for this client: no second look for its expiry.
+                if response.status_code >= 400 and response.status_code != 404 and "upload_id" in request.path_params:
                     response.headers.update(await self._expires_if_kept(request))
             response.headers["Tus-Resumable"] = VERSION
             return response

@@ -79,6 +79,9 @@ class Checker:
         self.entries: CheckedEntries = entries
         self.repair = repair
         self.sessions = sessions
+        # Beside a service with an embedded Redis stand-in, whose index of the files lives in its process,
+        # entries and blobs are only reported: removing one would leave that service listing it.
+        self.fix_files = repair and sessions is not Sessions.HIDDEN
         self.findings: list[Finding] = []
 
     def report(self, kind: str, where: str, detail: str, repaired: bool = False, problem: bool = True) -> None:
@@ -123,7 +126,7 @@ class Checker:
             if entry.digest not in corrupt and self.services.blobs.stat(entry.digest) is not None:
                 continue
             repaired = False
-            if self.repair and self.sessions is not Sessions.HIDDEN:
+            if self.fix_files:
                 await catalog.delete(entry.bucket, entry.key)
                 repaired = True
             self.report(
@@ -144,8 +147,7 @@ class Checker:
         for blob in await asyncio.to_thread(lambda: list(self.services.blobs.list())):
             if blob.digest in needed or blob.modified >= cutoff:
                 continue
-            free = self.repair and not keep and self.sessions is not Sessions.HIDDEN
-            repaired = free and await catalog.release_blob(blob.digest)
+            repaired = self.fix_files and not keep and await catalog.release_blob(blob.digest)
             kept = "; kept while an entry is unreadable" if self.repair and keep else ""
             self.report(
                 "unreferenced blob",
@@ -155,9 +157,9 @@ class Checker:
             )
 
     def not_repaired_beside_a_service(self) -> str:
-        """Why a file's repair is left undone beside a running service with an embedded Redis stand-in: the
-        index of its files, and the commits under way, live in its process, which this one cannot reach."""
-        if not (self.repair and self.sessions is Sessions.HIDDEN):
+        """Why a file's repair is left undone (`fix_files`): the index of that service's files, and its
+        commits under way, live in its process, which this one cannot reach."""
+        if not self.repair or self.fix_files:
             return ""
         return "; not repaired: a running service keeps its own index (no FILES_REDIS_URL): stop it first"
 
