@@ -10,7 +10,9 @@ request reconnects. Idle pooled connections are checked (PING) before use after 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, cast
 
 import redis.asyncio as redis
@@ -123,31 +125,30 @@ async def replication_ids(client: redis.Redis) -> str | None:
     return ",".join(sorted(ids)) if ids else None
 
 
-def _changed_under(error: Exception) -> ConnectionError:
-    return ConnectionError(f"the cluster changed under the command: {error!r}")
-
-
-def _closed_under(error: Exception) -> bool:
-    """Whether `error` is a connection closed under a command, as redis-py's cluster client lets it out
-    while a primary is replaced: an AttributeError from inside itself (seen with 8.1; redis/redis-py#3835
-    is one such), or uvloop's RuntimeError for a write to a transport closed meanwhile (a node's idle
-    connections are not checked before use, as a plain client's pool checks them)."""
-    return isinstance(error, AttributeError) or (isinstance(error, RuntimeError) and "is closed" in str(error))
+@contextlib.contextmanager
+def _closed_under_as_connection_error() -> Iterator[None]:
+    """A connection closed under a command, as redis-py's cluster client lets it out while a primary is
+    replaced, raised as the ConnectionError it stands for: an AttributeError from inside itself (seen
+    with 8.1; redis/redis-py#3835 is one such), or uvloop's RuntimeError for a write to a transport
+    closed meanwhile (a node's idle connections are not checked before use, as a plain client's pool
+    checks them). Any other error passes as it is."""
+    try:
+        yield
+    except (AttributeError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "is closed" not in str(error):
+            raise
+        raise ConnectionError(f"the cluster changed under the command: {error!r}") from error
 
 
 class _Cluster(RedisCluster):
     """redis-py's cluster client, but for one thing: while the cluster changes (a primary dies, its replica
-    takes over), it can fail with a connection closed under a command (`_closed_under`). That is the
-    cluster being unavailable for a moment, so it is raised as the ConnectionError it stands for: the
-    request in flight gets 503, not 500."""
+    takes over), it can fail with a connection closed under a command. That is the cluster being
+    unavailable for a moment, so it is raised as the ConnectionError it stands for
+    (`_closed_under_as_connection_error`): the request in flight gets 503, not 500."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _closed_under_as_connection_error():
             return await super().execute_command(*args, **kwargs)
-        except (AttributeError, RuntimeError) as error:
-            if not _closed_under(error):
-                raise
-            raise _changed_under(error) from error
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
         super().pipeline(transaction, shard_hint)  # what it checks (no shard hint), as RedisCluster does
@@ -157,9 +158,5 @@ class _Cluster(RedisCluster):
 
 class _Pipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
-        try:
+        with _closed_under_as_connection_error():
             return await super().execute(raise_on_error, allow_redirections)
-        except (AttributeError, RuntimeError) as error:
-            if not _closed_under(error):
-                raise
-            raise _changed_under(error) from error
